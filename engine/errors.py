@@ -1,0 +1,103 @@
+"""The error vocabulary. Every error the user can see derives from `AibLocalError`.
+
+Errors never print or log themselves: the CLI reports them once, at one boundary, and
+turns them into the exit codes of the contract (1 build failed, 2 invalid input,
+3 environment, 130 interrupted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class AibLocalError(Exception):
+    """Root of every error aib-local reports to the user."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One validation finding, named by its JSON path.
+
+    `aib_rejects` says whether Azure Image Builder would refuse the template for it,
+    which is what `validate` exists to answer before any cloud round trip.
+    """
+
+    path: str
+    message: str
+    severity: str = "error"  # "error" | "warning" | "note"
+    aib_rejects: bool = True
+
+    def render(self) -> str:
+        where = f"{self.path}: " if self.path else ""
+        verdict = "AIB would reject this" if self.aib_rejects else "AIB would accept this"
+        if self.severity == "note":
+            return f"note: {where}{self.message}"
+        return f"{self.severity}: {where}{self.message} ({verdict})"
+
+
+class UsageError(AibLocalError):
+    """The command line or an input file is invalid (exit 2)."""
+
+    exit_code = 2
+
+
+class TemplateError(UsageError):
+    """A template is invalid; carries every finding, not only the first."""
+
+    def __init__(self, source: str, findings: list[Finding]) -> None:
+        errors = [f for f in findings if f.severity == "error"]
+        lines = [f"{source}: {len(errors)} error(s)"] + ["  " + f.render() for f in errors]
+        super().__init__("\n".join(lines))
+        self.source = source
+        self.findings = findings
+
+
+class EnvironmentProblem(AibLocalError):
+    """Something the machine lacks: no Docker engine, no base image, no key (exit 3)."""
+
+    exit_code = 3
+
+
+class BuildFailed(AibLocalError):
+    """The build failed in a named step (exit 1)."""
+
+    exit_code = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step: str,
+        exit_code: int | None = None,
+        log_path: Path | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.step = step
+        self.step_exit_code = exit_code
+        self.log_path = log_path
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return text if self.log_path is None else f"{text}\n  log: {self.log_path}"
+
+
+class BuildTimeout(BuildFailed):
+    """buildTimeoutInMinutes expired while `step` was running."""
+
+
+class Interrupted(AibLocalError):
+    """The user interrupted the build; cleanup has run (exit 130)."""
+
+    exit_code = 130

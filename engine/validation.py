@@ -1,0 +1,568 @@
+"""Load template files and validate them: every finding, each with its JSON path.
+
+Three passes over one document, all collected before anything is reported:
+1. field names, against the models' declared fields and the template's API version
+   (unknown, mis-cased, too-new and read-only fields);
+2. structure and types, by the pydantic models in `engine.model`;
+3. the rules AIB applies across fields (exactly one of scriptUri/inline, runAsSystem
+   needs runElevated, unique names, replicationRegions vs targetRegions, ...).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from engine import model as m
+from engine.errors import Finding, TemplateError, UsageError
+
+RESOURCE_TYPE = "Microsoft.VirtualMachineImages/imageTemplates"
+TAGS = {
+    "Shell", "PowerShell", "File", "WindowsRestart", "WindowsUpdate", "PlatformImage",
+    "ManagedImage", "SharedImageVersion", "ISO", "SharedImage", "VHD",
+}
+TAGS_BY_LIST = {
+    "source": ["PlatformImage", "ManagedImage", "SharedImageVersion"],
+    "customize": ["Shell", "PowerShell", "File", "WindowsRestart", "WindowsUpdate"],
+    "distribute": ["ManagedImage", "SharedImage", "VHD"],
+    "inVMValidations": ["Shell", "PowerShell", "File"],
+}
+REGIONS = frozenset(
+    """eastus eastus2 southcentralus westus2 westus3 australiaeast southeastasia northeurope
+    swedencentral uksouth westeurope centralus southafricanorth centralindia eastasia
+    japaneast koreacentral canadacentral francecentral germanywestcentral italynorth
+    norwayeast polandcentral spaincentral switzerlandnorth mexicocentral uaenorth
+    brazilsouth israelcentral qatarcentral newzealandnorth indonesiacentral malaysiawest
+    chilecentral austriaeast belgiumcentral denmarkeast centralusstage eastusstage
+    eastus2stage northcentralus southcentralusstage westus westus2stage asia asiapacific
+    australia brazil canada europe france germany global india japan korea norway
+    singapore southafrica switzerland uae uk unitedstates unitedstateseuap eastus2euap
+    centraluseuap eastasiastage southeastasiastage brazilus northcentralusstage
+    westcentralus southafricawest australiacentral australiacentral2 australiasoutheast
+    japanwest jioindiacentral koreasouth southindia westindia canadaeast francesouth
+    germanynorth jioindiawest norwaywest switzerlandwest ukwest uaecentral brazilsoutheast
+    usgovvirginia usgovarizona usgovtexas chinanorth chinaeast chinanorth2 chinaeast2
+    chinanorth3 chinaeast3""".split()
+)
+MANAGED_IMAGE_ID = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/images/[^/]+$", re.I
+)
+GALLERY_IMAGE_ID = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/galleries/[^/]+"
+    r"/images/[^/]+(/versions/[^/]+)?$",
+    re.I,
+)
+SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+WINDOWS_ONLY = {"PowerShell", "WindowsRestart", "WindowsUpdate"}
+
+
+def normalize_region(name: str) -> str:
+    return name.replace(" ", "").lower()
+
+
+@dataclass
+class LoadedTemplate:
+    """A template that passed validation, with its warnings and where it came from."""
+
+    path: Path
+    name: str
+    api_version: str
+    template: m.ImageTemplate
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def properties(self) -> m.Properties:
+        return self.template.properties
+
+    @property
+    def os_type(self) -> str:
+        return guess_os(self.template)
+
+
+def guess_os(template: m.ImageTemplate) -> str:
+    """'Windows' or 'Linux', from the source image and, failing that, the customizers."""
+    source = template.properties.source
+    if isinstance(source, m.PlatformImageSource):
+        text = f"{source.publisher} {source.offer}".lower()
+        return "Windows" if "windows" in text else "Linux"
+    kinds = {c.type for c in template.properties.customize}
+    return "Windows" if kinds & WINDOWS_ONLY and "Shell" not in kinds else "Linux"
+
+
+def read_json(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read it: {exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TemplateError(
+            str(path), [Finding("", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]
+        ) from None
+
+
+def load_templates(path: Path, *, allow_any_destination: bool = False) -> list[LoadedTemplate]:
+    """Every image template in the file, validated; raises TemplateError with all findings."""
+    raw = read_json(path)
+    documents: list[tuple[str, dict[str, Any]]] = []
+    findings: list[Finding] = []
+    if isinstance(raw, dict) and isinstance(raw.get("resources"), list):
+        for index, resource in enumerate(raw["resources"]):
+            kind = resource.get("type") if isinstance(resource, dict) else None
+            if isinstance(kind, str) and kind.lower() == RESOURCE_TYPE.lower():
+                documents.append((f"resources[{index}].", resource))
+            else:
+                findings.append(Finding(f"resources[{index}]", f"skipped: a {kind} resource, not an image template", "note", False))
+        if not documents:
+            findings.append(Finding("resources", f"no resource of type {RESOURCE_TYPE} in this deployment"))
+    elif isinstance(raw, dict) and "properties" in raw:
+        documents.append(("", raw))
+    elif isinstance(raw, dict) and {"source", "distribute", "customize"} & raw.keys():
+        documents.append(("", {"properties": raw, "__bare__": True}))
+    else:
+        findings.append(Finding("", "not an image template: expected an imageTemplates resource, its 'properties' object, or an ARM deployment"))
+    if any(f.severity == "error" for f in findings):
+        raise TemplateError(str(path), findings)
+
+    loaded: list[LoadedTemplate] = []
+    failed: list[Finding] = list(findings)
+    for prefix, document in documents:
+        result, doc_findings = validate_document(
+            document, path, prefix=prefix, allow_any_destination=allow_any_destination
+        )
+        failed += doc_findings
+        if result is not None:
+            result.findings = findings + doc_findings
+            loaded.append(result)
+    if any(f.severity == "error" for f in failed):
+        raise TemplateError(str(path), failed)
+    return loaded
+
+
+def validate_document(
+    document: dict[str, Any], path: Path, *, prefix: str = "", allow_any_destination: bool = False
+) -> tuple[LoadedTemplate | None, list[Finding]]:
+    """Validate one resource; returns the template (None when invalid) and every finding."""
+    bare = bool(document.pop("__bare__", False))
+    findings: list[Finding] = []
+
+    def where(json_path: str) -> str:
+        if bare and json_path.startswith("properties"):
+            json_path = json_path[len("properties") :].lstrip(".")
+        return prefix + json_path if json_path else prefix.rstrip(".")
+
+    api_version = document.get("apiVersion")
+    if api_version is None:
+        findings.append(Finding("apiVersion", f"absent; checked against the newest API version, {m.LATEST_API_VERSION}", "note", False))
+        api_version = m.LATEST_API_VERSION
+    elif not isinstance(api_version, str):
+        findings.append(Finding("apiVersion", "expected a string such as '2024-02-01'"))
+        api_version = m.LATEST_API_VERSION
+    elif api_version not in m.API_VERSIONS:
+        findings.append(Finding("apiVersion", f"unknown API version {api_version!r}; known: {', '.join(m.API_VERSIONS)}", "warning"))
+
+    normalized = _check_fields(document, m.ImageTemplate, "", api_version, findings)
+    _check_expressions(normalized, "", findings)
+    template: m.ImageTemplate | None = None
+    try:
+        template = m.ImageTemplate.model_validate(normalized)
+    except ValidationError as exc:
+        findings += [_from_pydantic(error) for error in exc.errors()]
+    _check_rules(normalized, api_version, bare, findings, allow_any_destination, template)
+
+    findings = [Finding(where(f.path), f.message, f.severity, f.aib_rejects) for f in findings]
+    findings = list(dict.fromkeys(findings))
+    if template is None or any(f.severity == "error" for f in findings):
+        return None, findings
+    name = template.name if isinstance(template.name, str) and template.name else path.stem
+    return LoadedTemplate(path, name, api_version, template), findings
+
+
+# --- pass 1: field names -------------------------------------------------------------
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The model classes an annotation can hold (through Optional, list, dict, unions)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _models_in(typing.get_args(annotation)[0])
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    if origin in (typing.Union, types.UnionType, list):
+        return [cls for arg in typing.get_args(annotation) for cls in _models_in(arg)]
+    return []
+
+
+def _pick_model(candidates: list[type[BaseModel]], raw: Any) -> type[BaseModel] | None:
+    if len(candidates) == 1:
+        return candidates[0]
+    tag = raw.get("type") if isinstance(raw, dict) else None
+    for cls in candidates:
+        annotation = cls.model_fields.get("type")
+        if annotation is not None and tag in typing.get_args(annotation.annotation):
+            return cls
+    return None
+
+
+def _check_fields(
+    raw: Any, cls: type[BaseModel], path: str, version: str, findings: list[Finding]
+) -> Any:
+    """Report unknown, mis-cased, too-new and read-only fields; return a normalized copy.
+
+    Before 2024-02-01 AIB reads field names case-insensitively, so a mis-cased field
+    is honoured there (and here), with a warning that newer versions reject it.
+    """
+    if not isinstance(raw, dict):
+        return raw
+    strict = version >= m.STRICT_FROM
+    fields = {(f.alias or name): f for name, f in cls.model_fields.items()}
+    by_lower = {alias.lower(): alias for alias in fields}
+    since_class = getattr(cls, "since_version", None)
+    if since_class and version < since_class:
+        findings.append(_too_new(path + ".type" if path else "type", f"type {raw.get('type')!r}", since_class, version, strict))
+    result: dict[str, Any] = {}
+    for key, value in raw.items():
+        here = f"{path}.{key}" if path else key
+        alias = key if key in fields else by_lower.get(key.lower())
+        if alias is None:
+            findings.append(_unknown(key, here, cls, list(fields), version, strict))
+            result[key] = value
+            continue
+        if alias != key:
+            findings.append(
+                Finding(
+                    here,
+                    f"mis-cased field; the name is {alias!r}"
+                    + (" (field names are case-sensitive from 2024-02-01)" if strict else
+                       f" (accepted by apiVersion {version}, rejected from {m.STRICT_FROM})"),
+                    "error" if strict else "warning",
+                    strict,
+                )
+            )
+            if strict:
+                result[key] = value
+                continue
+        info = fields[alias]
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if extra.get("read_only"):
+            findings.append(Finding(here, "read-only field (AIB returns it from a GET); it is ignored", "warning", False))
+        first = extra.get("since")
+        if isinstance(first, str) and version < first:
+            findings.append(_too_new(here, f"field {alias!r}", first, version, strict))
+        candidates = _models_in(info.annotation)
+        if candidates:
+            if isinstance(value, list):
+                value = [
+                    _check_fields(item, chosen, f"{here}[{i}]", version, findings)
+                    if (chosen := _pick_model(candidates, item)) else item
+                    for i, item in enumerate(value)
+                ]
+            elif (chosen := _pick_model(candidates, value)) is not None:
+                value = _check_fields(value, chosen, here, version, findings)
+        result[alias] = value
+    return result
+
+
+def _unknown(key: str, here: str, cls: type[BaseModel], known: list[str], version: str, strict: bool) -> Finding:
+    if key == "validExitCodes":
+        hint = "validExitCodes exists only on PowerShell; a Shell customizer must exit 0"
+    elif key in ("script", "sourceURI", "aritfactTags"):
+        right = {"script": "scriptUri' or 'inline", "sourceURI": "sourceUri", "aritfactTags": "artifactTags"}[key]
+        hint = f"did you mean '{right}'?"
+    else:
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.7)
+        hint = f"did you mean {close[0]!r}?" if close else f"known fields: {', '.join(sorted(known))}"
+    owner = cls.__name__
+    verdict = (
+        f"rejected by AIB from {m.STRICT_FROM}" if strict else f"ignored by AIB in apiVersion {version}"
+    )
+    return Finding(here, f"unknown field {key!r} in {owner} ({verdict}); {hint}", "error" if strict else "warning", strict)
+
+
+def _too_new(here: str, what: str, first: str, version: str, strict: bool) -> Finding:
+    return Finding(
+        here,
+        f"{what} arrived in apiVersion {first}; this template says {version}",
+        "error" if strict else "warning",
+        strict,
+    )
+
+
+def _check_expressions(raw: Any, path: str, findings: list[Finding]) -> None:
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            _check_expressions(value, f"{path}.{key}" if path else key, findings)
+    elif isinstance(raw, list):
+        for i, value in enumerate(raw):
+            _check_expressions(value, f"{path}[{i}]", findings)
+    elif isinstance(raw, str) and raw.startswith("[") and raw.endswith("]") and not raw.startswith("[["):
+        findings.append(Finding(path, f"unresolved ARM template expression {raw!r}; give the value itself", "error", False))
+
+
+# --- pass 2: structure ---------------------------------------------------------------
+
+
+def _json_type(value: Any) -> str:
+    return {
+        bool: "a boolean", int: "a number", float: "a number", str: "a string",
+        list: "a list", dict: "an object", type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+def _loc_to_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    previous: int | str | None = None
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in TAGS and (isinstance(previous, int) or previous == "source"):
+            pass  # the discriminator pydantic inserts; not part of the JSON path
+        elif "[" in part or part.startswith("function-"):
+            pass
+        else:
+            path += f".{part}" if path else part
+        previous = part
+    return path
+
+
+def _from_pydantic(error: Any) -> Finding:
+    loc = tuple(error["loc"])
+    path = _loc_to_path(loc)
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    value = error.get("input")
+    got = f", got {_json_type(value)}"
+    messages = {
+        "missing": "required field is missing",
+        "int_type": "expected an integer" + got,
+        "int_from_float": "expected an integer" + got,
+        "string_type": "expected a string" + got,
+        "bool_type": "expected true or false" + got,
+        "list_type": "expected a list" + got,
+        "dict_type": "expected an object" + got,
+        "model_type": "expected an object" + got,
+        "model_attributes_type": "expected an object" + got,
+        "greater_than_equal": f"must be at least {ctx.get('ge')}, got {value!r}",
+        "less_than_equal": f"must be at most {ctx.get('le')}, got {value!r}",
+    }
+    if kind in messages:
+        text = messages[kind]
+        if kind == "list_type" and loc and loc[-1] in ("validExitCodes",):
+            text = "expected a list of integers" + got
+        elif kind == "list_type" and loc and loc[-1] in ("inline", "filters", "replicationRegions"):
+            text = "expected a list of strings" + got
+    elif kind == "literal_error":
+        text = f"expected {ctx.get('expected')}, got {value!r}"
+    elif kind == "union_tag_invalid":
+        tag, expected = ctx.get("tag"), ctx.get("expected_tags", "")
+        options = [t.strip(" '") for t in str(expected).split(",")]
+        close = [t for t in options if t.lower() == str(tag).lower()]
+        text = f"unknown type {tag!r}; expected one of {expected}"
+        if close:
+            text += f" (did you mean {close[0]!r}? type names are case-sensitive)"
+        if tag == "ISO":
+            text = "the ISO source was removed from AIB after 2019-05-01-preview; use a PlatformImage"
+        path += ".type"
+    elif kind == "union_tag_not_found":
+        owner = next((p for p in reversed(loc) if isinstance(p, str)), "")
+        text = f"'type' is required; one of {', '.join(TAGS_BY_LIST.get(str(owner), sorted(TAGS)))}"
+        path += ".type"
+    elif kind == "string_pattern_mismatch" and loc and loc[-1] == "runOutputName":
+        text = f"must be 1-64 letters, digits, '-', '_' or '.', got {value!r}"
+    elif kind == "value_error":
+        text = str(error["msg"]).removeprefix("Value error, ")
+    else:
+        text = str(error["msg"])
+    return Finding(path, text)
+
+
+# --- pass 3: rules across fields -------------------------------------------------------
+
+
+def _check_rules(
+    doc: dict[str, Any],
+    version: str,
+    bare: bool,
+    findings: list[Finding],
+    allow_any_destination: bool,
+    template: m.ImageTemplate | None,
+) -> None:
+    add = findings.append
+    kind = doc.get("type")
+    if isinstance(kind, str) and kind.lower() != RESOURCE_TYPE.lower():
+        if kind == "Microsoft.VirtualMachineImages":
+            add(Finding("type", "the bare namespace (az resource create --is-full-object style); read as an image template", "note", False))
+        else:
+            add(Finding("type", f"expected {RESOURCE_TYPE!r}, got {kind!r}"))
+    name = doc.get("name")
+    if isinstance(name, str) and not re.match(m.NAME_PATTERN, name):
+        add(Finding("name", f"must be 1-64 letters, digits, '-', '_' or '.', got {name!r}"))
+    location = doc.get("location")
+    if isinstance(location, str) and normalize_region(location) not in REGIONS:
+        close = difflib.get_close_matches(normalize_region(location), REGIONS, n=1)
+        add(Finding("location", f"unknown Azure region {location!r}" + (f"; did you mean {close[0]!r}?" if close else "")))
+    elif location is None and not bare:
+        add(Finding("location", "absent; ARM requires a location", "warning"))
+    if "identity" not in doc and not bare and version >= "2020-02-14":
+        add(Finding("identity", f"absent; AIB requires an identity from apiVersion 2020-02-14 (this template: {version}); local builds need none", "warning"))
+
+    props = doc.get("properties")
+    if not isinstance(props, dict):
+        return
+    timeout = props.get("buildTimeoutInMinutes")
+    if isinstance(timeout, int) and not isinstance(timeout, bool) and 1 <= timeout <= 5:
+        add(Finding("properties.buildTimeoutInMinutes", f"{timeout} is accepted locally, but AIB needs at least 6", "warning"))
+
+    source = props.get("source")
+    if isinstance(source, dict) and source.get("type") == "ISO":
+        pass  # reported by the structure pass (removed source type)
+
+    os_type = guess_os(template) if template is not None else "Linux"
+    customize = props.get("customize")
+    if isinstance(customize, list):
+        _check_customizers(customize, "properties.customize", os_type, allow_any_destination, findings)
+    validate = props.get("validate")
+    if isinstance(validate, dict) and isinstance(validate.get("inVMValidations"), list):
+        _check_customizers(validate["inVMValidations"], "properties.validate.inVMValidations", os_type, allow_any_destination, findings)
+    distribute = props.get("distribute")
+    if isinstance(distribute, list):
+        if not distribute:
+            add(Finding("properties.distribute", "empty; AIB needs at least one distribution (locally: customize only)", "warning"))
+        _check_distributions(distribute, version, findings)
+    vm_profile = props.get("vmProfile")
+    vnet = vm_profile.get("vnetConfig") if isinstance(vm_profile, dict) else None
+    if isinstance(vnet, dict):
+        here = "properties.vmProfile.vnetConfig"
+        if vnet.get("proxyVmSize") and not vnet.get("subnetId"):
+            add(Finding(f"{here}.proxyVmSize", "only configurable together with subnetId"))
+        if vnet.get("proxyVmSize") and vnet.get("containerInstanceSubnetId"):
+            add(Finding(f"{here}.proxyVmSize", "must not be set together with containerInstanceSubnetId"))
+        for old in ("subnetName", "resourceGroupName"):
+            if old in vnet:
+                add(Finding(f"{here}.{old}", "deprecated; use subnetId", "warning", False))
+
+
+def _check_checksum(item: dict[str, Any], here: str, findings: list[Finding]) -> None:
+    checksum = item.get("sha256Checksum")
+    if not isinstance(checksum, str) or not checksum:
+        return
+    if not SHA256.match(checksum):
+        findings.append(Finding(f"{here}.sha256Checksum", "expected 64 hexadecimal digits (a SHA-256 digest)"))
+    elif checksum != checksum.lower():
+        findings.append(Finding(f"{here}.sha256Checksum", "upper-case digest: accepted locally, but AIB expects lower case", "warning"))
+    if item.get("inline") is not None and item.get("scriptUri") is None:
+        findings.append(Finding(f"{here}.sha256Checksum", "has no effect with inline commands", "warning", False))
+
+
+def _check_customizers(
+    items: list[Any], path: str, os_type: str, allow_any_destination: bool, findings: list[Finding]
+) -> None:
+    add = findings.append
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        here = f"{path}[{index}]"
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type")
+        name = item.get("name")
+        if isinstance(name, str) and name:
+            if name in seen:
+                add(Finding(f"{here}.name", f"duplicate name {name!r} (also {path}[{seen[name]}]); names must be unique"))
+            seen.setdefault(name, index)
+        if kind in ("Shell", "PowerShell"):
+            has_uri, has_inline = item.get("scriptUri") is not None, item.get("inline") is not None
+            if has_uri == has_inline:
+                add(Finding(here, "exactly one of 'scriptUri' or 'inline' must be given"
+                            + (", not both" if has_uri else "")))
+            inline = item.get("inline")
+            if isinstance(inline, list) and not inline:
+                add(Finding(f"{here}.inline", "empty: give at least one command"))
+            uri = item.get("scriptUri")
+            if isinstance(uri, str) and not uri.strip():
+                add(Finding(f"{here}.scriptUri", "empty"))
+            _check_checksum(item, here, findings)
+        if kind == "PowerShell" and item.get("runAsSystem") is True and item.get("runElevated") is not True:
+            add(Finding(f"{here}.runAsSystem", "runAsSystem: true needs runElevated: true"))
+        if kind == "File":
+            _check_checksum(item, here, findings)
+            destination = item.get("destination")
+            if isinstance(destination, str):
+                _check_destination(destination, f"{here}.destination", os_type, allow_any_destination, findings)
+            uri = item.get("sourceUri")
+            if isinstance(uri, str) and not uri.strip():
+                add(Finding(f"{here}.sourceUri", "empty"))
+
+
+def _check_destination(
+    destination: str, here: str, os_type: str, allow_any: bool, findings: list[Finding]
+) -> None:
+    if os_type == "Windows":
+        if not re.match(r"^[A-Za-z]:[\\/]", destination):
+            findings.append(Finding(here, f"expected an absolute Windows path such as C:\\\\temp\\\\file, got {destination!r}"))
+        return
+    if not destination.startswith("/"):
+        findings.append(Finding(here, f"expected an absolute path including the file name, got {destination!r}"))
+    elif destination.endswith("/"):
+        findings.append(Finding(here, "must name the file itself, not a directory"))
+    elif not (destination.startswith("/tmp/") and ".." not in destination.split("/")):
+        if allow_any:
+            findings.append(Finding(here, "outside /tmp: allowed locally by --allow-any-destination, but on Linux AIB can only write under /tmp", "warning"))
+        else:
+            findings.append(Finding(here, f"on Linux AIB can only write under /tmp, got {destination!r} (local opt-out: --allow-any-destination)"))
+
+
+def _check_distributions(items: list[Any], version: str, findings: list[Finding]) -> None:
+    add = findings.append
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        here = f"properties.distribute[{index}]"
+        if not isinstance(item, dict):
+            continue
+        output = item.get("runOutputName")
+        if isinstance(output, str):
+            if output.lower() in seen:
+                add(Finding(f"{here}.runOutputName", f"duplicate runOutputName {output!r} (also properties.distribute[{seen[output.lower()]}])"))
+            seen.setdefault(output.lower(), index)
+        kind = item.get("type")
+        if kind == "ManagedImage":
+            image_id = item.get("imageId")
+            if isinstance(image_id, str) and not MANAGED_IMAGE_ID.match(image_id):
+                add(Finding(f"{here}.imageId", "expected /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.Compute/images/NAME"))
+            location = item.get("location")
+            if isinstance(location, str) and normalize_region(location) not in REGIONS:
+                add(Finding(f"{here}.location", f"unknown Azure region {location!r}"))
+        if kind == "SharedImage":
+            gallery_id = item.get("galleryImageId")
+            if isinstance(gallery_id, str) and not GALLERY_IMAGE_ID.match(gallery_id):
+                add(Finding(f"{here}.galleryImageId", "expected /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.Compute/galleries/G/images/DEF[/versions/X.Y.Z]"))
+            replication, targets = item.get("replicationRegions"), item.get("targetRegions")
+            if replication is not None and targets is not None:
+                add(Finding(f"{here}.targetRegions", "replicationRegions and targetRegions are mutually exclusive"))
+            if replication is None and version < "2022-07-01":
+                add(Finding(f"{here}.replicationRegions", f"required in apiVersion {version} (targetRegions arrived in 2022-07-01)"))
+            if replication is not None and version >= "2022-07-01":
+                add(Finding(f"{here}.replicationRegions", "deprecated since 2022-07-01; use targetRegions", "warning", False))
+            if targets is not None and item.get("storageAccountType") is not None:
+                add(Finding(f"{here}.storageAccountType", "can only be given with replicationRegions; set it per target region"))
+            for i, region in enumerate(replication if isinstance(replication, list) else []):
+                if isinstance(region, str) and normalize_region(region) not in REGIONS:
+                    add(Finding(f"{here}.replicationRegions[{i}]", f"unknown Azure region {region!r}"))
+            for i, region in enumerate(targets if isinstance(targets, list) else []):
+                region_name = region.get("name") if isinstance(region, dict) else None
+                if isinstance(region_name, str) and normalize_region(region_name) not in REGIONS:
+                    add(Finding(f"{here}.targetRegions[{i}].name", f"unknown Azure region {region_name!r}"))
