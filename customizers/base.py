@@ -1,0 +1,92 @@
+"""The customizer interface and the plan vocabulary.
+
+Customizers plan, the engine executes: a customizer turns its template section into a
+short list of steps (run this script with these OK exit codes, put this file there,
+restart within this timeout), and the pipeline runs the steps against a target. A
+customizer never touches a target or the screen.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel
+
+SCRIPT = "{script}"  # stands for the uploaded script's path in a RunScript command
+
+
+@dataclass(frozen=True)
+class Input:
+    """A file the customizer needs, fetched and checksummed before the target starts."""
+
+    uri: str
+    sha256: str = ""
+
+
+@dataclass(frozen=True)
+class RunScript:
+    """Upload `script` and run `command` (with SCRIPT replaced by its path)."""
+
+    script: bytes
+    command: tuple[str, ...]
+    suffix: str = ".sh"
+    ok_codes: tuple[int, ...] = (0,)
+    as_root: bool = False
+    label: str = "script"
+
+
+@dataclass(frozen=True)
+class PutFile:
+    """Copy a fetched local file to `destination` on the target."""
+
+    source: Path
+    destination: str
+
+
+@dataclass(frozen=True)
+class Restart:
+    """Restart the target, wait for it within `timeout` seconds, then run the check."""
+
+    command: str
+    check_command: str
+    timeout: float
+
+
+Step = RunScript | PutFile | Restart
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What a customizer may know when it plans: the OS and the fetched inputs."""
+
+    os_type: str  # "Linux" | "Windows"
+    fetched: Mapping[str, Path]
+    has_pwsh: bool = False
+
+
+class PlanError(Exception):
+    """The customizer cannot run on this target; the message says why."""
+
+
+S = TypeVar("S", bound=BaseModel)
+
+
+class Customizer(ABC, Generic[S]):
+    """One entry of properties.customize."""
+
+    type_name: ClassVar[str]
+
+    def __init__(self, section: S) -> None:
+        self.section = section
+
+    def inputs(self) -> list[Input]:
+        """Files to fetch and verify before anything starts."""
+        return []
+
+    @abstractmethod
+    def plan(self, ctx: PlanContext) -> list[Step]:
+        """The steps that carry out this customizer."""

@@ -1,0 +1,32 @@
+"""Shell: a script (scriptUri) or inline commands, run on a Linux target."""
+
+from __future__ import annotations
+
+from customizers.base import SCRIPT, Customizer, Input, PlanContext, PlanError, RunScript, Step
+from engine.model import ShellCustomizer, ShellValidator
+
+
+def unix_text(data: bytes) -> bytes:
+    """CRLF line endings to LF, as Packer's shell provisioner uploads scripts."""
+    return data.replace(b"\r\n", b"\n")
+
+
+class Shell(Customizer[ShellCustomizer | ShellValidator]):
+    type_name = "Shell"
+
+    def inputs(self) -> list[Input]:
+        uri = self.section.script_uri
+        return [Input(uri, self.section.sha256_checksum)] if uri else []
+
+    def plan(self, ctx: PlanContext) -> list[Step]:
+        if ctx.os_type == "Windows":
+            raise PlanError("a Shell customizer needs a Linux target; use PowerShell on Windows")
+        if self.section.inline is not None:
+            # One script with `sh -e`: the first failing line fails the step, as in AIB.
+            body = "#!/bin/sh -e\n" + "\n".join(self.section.inline) + "\n"
+            return [RunScript(body.encode(), ("/bin/sh", "-e", SCRIPT), label="inline")]
+        uri = self.section.script_uri or ""
+        script = unix_text(ctx.fetched[uri].read_bytes())
+        # Run it as Packer does (chmod +x; PATH), so its own shebang picks the interpreter.
+        command = ("/bin/sh", "-c", 'chmod +x "$1" && exec "$1"', "sh", SCRIPT)
+        return [RunScript(script, command, label=uri)]

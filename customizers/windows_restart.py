@@ -1,0 +1,30 @@
+"""WindowsRestart: restart the target, wait for it to come back, run the check command."""
+
+from __future__ import annotations
+
+import re
+
+from customizers.base import Customizer, PlanContext, Restart, Step
+from engine.model import DEFAULT_RESTART_COMMAND, WindowsRestartCustomizer
+
+LINUX_RESTART_COMMAND = "shutdown -r now"
+UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go/Packer duration such as '5m', '90s', '1h30m'."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration: {text!r}")
+    return sum(float(n) * UNITS[u] for n, u in parts)
+
+
+class WindowsRestart(Customizer[WindowsRestartCustomizer]):
+    type_name = "WindowsRestart"
+
+    def plan(self, ctx: PlanContext) -> list[Step]:
+        command = self.section.restart_command
+        if ctx.os_type != "Windows" and command == DEFAULT_RESTART_COMMAND:
+            command = LINUX_RESTART_COMMAND
+        timeout = parse_duration(self.section.restart_timeout or "5m")
+        return [Restart(command, self.section.restart_check_command, timeout)]

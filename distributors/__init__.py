@@ -1,0 +1,24 @@
+"""Distributors, one module per AIB distribute type, and their registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distributors.base import Distributor
+from distributors.managed_image import ManagedImage
+
+REGISTRY: dict[str, type[Distributor[Any]]] = {
+    "ManagedImage": ManagedImage,
+}
+# Declared by the template model, distributed by a later release of aib-local.
+PLANNED = ("VHD", "SharedImage")
+
+
+def lookup(type_name: str) -> type[Distributor[Any]]:
+    """The distributor class for an AIB `type`, or KeyError naming the known types."""
+    try:
+        return REGISTRY[type_name]
+    except KeyError:
+        raise KeyError(
+            f"distribution type {type_name!r} is not supported locally yet; supported: {', '.join(REGISTRY)}"
+        ) from None

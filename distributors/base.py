@@ -1,0 +1,80 @@
+"""The distributor interface: turn the captured target into an artifact in the store.
+
+A distributor reads its template section and a `DistributeContext` (the captured
+target, the store, who built it) and returns the run output AIB would record. It never
+touches the screen; the pipeline reports what it returns.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+from pydantic import BaseModel
+
+from engine.store import Store
+
+
+class Captured(Protocol):
+    """The generalized, stopped target, as distributors consume it."""
+
+    def export(self) -> Iterator[bytes]:
+        """Its root filesystem as a tar stream."""
+
+    def commit(self, repository: str, tag: str, base_image: str) -> str:
+        """A local image of it (Docker targets); returns the image ID."""
+
+
+@dataclass
+class DistributeContext:
+    captured: Captured
+    store: Store
+    build_id: str
+    template_id: str
+    base_image: str
+    os_type: str
+    generalized: bool
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunOutput:
+    """What AIB records under .../imageTemplates/T/runOutputs/NAME."""
+
+    name: str
+    artifact_id: str | None = None
+    artifact_uri: str | None = None
+    provisioning_state: str = "Succeeded"
+
+    def properties(self) -> dict[str, Any]:
+        result: dict[str, Any] = {"provisioningState": self.provisioning_state}
+        if self.artifact_id:
+            result["artifactId"] = self.artifact_id
+        if self.artifact_uri:
+            result["artifactUri"] = self.artifact_uri
+        return result
+
+
+class DistributeError(Exception):
+    """The distribution failed; the message says why."""
+
+
+S = TypeVar("S", bound=BaseModel)
+
+
+class Distributor(ABC, Generic[S]):
+    """One entry of properties.distribute."""
+
+    type_name: ClassVar[str]
+
+    def __init__(self, section: S) -> None:
+        self.section = section
+
+    def check(self, store: Store) -> None:
+        """Refuse early (before any target starts) what cannot be distributed."""
+
+    @abstractmethod
+    def distribute(self, ctx: DistributeContext) -> RunOutput:
+        """Write the artifact and its resource record; return the run output."""

@@ -1,0 +1,58 @@
+"""ManagedImage: a local image committed from the target, recorded under its resource ID.
+
+It can be the `source` of the next build (`type: ManagedImage`), so builds chain.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from distributors.base import DistributeContext, Distributor, RunOutput
+from engine.model import ManagedImageDistribute
+from engine.store import split_id
+
+
+def repository_for(resource_id: str) -> str:
+    """A Docker repository name for a managed image ID (lower case, safe characters)."""
+    parts = split_id(resource_id)
+    group, name = parts[3], parts[-1]
+    clean = [re.sub(r"[^a-z0-9._-]+", "-", p.lower()).strip("-._") or "x" for p in (group, name)]
+    return f"aib-local/{clean[0]}/{clean[1]}"
+
+
+class ManagedImage(Distributor[ManagedImageDistribute]):
+    type_name = "ManagedImage"
+
+    def distribute(self, ctx: DistributeContext) -> RunOutput:
+        image_id = self.section.image_id
+        repository = repository_for(image_id)
+        docker_image = ctx.captured.commit(repository, "latest", ctx.base_image)
+        ctx.store.put(
+            image_id,
+            {
+                "name": split_id(image_id)[-1],
+                "type": "Microsoft.Compute/images",
+                "location": self.section.location,
+                "tags": dict(self.section.artifact_tags),
+                "properties": {
+                    "storageProfile": {
+                        "osDisk": {
+                            "osType": ctx.os_type,
+                            "osState": "Generalized" if ctx.generalized else "Specialized",
+                        }
+                    },
+                    "hyperVGeneration": "V1",
+                    "provisioningState": "Succeeded",
+                },
+                "aibLocal": {
+                    "dockerImage": docker_image,
+                    "reference": f"{repository}:latest",
+                    "buildId": ctx.build_id,
+                    "imageTemplate": ctx.template_id,
+                    "source": ctx.source,
+                    "createdAt": datetime.now(UTC).isoformat(),
+                },
+            },
+        )
+        return RunOutput(self.section.run_output_name, artifact_id=image_id)

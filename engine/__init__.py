@@ -1,0 +1,1 @@
+"""aib-local: run Azure VM Image Builder templates locally."""

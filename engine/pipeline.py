@@ -1,0 +1,578 @@
+"""The build pipeline: phases as data, one deadline, teardown in `finally`.
+
+fetch inputs → resolve source → start target → plan → customize → deprovision →
+capture → distribute → stop. Every phase runs under the deadline that
+buildTimeoutInMinutes sets; the target is removed at the end unless the user keeps it
+(--on-error abort, or the template's errorHandling.onCustomizerError: abort).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import customizers
+import distributors
+from customizers.base import SCRIPT, Customizer, PlanContext, PlanError, PutFile, Restart, RunScript, Step
+from distributors.base import DistributeContext, DistributeError, Distributor, RunOutput
+from engine import model as m
+from engine.catalogue import Catalogue
+from engine.errors import AibLocalError, BuildFailed, BuildTimeout, EnvironmentProblem, Interrupted, UsageError
+from engine.events import BuildLog, Events, Reporter, utc_now
+from engine.fetch import Fetched, FetchError, fetch, redact_uri
+from engine.store import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, Store
+from engine.targets import docker as docker_target
+from engine.targets.base import Command, CommandTimeout, Target, TargetError
+from engine.validation import LoadedTemplate
+
+TEMPLATE_TYPE = "Microsoft.VirtualMachineImages/imageTemplates"
+OVERRIDE_LINUX = "/tmp/DeprovisioningScript.sh"
+WAAGENT_DEPROVISION = """WAAGENT=/usr/sbin/waagent
+waagent -version 1> /dev/null 2>&1
+if [ $? -eq 0 ]; then
+  WAAGENT=waagent
+fi
+$WAAGENT -force -deprovision+user && export HISTSIZE=0 && sync
+"""
+FIND_WAAGENT = "command -v waagent >/dev/null 2>&1 || [ -x /usr/sbin/waagent ]"
+# What waagent's deprovision does that matters for a container image, for images without it.
+GENERIC_DEPROVISION = r"""
+echo "aib-local generic deprovision (the image has no waagent)"
+if [ -f /etc/machine-id ]; then : > /etc/machine-id; echo "cleared /etc/machine-id"; fi
+rm -f /var/lib/dbus/machine-id
+for key in /etc/ssh/ssh_host_*; do [ -e "$key" ] && rm -f "$key" && echo "removed $key"; done
+if [ -d /var/log ]; then
+  find /var/log -type f | while read -r f; do : > "$f"; done
+  echo "emptied the files under /var/log"
+fi
+rm -f /root/.bash_history /root/.ash_history /root/.sh_history /home/*/.bash_history /home/*/.ash_history
+rm -rf /var/lib/dhcp/*.leases /var/cache/apt/archives/*.deb 2>/dev/null || true
+echo "cleared shell history"
+export HISTSIZE=0
+sync
+"""
+LOG_NAME = "customization.log"
+
+
+@dataclass
+class BuildOptions:
+    """What the command line says about a build (the template says the rest)."""
+
+    store: Path | None = None
+    catalogue: Path | None = None
+    network: str | None = None
+    on_error: str | None = None  # cleanup | abort; None: the template's errorHandling
+    deprovision: str = "generic"  # for images without waagent: generic | skip
+    allow_any_destination: bool = False
+    subscription: str = DEFAULT_SUBSCRIPTION
+    resource_group: str = DEFAULT_RESOURCE_GROUP
+
+
+@dataclass
+class BuildResult:
+    build_id: str
+    status: str  # Succeeded | PartiallySucceeded | Failed | Canceled
+    run_outputs: list[RunOutput]
+    log_path: Path
+    kept: bool = False
+    error: AibLocalError | None = None
+
+
+class Deadline:
+    """buildTimeoutInMinutes, threaded through every step."""
+
+    def __init__(self, minutes: int) -> None:
+        self.minutes = minutes
+        self.end = time.monotonic() + minutes * 60
+
+    def remaining(self) -> float:
+        return max(0.0, self.end - time.monotonic())
+
+    def expired(self) -> bool:
+        return self.remaining() <= 0
+
+
+@dataclass
+class _State:
+    target: Target | None = None
+    image_ref: str = ""
+    image_id: str = ""
+    source_record: dict[str, Any] = field(default_factory=dict)
+    os_type: str = "Linux"
+    fetched: dict[str, Path] = field(default_factory=dict)
+    plans: list[tuple[str, list[Step]]] = field(default_factory=list)
+    generalized: bool = False
+    run_outputs: list[RunOutput] = field(default_factory=list)
+    has_pwsh: bool = False
+
+
+def new_build_id(name: str) -> str:
+    stem = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:32] or "build"
+    return f"{stem}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def recipe_hint(image: str) -> str:
+    """The command that makes a missing image locally."""
+    recipe = Path(__file__).resolve().parents[1] / "fixtures" / "images" / "build-image.sh"
+    if image in ("debian:12", "debian:bookworm", "aib-local/sshd:12"):
+        return f"make it locally: {recipe if recipe.exists() else 'fixtures/images/build-image.sh'} {image}"
+    return (
+        f"make it locally (debootstrap/rootfs tarball | docker import - {image}), "
+        "or map the source URN to an image you have with --catalogue FILE"
+    )
+
+
+class Build:
+    """One build of one template."""
+
+    def __init__(
+        self,
+        loaded: LoadedTemplate,
+        options: BuildOptions,
+        store: Store,
+        reporter: Reporter,
+        *,
+        build_id: str | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.options = options
+        self.store = store
+        self.props = loaded.properties
+        self.build_id = build_id or new_build_id(loaded.name)
+        self.dir = store.build_dir(self.build_id)
+        self.log = BuildLog(self.dir / LOG_NAME, self.build_id)
+        self.events = Events(self.log, reporter)
+        self.deadline = Deadline(self.props.timeout_minutes)
+        self.state = _State(os_type=loaded.os_type)
+        self.template_id = (
+            f"/subscriptions/{options.subscription}/resourceGroups/{options.resource_group}"
+            f"/providers/Microsoft.VirtualMachineImages/imageTemplates/{loaded.name}"
+        )
+        self.customizers: list[tuple[str, Customizer[Any]]] = [
+            (self._step_name(i, c), customizers.create(c)) for i, c in enumerate(self.props.customize)
+        ]
+        self.distributors: list[Distributor[Any]] = []
+        self.current = "validate"
+        self.started_at = utc_now()
+
+    @staticmethod
+    def _step_name(index: int, section: Any) -> str:
+        return f"customize[{index}] {section.name or section.type}"
+
+    @property
+    def on_error(self) -> str:
+        if self.options.on_error:
+            return self.options.on_error
+        handling = self.props.error_handling
+        return handling.on_customizer_error if handling else "cleanup"
+
+    # --- the loop ------------------------------------------------------------------
+
+    def phases(self) -> list[tuple[str, str, Callable[[], None]]]:
+        """(name, AIB runSubState, action): the build, as data."""
+        return [
+            ("fetch", "Queued", self.fetch_inputs),
+            ("resolve-source", "Building", self.resolve_source),
+            ("start-target", "Building", self.start_target),
+            ("plan", "Building", self.plan),
+            ("customize", "Customizing", self.customize),
+            ("deprovision", "Customizing", self.deprovision),
+            ("capture", "Distributing", self.capture),
+            ("distribute", "Distributing", self.distribute),
+        ]
+
+    def run(self) -> BuildResult:
+        started = time.monotonic()
+        self.events.emit(
+            "build-started", buildId=self.build_id, template=str(self.loaded.path),
+            templateId=self.template_id, target="docker", logPath=str(self.log.path),
+            timeoutMinutes=self.props.timeout_minutes,
+        )
+        for finding in self.loaded.findings:
+            if finding.severity == "warning":
+                self.events.warning(finding.render())
+        self._record_build("running")
+        self._record_template("Running", "Queued", "")
+        error: AibLocalError | None = None
+        kept = False
+        try:
+            for name, sub_state, action in self.phases():
+                self.current = name
+                self._check_deadline()
+                self._record_template("Running", sub_state, "")
+                action()
+        except KeyboardInterrupt:
+            error = Interrupted(f"interrupted during {self.current}")
+        except AibLocalError as exc:
+            error = exc
+        finally:
+            kept = self._teardown(error)
+        status = self._status(error)
+        message = "" if error is None else str(error)
+        self._record_template(status, None, message)
+        self._record_build(status.lower(), error=error, kept=kept)
+        self.events.emit(
+            "build-finished", buildId=self.build_id, status=status,
+            duration=round(time.monotonic() - started, 3), message=message, kept=kept,
+            runOutputs=[{"name": o.name, **o.properties()} for o in self.state.run_outputs],
+        )
+        self.log.close()
+        if isinstance(error, BuildFailed) and error.log_path is None:
+            error.log_path = self.log.path
+        return BuildResult(self.build_id, status, self.state.run_outputs, self.log.path, kept, error)
+
+    def _status(self, error: AibLocalError | None) -> str:
+        if isinstance(error, Interrupted):
+            return "Canceled"
+        if error is None:
+            return "Succeeded"
+        ok = [o for o in self.state.run_outputs if o.provisioning_state == "Succeeded"]
+        return "PartiallySucceeded" if ok and self.current == "distribute" else "Failed"
+
+    def _check_deadline(self) -> None:
+        if self.deadline.expired():
+            raise BuildTimeout(
+                f"buildTimeoutInMinutes ({self.deadline.minutes}) expired during {self.current}",
+                step=self.current,
+            )
+
+    def _teardown(self, error: AibLocalError | None) -> bool:
+        target = self.state.target
+        if target is None:
+            return False
+        keep = error is not None and not isinstance(error, Interrupted) and self.on_error == "abort"
+        if keep:
+            self.events.info(
+                f"keeping {target.describe()} for inspection (on-error abort); "
+                f"remove it with: aib-local clean --build {self.build_id}"
+            )
+            return True
+        try:
+            target.remove()
+        except AibLocalError as exc:
+            self.events.warning(f"could not remove {target.describe()}: {exc}")
+        return False
+
+    # --- phases --------------------------------------------------------------------
+
+    def fetch_inputs(self) -> None:
+        """Fetch and verify every referenced file before anything starts."""
+        inputs = [(name, i) for name, c in self.customizers for i in c.inputs()]
+        for index, (name, item) in enumerate(inputs):
+            if item.uri in self.state.fetched:
+                continue
+            started = time.monotonic()
+            try:
+                got: Fetched = fetch(
+                    item.uri, self.loaded.base_dir, self.dir / "inputs" / f"{index}", expected_sha256=item.sha256
+                )
+            except FetchError as exc:
+                raise BuildFailed(str(exc.message), step=f"fetch ({name})", hint=exc.hint) from None
+            self.state.fetched[item.uri] = got.path
+            verified = "sha256 verified" if item.sha256 else f"sha256 {got.sha256} (no checksum given)"
+            self.events.info(
+                f"fetched {redact_uri(item.uri)} for {name}: {got.size} bytes, {verified}",
+                step="fetch", durationSeconds=round(time.monotonic() - started, 3),
+            )
+            if got.size > 20 * 1024 * 1024 and any(c.type_name == "File" for n, c in self.customizers if n == name):
+                self.events.warning(f"{name}: {got.size} bytes is over AIB's 20 MB File customizer limit")
+
+    def resolve_source(self) -> None:
+        source = self.props.source
+        client = docker_target.connect()
+        self._client = client
+        if isinstance(source, m.PlatformImageSource):
+            ref = Catalogue.load(self.options.catalogue).resolve(source)
+            if ref is None:
+                raise EnvironmentProblem(
+                    f"no catalogue entry for {source.urn}",
+                    hint=f'map it to a local image with --catalogue FILE: {{"{source.urn}": "IMAGE"}}',
+                )
+            self.state.image_ref = ref
+            self.state.source_record = {"type": "PlatformImage", "urn": source.urn, "image": ref}
+        else:
+            resource_id = source.image_id if isinstance(source, m.ManagedImageSource) else getattr(source, "image_version_id", "")
+            record = self.store.get(resource_id)
+            if record is None:
+                raise UsageError(
+                    f"properties.source: {resource_id} is not in the local store {self.store.root}",
+                    hint="build the template that distributes it first, or pass the right --store",
+                )
+            ref = str((record.get("aibLocal") or {}).get("dockerImage", ""))
+            os_disk = (record.get("properties") or {}).get("storageProfile", {}).get("osDisk", {})
+            self.state.os_type = os_disk.get("osType", self.state.os_type)
+            self.state.image_ref = ref
+            self.state.source_record = {"type": source.type, "id": resource_id, "image": ref}
+        self.state.image_id = docker_target.ensure_image(client, self.state.image_ref, recipe_hint(self.state.image_ref))
+        self.state.source_record["exactVersion"] = self.state.image_id
+        self.events.info(f"source {self.state.source_record.get('urn') or self.state.source_record.get('id')} -> image {self.state.image_ref} ({self.state.image_id[:19]})")
+        self.distributors = []
+        for index, section in enumerate(self.props.distribute):
+            try:
+                distributor = distributors.lookup(section.type)(section)
+            except KeyError as exc:
+                raise BuildFailed(str(exc.args[0]), step=f"distribute[{index}] {section.run_output_name}") from None
+            distributor.check(self.store)
+            self.distributors.append(distributor)
+
+    def start_target(self) -> None:
+        target = docker_target.DockerTarget(
+            self._client, self.state.image_id, build_id=self.build_id, template=self.loaded.name,
+            vm_size=self.props.vm_profile.vm_size, network=self.options.network,
+        )
+        self.state.target = target
+        self._step("start-target", target.start, detail=target.describe())
+        for note in target.notes:
+            self.events.info(note, step="start-target")
+        self._record_build("running")
+        probe = self._run_quiet("command -v pwsh >/dev/null 2>&1")
+        self.state.has_pwsh = probe == 0
+
+    def plan(self) -> None:
+        ctx = PlanContext(self.state.os_type, self.state.fetched, self.state.has_pwsh)
+        plans = []
+        for name, customizer in self.customizers:
+            try:
+                plans.append((name, customizer.plan(ctx)))
+            except PlanError as exc:
+                raise BuildFailed(f"{name} cannot run here: {exc}", step=name) from None
+        self.state.plans = plans
+
+    def customize(self) -> None:
+        for index, (name, steps) in enumerate(self.state.plans):
+            self.current = name
+            self._record_template("Running", "Customizing", f"running {name}")
+            for number, step in enumerate(steps):
+                self._execute(name, index, number, step)
+
+    def deprovision(self) -> None:
+        self.current = "deprovision"
+        if self.state.os_type == "Windows":
+            raise BuildFailed("Windows deprovisioning (Sysprep) needs an SSH target running Windows", step="deprovision")
+        name = "deprovision"
+        if self._run_quiet(f"test -f {OVERRIDE_LINUX}") == 0:
+            self.events.info(f"running the deprovision override {OVERRIDE_LINUX} written by a customizer", step=name)
+            self._run_checked(name, ["/bin/sh", OVERRIDE_LINUX], as_root=True, detail=OVERRIDE_LINUX)
+            self.state.generalized = True
+        elif self._run_quiet(FIND_WAAGENT) == 0:
+            self._run_script(name, WAAGENT_DEPROVISION.encode(), ("/bin/sh", SCRIPT), as_root=True, detail="waagent -force -deprovision+user")
+            self.state.generalized = True
+        elif self.options.deprovision == "generic":
+            self.events.warning(
+                "the image has no waagent: running aib-local's generic deprovision instead "
+                "(clears machine-id, SSH host keys, logs, shell history); --deprovision skip turns it off",
+                step=name,
+            )
+            self._run_script(name, GENERIC_DEPROVISION.encode(), ("/bin/sh", SCRIPT), as_root=True, detail="generic deprovision")
+            self.state.generalized = True
+        else:
+            self.events.warning(
+                "deprovision SKIPPED (--deprovision skip): the image has no waagent and is not generalized",
+                step=name,
+            )
+        target = self._target()
+        if isinstance(target, docker_target.DockerTarget):
+            self._step("remove-build-user", target.remove_build_user, detail="take aib-local's build user and sudo set-up out of the image")
+
+    def capture(self) -> None:
+        if not self.distributors:
+            self.events.info("no distributions: nothing to capture")
+            return
+        self._step("capture", self._target().stop, detail="stop the target so its disk is quiescent")
+
+    def distribute(self) -> None:
+        target = self._target()
+        failures = []
+        for index, distributor in enumerate(self.distributors):
+            section = distributor.section
+            name = f"distribute[{index}] {section.run_output_name} ({section.type})"
+            self.current = name
+            self._check_deadline()
+            ctx = DistributeContext(
+                captured=target,  # type: ignore[arg-type]
+                store=self.store, build_id=self.build_id, template_id=self.template_id,
+                base_image=self.state.image_id, os_type=self.state.os_type,
+                generalized=self.state.generalized, source=self.state.source_record,
+            )
+            started = time.monotonic()
+            self.events.emit("step-started", step=name)
+            try:
+                output = distributor.distribute(ctx)
+            except (DistributeError, TargetError) as exc:
+                output = RunOutput(section.run_output_name, provisioning_state="Failed")
+                failures.append(f"{name}: {exc}")
+                self.events.emit("step-finished", step=name, status="failed", exitCode=None,
+                                 duration=round(time.monotonic() - started, 3), message=str(exc))
+            else:
+                self.events.emit("step-finished", step=name, status="succeeded", exitCode=None,
+                                 duration=round(time.monotonic() - started, 3))
+                self.events.emit("artifact", runOutputName=output.name, artifactId=output.artifact_id,
+                                 artifactUri=output.artifact_uri, type=section.type)
+            self.state.run_outputs.append(output)
+            self.store.put(
+                f"{self.template_id}/runOutputs/{output.name}",
+                {"name": output.name, "type": f"{TEMPLATE_TYPE}/runOutputs", "properties": output.properties()},
+            )
+        if failures:
+            raise BuildFailed(
+                f"Failed in distributing {len(failures)} images out of total {len(self.distributors)}: "
+                + "; ".join(failures),
+                step="distribute",
+            )
+
+    # --- executing steps -----------------------------------------------------------
+
+    def _target(self) -> Target:
+        if self.state.target is None:
+            raise BuildFailed("no target is running", step=self.current)
+        return self.state.target
+
+    def _sink(self, step: str) -> Callable[[str, str], None]:
+        def sink(stream: str, line: str) -> None:
+            self.events.emit("output", step=step, stream=stream, line=line)
+
+        return sink
+
+    def _step(self, name: str, action: Callable[[], None], *, detail: str = "") -> None:
+        started = time.monotonic()
+        self.events.emit("step-started", step=name, detail=detail)
+        try:
+            action()
+        except TargetError as exc:
+            self.events.emit("step-finished", step=name, status="failed", exitCode=None,
+                             duration=round(time.monotonic() - started, 3))
+            raise BuildFailed(f"{name} failed: {exc}", step=name) from None
+        self.events.emit("step-finished", step=name, status="succeeded", exitCode=None,
+                         duration=round(time.monotonic() - started, 3))
+
+    def _run_quiet(self, script: str) -> int:
+        try:
+            return self._target().run(Command(["/bin/sh", "-c", script], as_root=True), lambda _s, _l: None, timeout=min(60, self.deadline.remaining()))
+        except CommandTimeout:
+            self._check_deadline()
+            raise BuildFailed(f"the probe {script!r} did not answer within 60s", step=self.current) from None
+        except TargetError as exc:
+            raise BuildFailed(str(exc), step=self.current) from None
+
+    def _run_checked(
+        self, name: str, argv: list[str], *, as_root: bool = False, ok_codes: tuple[int, ...] = (0,), detail: str = ""
+    ) -> int:
+        target = self._target()
+        started = time.monotonic()
+        self.events.emit("step-started", step=name, detail=detail, command=" ".join(argv))
+        code: int | None = None
+        status = "failed"
+        try:
+            code = target.run(Command(argv, as_root=as_root), self._sink(name), timeout=self.deadline.remaining())
+            status = "succeeded" if code in ok_codes else "failed"
+        except CommandTimeout:
+            status = "timed-out"
+            raise BuildTimeout(
+                f"buildTimeoutInMinutes ({self.deadline.minutes}) expired during {name}; the step was killed",
+                step=name,
+            ) from None
+        except TargetError as exc:
+            raise BuildFailed(f"{name} failed: {exc}", step=name) from None
+        finally:
+            self.events.emit("step-finished", step=name, status=status, exitCode=code,
+                             duration=round(time.monotonic() - started, 3))
+        if code not in ok_codes:
+            allowed = "" if ok_codes == (0,) else f" (valid exit codes: {list(ok_codes)})"
+            raise BuildFailed(f"{name} failed with exit code {code}{allowed}", step=name, exit_code=code)
+        return code
+
+    def _script_path(self, index: int, number: int, suffix: str) -> str:
+        return f"/tmp/aib-local-script-{self.build_id[-6:]}-{index}-{number}{suffix}"
+
+    def _run_script(
+        self, name: str, script: bytes, command: tuple[str, ...], *, as_root: bool = False,
+        ok_codes: tuple[int, ...] = (0,), suffix: str = ".sh", detail: str = "", index: int = 99, number: int = 0,
+    ) -> None:
+        target = self._target()
+        path = self._script_path(index, number, suffix)
+        try:
+            target.put(script, path, mode=0o755, owner="root" if as_root else None)
+        except TargetError as exc:
+            raise BuildFailed(f"{name}: cannot upload its script: {exc}", step=name) from None
+        argv = [part.replace(SCRIPT, path) for part in command]
+        try:
+            self._run_checked(name, argv, as_root=as_root, ok_codes=ok_codes, detail=detail)
+        finally:
+            if self.state.target is not None and not self.deadline.expired():
+                try:
+                    self._run_quiet(f"rm -f {path}")
+                except AibLocalError:
+                    pass  # the step's own outcome is what the user needs to see
+
+    def _execute(self, name: str, index: int, number: int, step: Step) -> None:
+        self._check_deadline()
+        if isinstance(step, RunScript):
+            self._run_script(
+                name, step.script, step.command, as_root=step.as_root, ok_codes=step.ok_codes,
+                suffix=step.suffix, detail=redact_uri(step.label), index=index, number=number,
+            )
+        elif isinstance(step, PutFile):
+            target = self._target()
+
+            def put() -> None:
+                target.put(step.source.read_bytes(), step.destination)
+
+            self._step(name, put, detail=f"upload to {step.destination}")
+        elif isinstance(step, Restart):
+            self._restart(name, step)
+
+    def _restart(self, name: str, step: Restart) -> None:
+        target = self._target()
+        timeout = min(step.timeout, self.deadline.remaining())
+        self._step(name, lambda: target.restart(timeout), detail=f"restart and wait up to {timeout:.0f}s")
+        if step.check_command:
+            self._run_checked(f"{name} check", ["/bin/sh", "-c", step.check_command], detail=step.check_command)
+
+    # --- records -------------------------------------------------------------------
+
+    def _record_template(self, run_state: str, sub_state: str | None, message: str) -> None:
+        status: dict[str, Any] = {"runState": run_state, "message": message}
+        if sub_state:
+            status["runSubState"] = sub_state
+        status["startTime"] = self.started_at
+        if run_state != "Running":
+            status["endTime"] = utc_now()
+        template = self.loaded.template
+        properties = template.properties.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        properties["lastRunStatus"] = status
+        properties["provisioningState"] = "Succeeded"
+        self.store.put(
+            self.template_id,
+            {
+                "name": self.loaded.name,
+                "type": TEMPLATE_TYPE,
+                "location": template.location,
+                "tags": dict(template.tags),
+                "properties": properties,
+                "aibLocal": {"templateFile": str(self.loaded.path), "lastBuildId": self.build_id},
+            },
+        )
+
+    def _record_build(self, status: str, *, error: AibLocalError | None = None, kept: bool = False) -> None:
+        target = self.state.target
+        record: dict[str, Any] = {
+            "buildId": self.build_id,
+            "status": status,
+            "template": str(self.loaded.path),
+            "templateName": self.loaded.name,
+            "templateId": self.template_id,
+            "logPath": str(self.log.path),
+            "kept": kept,
+            "target": {"kind": target.kind, "name": getattr(target, "name", None)} if target else None,
+            "updatedAt": utc_now(),
+        }
+        if error is not None:
+            record["failedStep"] = getattr(error, "step", self.current)
+            record["message"] = str(error)
+        self.store.put_build(self.build_id, record)

@@ -1,0 +1,145 @@
+"""The local resource store: a directory tree that mirrors Azure resource IDs.
+
+`/subscriptions/S/resourceGroups/RG/providers/Microsoft.Compute/images/NAME` is kept at
+`ROOT/resources/subscriptions/s/resourcegroups/rg/providers/microsoft.compute/images/name/
+resource.json` (IDs are case-insensitive in Azure, so paths are lower case; the record
+keeps the ID as written). Every write goes to a temporary file, is fsynced and renamed,
+under a store-wide file lock, so a crash or a concurrent build never leaves a
+half-written record. Builds (logs, records) live under `ROOT/builds/BUILD_ID/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from filelock import FileLock
+
+from engine.errors import UsageError
+
+ENV_VAR = "AIB_LOCAL_STORE"
+DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
+DEFAULT_RESOURCE_GROUP = "aib-local"
+RECORD = "resource.json"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old or the new file, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def split_id(resource_id: str) -> list[str]:
+    """The segments of a resource ID, checked for shape."""
+    parts = resource_id.strip("/").split("/")
+    if (
+        not resource_id.startswith("/")
+        or len(parts) < 2
+        or parts[0].lower() != "subscriptions"
+        or any(p in ("", ".", "..") for p in parts)
+    ):
+        raise UsageError(f"not a resource ID: {resource_id!r} (expected /subscriptions/SUB/resourceGroups/RG/providers/...)")
+    return parts
+
+
+class Store:
+    """Resource records and build folders under one root directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(str(self.root / ".lock"))
+
+    @classmethod
+    def open(cls, root: Path | None = None) -> Store:
+        """`root`, else $AIB_LOCAL_STORE, else the user data directory."""
+        if root is None:
+            env = os.environ.get(ENV_VAR)
+            root = Path(env) if env else Path(platformdirs.user_data_dir("aib-local"))
+        try:
+            return cls(root.expanduser())
+        except OSError as exc:
+            raise UsageError(f"store {root}: cannot use it: {exc.strerror}") from None
+
+    def _dir(self, resource_id: str) -> Path:
+        return self.root.joinpath("resources", *(p.lower() for p in split_id(resource_id)))
+
+    def get(self, resource_id: str) -> dict[str, Any] | None:
+        path = self._dir(resource_id) / RECORD
+        try:
+            record: dict[str, Any] = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        return record
+
+    def put(self, resource_id: str, record: dict[str, Any]) -> None:
+        record = {"id": resource_id, **{k: v for k, v in record.items() if k != "id"}}
+        data = json.dumps(record, indent=2, sort_keys=False).encode() + b"\n"
+        with self._lock:
+            atomic_write(self._dir(resource_id) / RECORD, data)
+
+    def update(self, resource_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Read-modify-write of one record under the lock (top-level keys replaced)."""
+        with self._lock:
+            record = self.get(resource_id) or {"id": resource_id}
+            record.update(changes)
+            data = json.dumps(record, indent=2).encode() + b"\n"
+            atomic_write(self._dir(resource_id) / RECORD, data)
+        return record
+
+    def records(self, type_suffix: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every stored record, optionally only those whose `type` ends with `type_suffix`."""
+        base = self.root / "resources"
+        if not base.is_dir():
+            return
+        for path in sorted(base.rglob(RECORD)):
+            try:
+                record: dict[str, Any] = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            kind = str(record.get("type", ""))
+            if type_suffix is None or kind.lower().endswith(type_suffix.lower()):
+                yield record
+
+    # --- builds ---------------------------------------------------------------------
+
+    def build_dir(self, build_id: str) -> Path:
+        if not build_id or "/" in build_id or build_id.startswith("."):
+            raise UsageError(f"not a build id: {build_id!r}")
+        return self.root / "builds" / build_id
+
+    def put_build(self, build_id: str, record: dict[str, Any]) -> None:
+        data = json.dumps(record, indent=2).encode() + b"\n"
+        with self._lock:
+            atomic_write(self.build_dir(build_id) / "build.json", data)
+
+    def get_build(self, build_id: str) -> dict[str, Any] | None:
+        try:
+            record: dict[str, Any] = json.loads((self.build_dir(build_id) / "build.json").read_text())
+        except FileNotFoundError:
+            return None
+        return record
+
+    def builds(self) -> Iterator[dict[str, Any]]:
+        base = self.root / "builds"
+        if not base.is_dir():
+            return
+        for path in sorted(base.glob("*/build.json")):
+            try:
+                yield json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue

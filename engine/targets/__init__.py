@@ -1,0 +1,1 @@
+"""Build targets: where customizers run (a Docker container, or a host over SSH)."""

@@ -1,0 +1,77 @@
+"""The target interface: everything the pipeline needs from a place that builds an image.
+
+A target starts, runs a command with streamed output and a timeout, takes files,
+restarts, exports its filesystem as a tar stream and stops. It knows nothing of
+customizers or distributors; the pipeline drives it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from engine.errors import AibLocalError
+
+# (stream, line) with stream "stdout" or "stderr"; lines come without their newline.
+OutputSink = Callable[[str, str], None]
+
+
+class TargetError(AibLocalError):
+    """The target failed in a way that is not a command's exit code (exit 1)."""
+
+
+class CommandTimeout(TargetError):
+    """A command outlived its timeout; it has been killed inside the target."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command for a target: argv, run as the build user or as root."""
+
+    argv: list[str]
+    as_root: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+
+
+class Target(ABC):
+    """A running machine (container, VM, host) that an image is built on."""
+
+    kind: str = "target"
+    build_user: str = "root"
+
+    @abstractmethod
+    def start(self) -> None:
+        """Create and start the machine (or connect to it)."""
+
+    @abstractmethod
+    def run(self, command: Command, sink: OutputSink, timeout: float | None) -> int:
+        """Run `command`, streaming its output to `sink`; return its exit code.
+
+        On timeout the process and its children are killed inside the target and
+        CommandTimeout is raised.
+        """
+
+    @abstractmethod
+    def put(self, data: bytes, destination: str, *, mode: int = 0o644, owner: str | None = None) -> None:
+        """Write `data` to the absolute path `destination` (its parent must exist)."""
+
+    @abstractmethod
+    def restart(self, timeout: float) -> None:
+        """Restart the machine and wait until it answers again, within `timeout`."""
+
+    @abstractmethod
+    def export(self) -> Iterator[bytes]:
+        """The machine's root filesystem as a tar stream."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop the machine, keeping its disk (it is captured after this)."""
+
+    @abstractmethod
+    def remove(self) -> None:
+        """Remove the machine and everything started for it; safe to call twice."""
+
+    def describe(self) -> str:
+        return self.kind

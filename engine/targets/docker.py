@@ -1,0 +1,422 @@
+"""The Docker target: a container started from the source image, through the Docker SDK.
+
+This is the only module that catches `docker.errors.*`; each is re-raised as one of
+the project's errors with a hint. `DOCKER_HOST` (and the TLS variables) are honoured
+through `docker.from_env()`, so a remote engine serves as well as the local one.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shlex
+import tarfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
+
+from engine.errors import EnvironmentProblem
+from engine.targets.base import Command, CommandTimeout, OutputSink, Target, TargetError
+
+LABEL_TOOL = "io.aib-local.tool"
+LABEL_BUILD = "io.aib-local.build-id"
+LABEL_TEMPLATE = "io.aib-local.template"
+BUILD_USER = "packer"
+# Keeps the container alive without depending on anything but sh and sleep.
+KEEPALIVE = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
+# Kills a process and all of its descendants, found through /proc, inside the container.
+KILL_TREE = r"""
+tree() { echo "$1"; for p in /proc/[0-9]*; do
+  pp=$(sed -n 's/^PPid:[[:space:]]*//p' "$p/status" 2>/dev/null)
+  [ "$pp" = "$1" ] && tree "${p#/proc/}"; done; }
+root=$(cat "$1" 2>/dev/null) || exit 0
+kill -9 $(tree "$root") 2>/dev/null; rm -f "$1"; exit 0
+"""
+# Gives the image an AIB-like build user: with sudo, a non-root user with passwordless
+# sudo; without sudo, root and a pass-through `sudo` so that AIB scripts run unchanged.
+PREPARE_USER = r"""
+set -e
+mkdir -p /tmp && chmod 1777 /tmp
+# sudo looks the host name up; a container without a network has no entry for it.
+h=$(cat /proc/sys/kernel/hostname)
+grep -qs "[[:space:]]$h\$" /etc/hosts || echo "127.0.1.1 $h" >> /etc/hosts 2>/dev/null || true
+if command -v sudo >/dev/null 2>&1 && [ -d /etc/sudoers.d ]; then
+  if ! id -u {user} >/dev/null 2>&1; then
+    if command -v useradd >/dev/null 2>&1; then useradd -m -s /bin/sh {user}
+    else adduser -D -s /bin/sh {user}; fi
+  fi
+  echo '{user} ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/zz-aib-local
+  chmod 0440 /etc/sudoers.d/zz-aib-local
+  echo "user {user} $(id -u {user}) $(id -g {user})"
+else
+  cat > /usr/local/bin/sudo <<'EOF'
+#!/bin/sh
+# aib-local pass-through sudo: this image has no sudo and the build runs as root.
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -u|-g|-C|-h|-p|-r|-t|-U) shift 2 ;;
+    --) shift; break ;;
+    -*) shift ;;
+    *) break ;;
+  esac
+done
+[ $# -gt 0 ] || exit 0
+exec "$@"
+EOF
+  chmod 0755 /usr/local/bin/sudo
+  echo "root 0 0"
+fi
+"""
+REMOVE_USER = r"""
+if [ -f /etc/sudoers.d/zz-aib-local ]; then
+  rm -f /etc/sudoers.d/zz-aib-local
+  if command -v userdel >/dev/null 2>&1; then userdel -r {user} 2>/dev/null || userdel {user}
+  else deluser --remove-home {user} 2>/dev/null || true; fi
+fi
+if grep -q 'aib-local pass-through sudo' /usr/local/bin/sudo 2>/dev/null; then rm -f /usr/local/bin/sudo; fi
+rm -f /tmp/.aib-local-* /tmp/aib-local-script-*
+"""
+
+# vmSize -> (CPUs, memory in GiB): the sizes AIB templates use most.
+VM_SIZES: dict[str, tuple[float, float]] = {
+    "standard_b1s": (1, 1), "standard_b1ms": (1, 2), "standard_b2s": (2, 4),
+    "standard_b2ms": (2, 8), "standard_d1_v2": (1, 3.5), "standard_ds1_v2": (1, 3.5),
+    "standard_d2_v2": (2, 7), "standard_ds2_v2": (2, 7), "standard_d2s_v3": (2, 8),
+    "standard_d2_v3": (2, 8), "standard_d2ds_v4": (2, 8), "standard_d2s_v4": (2, 8),
+    "standard_d2ds_v5": (2, 8), "standard_d2s_v5": (2, 8), "standard_d4s_v3": (4, 16),
+    "standard_d4ds_v4": (4, 16), "standard_d4s_v5": (4, 16), "standard_d8s_v3": (8, 32),
+    "standard_d8s_v5": (8, 32), "standard_f2s_v2": (2, 4), "standard_f4s_v2": (4, 8),
+    "standard_a1_v2": (1, 2), "standard_a2_v2": (2, 4),
+}
+DEFAULT_VM_SIZE = "Standard_D1_v2"
+
+
+def vm_limits(vm_size: str) -> tuple[float, float, str]:
+    """(CPUs, memory GiB, note) for a vmSize; unknown sizes are guessed from the name."""
+    size = vm_size or DEFAULT_VM_SIZE
+    if size.lower() in VM_SIZES:
+        cpus, mem = VM_SIZES[size.lower()]
+        return cpus, mem, f"{size}: {cpus:g} CPU, {mem:g} GiB"
+    match = re.search(r"_[a-z]+(\d+)", size.lower())
+    cpus = float(match.group(1)) if match else 2.0
+    return cpus, cpus * 4, f"{size}: not in the size table, using {cpus:g} CPU, {cpus * 4:g} GiB"
+
+
+def connect() -> docker.DockerClient:
+    """A client for the engine named by the environment (DOCKER_HOST etc.)."""
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        where = os.environ.get("DOCKER_HOST", "the local socket (unix:///var/run/docker.sock)")
+        raise EnvironmentProblem(
+            f"no Docker engine answers at {where}: {_reason(exc)}",
+            hint="start one (sudo systemctl start docker, or fixtures/ensure-docker.sh), or set DOCKER_HOST",
+        ) from None
+    return client
+
+
+def _reason(exc: Exception) -> str:
+    text = str(getattr(exc, "explanation", None) or exc)
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def ensure_image(client: docker.DockerClient, ref: str, make_hint: str) -> str:
+    """The image ID for `ref`: local, else pulled; EnvironmentProblem with `make_hint`."""
+    try:
+        return str(client.images.get(ref).id)
+    except docker.errors.ImageNotFound:
+        pass
+    except docker.errors.DockerException as exc:
+        raise EnvironmentProblem(f"cannot inspect image {ref}: {_reason(exc)}") from None
+    try:
+        return str(client.images.pull(ref).id)
+    except docker.errors.DockerException as exc:
+        raise EnvironmentProblem(
+            f"image {ref} is not present locally and could not be pulled ({_reason(exc)})",
+            hint=make_hint,
+        ) from None
+
+
+def image_config(client: docker.DockerClient, image_id: str) -> dict[str, Any]:
+    try:
+        config: dict[str, Any] = client.api.inspect_image(image_id).get("Config") or {}
+    except docker.errors.DockerException as exc:
+        raise TargetError(f"cannot inspect image {image_id}: {_reason(exc)}") from None
+    return config
+
+
+def remove_labelled(client: docker.DockerClient, build_id: str | None = None) -> list[str]:
+    """Remove the containers aib-local started (all, or one build's); their names."""
+    label = f"{LABEL_BUILD}={build_id}" if build_id else LABEL_TOOL
+    removed = []
+    try:
+        for container in client.containers.list(all=True, filters={"label": label}):
+            container.remove(force=True)
+            removed.append(str(container.name))
+    except docker.errors.DockerException as exc:
+        raise TargetError(f"cannot remove containers labelled {label}: {_reason(exc)}") from None
+    return removed
+
+
+class DockerTarget(Target):
+    """A container from `image`, labelled with the build so that nothing is orphaned."""
+
+    kind = "docker"
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        image: str,
+        *,
+        build_id: str,
+        template: str,
+        vm_size: str = "",
+        network: str | None = None,
+    ) -> None:
+        self.client = client
+        self.image = image
+        self.build_id = build_id
+        self.template = template
+        self.vm_size = vm_size
+        self.network = network
+        self.container: Container | None = None
+        self.build_user = "root"
+        self._uid = 0
+        self._gid = 0
+        self.notes: list[str] = []
+
+    @property
+    def name(self) -> str:
+        return f"aib-local-{self.build_id}"
+
+    def describe(self) -> str:
+        return f"docker container {self.name} from {self.image}"
+
+    def _network(self) -> str:
+        if self.network:
+            return self.network
+        try:
+            names = {n.name for n in self.client.networks.list()}
+        except docker.errors.DockerException:
+            names = set()
+        return "bridge" if "bridge" in names else "host"
+
+    def start(self) -> None:
+        cpus, mem_gib, note = vm_limits(self.vm_size)
+        host_cpus = os.cpu_count() or 1
+        info_mem = 0
+        try:
+            info = self.client.info()
+            host_cpus = int(info.get("NCPU") or host_cpus)
+            info_mem = int(info.get("MemTotal") or 0)
+        except docker.errors.DockerException:
+            pass
+        cpus = min(cpus, host_cpus)
+        mem = int(mem_gib * (1 << 30))
+        if info_mem:
+            mem = min(mem, info_mem)
+        network = self._network()
+        self.notes.append(f"vmSize {note}; container limits {cpus:g} CPU, {mem / (1 << 30):.1f} GiB; network {network}")
+        try:
+            self.container = self.client.containers.run(
+                self.image,
+                entrypoint=KEEPALIVE,
+                command=[],
+                name=self.name,
+                detach=True,
+                init=True,
+                labels={LABEL_TOOL: "aib-local", LABEL_BUILD: self.build_id, LABEL_TEMPLATE: self.template},
+                network_mode=network,
+                nano_cpus=int(cpus * 1e9),
+                mem_limit=mem,
+                hostname="aib-build" if network not in ("host",) else None,
+            )
+        except docker.errors.ImageNotFound:
+            raise EnvironmentProblem(f"image {self.image} disappeared before the build started") from None
+        except docker.errors.DockerException as exc:
+            raise TargetError(f"cannot start a container from {self.image}: {_reason(exc)}") from None
+        self._prepare_user()
+
+    def _prepare_user(self) -> None:
+        lines: list[str] = []
+        code = self.run(
+            Command(["/bin/sh", "-c", PREPARE_USER.replace("{user}", BUILD_USER)], as_root=True),
+            lambda _stream, line: lines.append(line),
+            timeout=120,
+        )
+        if code != 0 or not lines or not lines[-1].startswith(("user ", "root ")):
+            raise TargetError(f"could not prepare the build user in {self.image}: {' / '.join(lines[-5:])}")
+        kind, *rest = lines[-1].split()
+        if kind == "user":
+            self.build_user, self._uid, self._gid = rest[0], int(rest[1]), int(rest[2])
+            self.notes.append(f"customizers run as {self.build_user!r} with passwordless sudo, as in AIB")
+        else:
+            self.notes.append("the image has no sudo: customizers run as root with a pass-through 'sudo'")
+
+    def _require(self) -> Container:
+        if self.container is None:
+            raise TargetError("the container is not running")
+        return self.container
+
+    def run(self, command: Command, sink: OutputSink, timeout: float | None) -> int:
+        container = self._require()
+        token = uuid.uuid4().hex[:12]
+        pidfile = f"/tmp/.aib-local-pid-{token}"
+        argv = ["/bin/sh", "-c", f'echo $$ > {pidfile}; exec "$@"', "sh", *command.argv]
+        user = "root" if command.as_root else self.build_user
+        try:
+            exec_id = self.client.api.exec_create(
+                container.id, argv, user=user, environment=command.env or None,
+                workdir=command.workdir, stdout=True, stderr=True,
+            )["Id"]
+            stream = self.client.api.exec_start(exec_id, stream=True, demux=True)
+        except docker.errors.DockerException as exc:
+            raise TargetError(f"cannot run a command in {self.name}: {_reason(exc)}") from None
+
+        failure: list[BaseException] = []
+
+        def pump() -> None:
+            buffers = {"stdout": b"", "stderr": b""}
+            try:
+                for out, err in stream:
+                    for name, chunk in (("stdout", out), ("stderr", err)):
+                        if not chunk:
+                            continue
+                        buffers[name] += chunk
+                        *lines, buffers[name] = buffers[name].split(b"\n")
+                        for line in lines:
+                            sink(name, line.decode("utf-8", "replace").rstrip("\r"))
+            except Exception as exc:  # the connection broke; reported below
+                failure.append(exc)
+            for name, rest in buffers.items():
+                if rest:
+                    sink(name, rest.decode("utf-8", "replace").rstrip("\r"))
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if reader.is_alive():
+            self._kill(pidfile)
+            reader.join(10)
+            raise CommandTimeout(f"timed out after {timeout:.0f}s; the process was killed in the container")
+        if failure:
+            raise TargetError(f"lost the output stream of a command in {self.name}: {failure[0]}")
+        try:
+            result = self.client.api.exec_inspect(exec_id)
+        except docker.errors.DockerException as exc:
+            raise TargetError(f"cannot read the exit code in {self.name}: {_reason(exc)}") from None
+        exit_code = result.get("ExitCode")
+        if exit_code is None:
+            raise TargetError(f"the command in {self.name} ended without an exit code")
+        self._quiet_run(["rm", "-f", pidfile])
+        return int(exit_code)
+
+    def _quiet_run(self, argv: list[str]) -> None:
+        try:
+            self.client.api.exec_start(self.client.api.exec_create(self._require().id, argv, user="root")["Id"])
+        except docker.errors.DockerException:
+            pass
+
+    def _kill(self, pidfile: str) -> None:
+        self._quiet_run(["/bin/sh", "-c", KILL_TREE, "kill-tree", pidfile])
+
+    def put(self, data: bytes, destination: str, *, mode: int = 0o644, owner: str | None = None) -> None:
+        container = self._require()
+        directory, _, name = destination.rpartition("/")
+        directory = directory or "/"
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mode = mode
+        info.mtime = int(time.time())
+        if owner != "root":
+            info.uid, info.gid = self._uid, self._gid
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as archive:
+            archive.addfile(info, io.BytesIO(data))
+        try:
+            container.put_archive(directory, buffer.getvalue())
+        except docker.errors.NotFound:
+            raise TargetError(f"cannot write {destination}: the directory {directory} does not exist") from None
+        except docker.errors.DockerException as exc:
+            raise TargetError(f"cannot write {destination}: {_reason(exc)}") from None
+
+    def restart(self, timeout: float) -> None:
+        container = self._require()
+        try:
+            container.restart(timeout=max(1, int(min(timeout, 30))))
+        except docker.errors.DockerException as exc:
+            raise TargetError(f"cannot restart {self.name}: {_reason(exc)}") from None
+
+        @retry(retry=retry_if_result(lambda up: not up), stop=stop_after_delay(timeout), wait=wait_fixed(0.2))
+        def running() -> bool:
+            container.reload()
+            return container.status == "running"
+
+        try:
+            running()
+        except Exception:
+            raise TargetError(f"{self.name} did not come back within {timeout:.0f}s") from None
+
+    def export(self) -> Iterator[bytes]:
+        container = self._require()
+        try:
+            yield from container.export(chunk_size=1 << 20)
+        except docker.errors.DockerException as exc:
+            raise TargetError(f"cannot export the filesystem of {self.name}: {_reason(exc)}") from None
+
+    def remove_build_user(self) -> None:
+        """Take the build user, its sudoers entry or the sudo shim back out of the image."""
+        self.run(
+            Command(["/bin/sh", "-c", REMOVE_USER.replace("{user}", BUILD_USER)], as_root=True),
+            lambda _s, _l: None,
+            timeout=60,
+        )
+
+    def commit(self, repository: str, tag: str, base_image: str) -> str:
+        """Commit the container as `repository:tag`, with the source image's own config."""
+        container = self._require()
+        config = image_config(self.client, base_image)
+        conf = {
+            "Cmd": config.get("Cmd"),
+            "Entrypoint": config.get("Entrypoint"),
+            "Labels": config.get("Labels") or {},
+            "Env": config.get("Env"),
+            "WorkingDir": config.get("WorkingDir") or "",
+            "User": config.get("User") or "",
+        }
+        try:
+            image = container.commit(repository=repository, tag=tag, conf=conf)
+        except docker.errors.DockerException as exc:
+            raise TargetError(f"cannot commit {self.name}: {_reason(exc)}") from None
+        return str(image.id)
+
+    def stop(self) -> None:
+        container = self._require()
+        try:
+            container.stop(timeout=10)
+        except docker.errors.DockerException as exc:
+            raise TargetError(f"cannot stop {self.name}: {_reason(exc)}") from None
+
+    def remove(self) -> None:
+        if self.container is None:
+            return
+        try:
+            self.container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.DockerException as exc:
+            raise TargetError(f"cannot remove {self.name}: {_reason(exc)}") from None
+        self.container = None
+
+
+def shell_quote(argv: list[str]) -> str:
+    return " ".join(shlex.quote(a) for a in argv)
