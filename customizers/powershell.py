@@ -34,7 +34,15 @@ class PowerShell(Customizer[PowerShellCustomizer | PowerShellValidator]):
         if ctx.os_type == "Windows":
             command: tuple[str, ...] = ("powershell", "-executionpolicy", "bypass", WRAPPER % SCRIPT)
         elif ctx.has_pwsh:
-            command = ("pwsh", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-Command", WRAPPER % SCRIPT)
+            command = (
+                "pwsh",
+                "-NoProfile",
+                "-NonInteractive",
+                "-ExecutionPolicy",
+                "Bypass",
+                "-Command",
+                WRAPPER % SCRIPT,
+            )
         else:
             raise PlanError("a PowerShell customizer on a Linux target needs pwsh in the image")
         return [

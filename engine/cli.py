@@ -45,7 +45,11 @@ def cli(ctx: click.Context, show_traceback: bool) -> None:
 @cli.command()
 @click.argument("templates", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--allow-any-destination", is_flag=True, help="Allow File destinations outside /tmp on Linux (AIB does not).")
+@click.option(
+    "--allow-any-destination",
+    is_flag=True,
+    help="Allow File destinations outside /tmp on Linux (AIB does not).",
+)
 def validate(templates: tuple[Path, ...], output: str, allow_any_destination: bool) -> None:
     """Check templates as AIB would, before any target starts.
 
@@ -71,15 +75,26 @@ def validate(templates: tuple[Path, ...], output: str, allow_any_destination: bo
             continue
         except UsageError as exc:
             invalid += 1
-            results.append({"template": str(path), "valid": False, "findings": [{"path": "", "message": str(exc), "severity": "error"}]})
+            results.append(
+                {
+                    "template": str(path),
+                    "valid": False,
+                    "findings": [{"path": "", "message": str(exc), "severity": "error"}],
+                }
+            )
             if output == "text":
                 _echo_err(f"error: {exc}")
             continue
         for item in loaded:
-            results.append({
-                "template": str(path), "name": item.name, "apiVersion": item.api_version,
-                "valid": True, "findings": [f.__dict__ for f in item.findings],
-            })
+            results.append(
+                {
+                    "template": str(path),
+                    "name": item.name,
+                    "apiVersion": item.api_version,
+                    "valid": True,
+                    "findings": [f.__dict__ for f in item.findings],
+                }
+            )
             if output == "text":
                 click.echo(f"{path}: {item.name} is valid (apiVersion {item.api_version})")
                 for f in item.findings:
@@ -93,17 +108,63 @@ def validate(templates: tuple[Path, ...], output: str, allow_any_destination: bo
 @cli.command()
 @click.argument("templates", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--target", default="docker", show_default=True, help="docker (DOCKER_HOST honoured).")
-@click.option("--store", type=click.Path(path_type=Path), help="Local resource store [default: $AIB_LOCAL_STORE, else the user data dir].")
-@click.option("--catalogue", type=click.Path(path_type=Path), help="PlatformImage catalogue override [default: $AIB_LOCAL_CATALOGUE].")
-@click.option("--network", help="Container network: host, none, bridge or a name [default: bridge where it exists, else host].")
-@click.option("--on-error", type=click.Choice(["cleanup", "abort"]), help="abort keeps the target for inspection [default: the template's errorHandling.onCustomizerError, else cleanup].")
-@click.option("--deprovision", type=click.Choice(["generic", "skip"]), default="generic", show_default=True, help="For images without waagent: run a generic deprovision, or skip it (the image stays specialized).")
-@click.option("--allow-any-destination", is_flag=True, help="Allow File destinations outside /tmp on Linux (AIB does not).")
-@click.option("--resource-group", default="aib-local", show_default=True, help="Resource group of the image template's local resource ID.")
-@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True, help="json: one JSON event per line on stdout.")
-def build(templates: tuple[Path, ...], target: str, store: Path | None, catalogue: Path | None,
-          network: str | None, on_error: str | None, deprovision: str, allow_any_destination: bool,
-          resource_group: str, output: str) -> None:
+@click.option(
+    "--store",
+    type=click.Path(path_type=Path),
+    help="Local resource store [default: $AIB_LOCAL_STORE, else the user data dir].",
+)
+@click.option(
+    "--catalogue",
+    type=click.Path(path_type=Path),
+    help="PlatformImage catalogue override [default: $AIB_LOCAL_CATALOGUE].",
+)
+@click.option(
+    "--network",
+    help="Container network: host, none, bridge or a name [default: bridge where it exists, else host].",
+)
+@click.option(
+    "--on-error",
+    type=click.Choice(["cleanup", "abort"]),
+    help="abort keeps the target for inspection "
+    "[default: the template's errorHandling.onCustomizerError, else cleanup].",
+)
+@click.option(
+    "--deprovision",
+    type=click.Choice(["generic", "skip"]),
+    default="generic",
+    show_default=True,
+    help="For images without waagent: run a generic deprovision, or skip it (the image stays specialized).",
+)
+@click.option(
+    "--allow-any-destination",
+    is_flag=True,
+    help="Allow File destinations outside /tmp on Linux (AIB does not).",
+)
+@click.option(
+    "--resource-group",
+    default="aib-local",
+    show_default=True,
+    help="Resource group of the image template's local resource ID.",
+)
+@click.option(
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON event per line on stdout.",
+)
+def build(
+    templates: tuple[Path, ...],
+    target: str,
+    store: Path | None,
+    catalogue: Path | None,
+    network: str | None,
+    on_error: str | None,
+    deprovision: str,
+    allow_any_destination: bool,
+    resource_group: str,
+    output: str,
+) -> None:
     """Build templates: customize, deprovision and distribute, as AIB would."""
     from engine.events import JsonReporter, TextReporter
     from engine.pipeline import Build, BuildOptions
@@ -114,8 +175,13 @@ def build(templates: tuple[Path, ...], target: str, store: Path | None, catalogu
         raise UsageError(f"--target {target!r}: only 'docker' is available in this release")
     loaded = [item for path in templates for item in load_templates(path, allow_any_destination=allow_any_destination)]
     options = BuildOptions(
-        store=store, catalogue=catalogue, network=network, on_error=on_error,
-        deprovision=deprovision, allow_any_destination=allow_any_destination, resource_group=resource_group,
+        store=store,
+        catalogue=catalogue,
+        network=network,
+        on_error=on_error,
+        deprovision=deprovision,
+        allow_any_destination=allow_any_destination,
+        resource_group=resource_group,
     )
     the_store = Store.open(store)
     reporter = JsonReporter() if output == "json" else TextReporter()

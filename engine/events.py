@@ -44,7 +44,11 @@ class TextReporter:
         elif kind == "step-finished":
             code = event.get("exitCode")
             result = "ok" if event["status"] == "succeeded" else event["status"].upper()
-            text = f"<== {step}: {result}" + (f" (exit {code})" if code is not None else "") + f" in {event['duration']:.1f}s"
+            text = (
+                f"<== {step}: {result}"
+                + (f" (exit {code})" if code is not None else "")
+                + f" in {event['duration']:.1f}s"
+            )
         elif kind == "warning":
             text = f"warning: {event['message']}"
         elif kind == "artifact":
@@ -88,9 +92,14 @@ class BuildLog:
             if event.get("command"):
                 body += f"\n    command: {event['command']}"
         elif kind == "step-finished":
-            body = f"(telemetry) ending {step}: {event['status']}, exit code {event.get('exitCode')}, {event['duration']:.3f}s"
+            body = (
+                f"(telemetry) ending {step}: {event['status']}, "
+                f"exit code {event.get('exitCode')}, {event['duration']:.3f}s"
+            )
+        elif "message" in event and kind in ("info", "warning"):
+            body = f"{kind.upper()} {step + ' ' if step else ''}{event['message']}"
         else:
-            body = f"{kind}: " + json.dumps({k: v for k, v in event.items() if k not in ('event', 'time')})
+            body = f"{kind}: " + json.dumps({k: v for k, v in event.items() if k not in ("event", "time")})
         self._file.write(f"[{self.build_id}] {stamp} {body}\n")
         self._file.flush()
 

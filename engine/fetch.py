@@ -64,7 +64,9 @@ def fetch(uri: str, base_dir: Path, dest: Path, *, expected_sha256: str = "") ->
         if parts.scheme == "file":
             source = Path(urllib.request.url2pathname(parts.path))
         elif parts.scheme and len(parts.scheme) > 1:
-            raise FetchError(f"{redact_uri(uri)}: unsupported URI scheme {parts.scheme!r} (use https, http, file or a path)")
+            raise FetchError(
+                f"{redact_uri(uri)}: unsupported URI scheme {parts.scheme!r} (use https, http, file or a path)"
+            )
         else:
             source = Path(uri)
             if not source.is_absolute():

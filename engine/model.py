@@ -126,11 +126,7 @@ class WindowsUpdateCustomizer(CustomizerBase):
 
 
 Customizer = Annotated[
-    ShellCustomizer
-    | PowerShellCustomizer
-    | FileCustomizer
-    | WindowsRestartCustomizer
-    | WindowsUpdateCustomizer,
+    ShellCustomizer | PowerShellCustomizer | FileCustomizer | WindowsRestartCustomizer | WindowsUpdateCustomizer,
     Field(discriminator="type"),
 ]
 
@@ -162,9 +158,7 @@ class FileValidator(CustomizerBase):
     sha256_checksum: str = ""
 
 
-Validator = Annotated[
-    ShellValidator | PowerShellValidator | FileValidator, Field(discriminator="type")
-]
+Validator = Annotated[ShellValidator | PowerShellValidator | FileValidator, Field(discriminator="type")]
 
 
 class ValidateSection(Section):
@@ -262,9 +256,7 @@ class SharedImageDistribute(DistributeBase):
         None, json_schema_extra=since("2020-02-14")
     )
     versioning: Versioning | None = Field(None, json_schema_extra=since("2022-07-01"))
-    replication_mode: Literal["Full", "Shallow"] | None = Field(
-        None, json_schema_extra=since("2025-10-01")
-    )
+    replication_mode: Literal["Full", "Shallow"] | None = Field(None, json_schema_extra=since("2025-10-01"))
 
 
 class VhdDistribute(DistributeBase):
@@ -293,9 +285,7 @@ class VnetConfig(Section):
 class VmProfile(Section):
     vm_size: str = ""
     os_disk_size_gb: int = Field(0, ge=0, alias="osDiskSizeGB", json_schema_extra=since("2020-02-14"))
-    user_assigned_identities: list[str] = Field(
-        default_factory=list, json_schema_extra=since("2021-10-01")
-    )
+    user_assigned_identities: list[str] = Field(default_factory=list, json_schema_extra=since("2021-10-01"))
     vnet_config: VnetConfig | None = Field(None, json_schema_extra=since("2020-02-14"))
 
 
@@ -330,20 +320,14 @@ class Properties(Section):
     customize: list[Customizer] = Field(default_factory=list)
     distribute: list[Distribute]
     build_timeout_in_minutes: int = Field(0, ge=0, le=MAX_BUILD_TIMEOUT_MINUTES)
-    vm_profile: VmProfile = Field(default_factory=VmProfile)
-    validate_: ValidateSection | None = Field(
-        None, alias="validate", json_schema_extra=since("2022-02-14")
-    )
+    vm_profile: VmProfile = Field(default_factory=lambda: VmProfile.model_validate({}))
+    validate_: ValidateSection | None = Field(None, alias="validate", json_schema_extra=since("2022-02-14"))
     optimize: Optimize | None = Field(None, json_schema_extra=since("2022-07-01"))
     error_handling: ErrorHandling | None = Field(None, json_schema_extra=since("2023-07-01"))
     staging_resource_group: str | None = Field(None, json_schema_extra=since("2022-02-14"))
     auto_run: State | None = Field(None, json_schema_extra=since("2024-02-01"))
-    managed_resource_tags: dict[str, str] | None = Field(
-        None, json_schema_extra=since("2024-02-01")
-    )
-    additional_data_disks: list[DataDisk] | None = Field(
-        None, json_schema_extra=since("2025-10-01")
-    )
+    managed_resource_tags: dict[str, str] | None = Field(None, json_schema_extra=since("2024-02-01"))
+    additional_data_disks: list[DataDisk] | None = Field(None, json_schema_extra=since("2025-10-01"))
     # Read-only fields that a GET returns and users paste back.
     exact_staging_resource_group: str | None = Field(None, json_schema_extra=READ_ONLY)
     provisioning_state: str | None = Field(None, json_schema_extra=READ_ONLY)

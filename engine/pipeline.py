@@ -8,6 +8,7 @@ buildTimeoutInMinutes sets; the target is removed at the end unless the user kee
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import uuid
@@ -23,7 +24,14 @@ from customizers.base import SCRIPT, Customizer, PlanContext, PlanError, PutFile
 from distributors.base import DistributeContext, DistributeError, Distributor, RunOutput
 from engine import model as m
 from engine.catalogue import Catalogue
-from engine.errors import AibLocalError, BuildFailed, BuildTimeout, EnvironmentProblem, Interrupted, UsageError
+from engine.errors import (
+    AibLocalError,
+    BuildFailed,
+    BuildTimeout,
+    EnvironmentProblem,
+    Interrupted,
+    UsageError,
+)
 from engine.events import BuildLog, Events, Reporter, utc_now
 from engine.fetch import Fetched, FetchError, fetch, redact_uri
 from engine.store import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, Store
@@ -190,8 +198,12 @@ class Build:
     def run(self) -> BuildResult:
         started = time.monotonic()
         self.events.emit(
-            "build-started", buildId=self.build_id, template=str(self.loaded.path),
-            templateId=self.template_id, target="docker", logPath=str(self.log.path),
+            "build-started",
+            buildId=self.build_id,
+            template=str(self.loaded.path),
+            templateId=self.template_id,
+            target="docker",
+            logPath=str(self.log.path),
             timeoutMinutes=self.props.timeout_minutes,
         )
         for finding in self.loaded.findings:
@@ -218,8 +230,12 @@ class Build:
         self._record_template(status, None, message)
         self._record_build(status.lower(), error=error, kept=kept)
         self.events.emit(
-            "build-finished", buildId=self.build_id, status=status,
-            duration=round(time.monotonic() - started, 3), message=message, kept=kept,
+            "build-finished",
+            buildId=self.build_id,
+            status=status,
+            duration=round(time.monotonic() - started, 3),
+            message=message,
+            kept=kept,
             runOutputs=[{"name": o.name, **o.properties()} for o in self.state.run_outputs],
         )
         self.log.close()
@@ -270,7 +286,10 @@ class Build:
             started = time.monotonic()
             try:
                 got: Fetched = fetch(
-                    item.uri, self.loaded.base_dir, self.dir / "inputs" / f"{index}", expected_sha256=item.sha256
+                    item.uri,
+                    self.loaded.base_dir,
+                    self.dir / "inputs" / f"{index}",
+                    expected_sha256=item.sha256,
                 )
             except FetchError as exc:
                 raise BuildFailed(str(exc.message), step=f"fetch ({name})", hint=exc.hint) from None
@@ -278,7 +297,8 @@ class Build:
             verified = "sha256 verified" if item.sha256 else f"sha256 {got.sha256} (no checksum given)"
             self.events.info(
                 f"fetched {redact_uri(item.uri)} for {name}: {got.size} bytes, {verified}",
-                step="fetch", durationSeconds=round(time.monotonic() - started, 3),
+                step="fetch",
+                durationSeconds=round(time.monotonic() - started, 3),
             )
             if got.size > 20 * 1024 * 1024 and any(c.type_name == "File" for n, c in self.customizers if n == name):
                 self.events.warning(f"{name}: {got.size} bytes is over AIB's 20 MB File customizer limit")
@@ -297,7 +317,9 @@ class Build:
             self.state.image_ref = ref
             self.state.source_record = {"type": "PlatformImage", "urn": source.urn, "image": ref}
         else:
-            resource_id = source.image_id if isinstance(source, m.ManagedImageSource) else getattr(source, "image_version_id", "")
+            resource_id = (
+                source.image_id if isinstance(source, m.ManagedImageSource) else getattr(source, "image_version_id", "")
+            )
             record = self.store.get(resource_id)
             if record is None:
                 raise UsageError(
@@ -309,9 +331,14 @@ class Build:
             self.state.os_type = os_disk.get("osType", self.state.os_type)
             self.state.image_ref = ref
             self.state.source_record = {"type": source.type, "id": resource_id, "image": ref}
-        self.state.image_id = docker_target.ensure_image(client, self.state.image_ref, recipe_hint(self.state.image_ref))
+        self.state.image_id = docker_target.ensure_image(
+            client, self.state.image_ref, recipe_hint(self.state.image_ref)
+        )
         self.state.source_record["exactVersion"] = self.state.image_id
-        self.events.info(f"source {self.state.source_record.get('urn') or self.state.source_record.get('id')} -> image {self.state.image_ref} ({self.state.image_id[:19]})")
+        self.events.info(
+            f"source {self.state.source_record.get('urn') or self.state.source_record.get('id')}"
+            f" -> image {self.state.image_ref} ({self.state.image_id[:19]})"
+        )
         self.distributors = []
         for index, section in enumerate(self.props.distribute):
             try:
@@ -323,8 +350,12 @@ class Build:
 
     def start_target(self) -> None:
         target = docker_target.DockerTarget(
-            self._client, self.state.image_id, build_id=self.build_id, template=self.loaded.name,
-            vm_size=self.props.vm_profile.vm_size, network=self.options.network,
+            self._client,
+            self.state.image_id,
+            build_id=self.build_id,
+            template=self.loaded.name,
+            vm_size=self.props.vm_profile.vm_size,
+            network=self.options.network,
         )
         self.state.target = target
         self._step("start-target", target.start, detail=target.describe())
@@ -354,14 +385,22 @@ class Build:
     def deprovision(self) -> None:
         self.current = "deprovision"
         if self.state.os_type == "Windows":
-            raise BuildFailed("Windows deprovisioning (Sysprep) needs an SSH target running Windows", step="deprovision")
+            raise BuildFailed(
+                "Windows deprovisioning (Sysprep) needs an SSH target running Windows", step="deprovision"
+            )
         name = "deprovision"
         if self._run_quiet(f"test -f {OVERRIDE_LINUX}") == 0:
             self.events.info(f"running the deprovision override {OVERRIDE_LINUX} written by a customizer", step=name)
             self._run_checked(name, ["/bin/sh", OVERRIDE_LINUX], as_root=True, detail=OVERRIDE_LINUX)
             self.state.generalized = True
         elif self._run_quiet(FIND_WAAGENT) == 0:
-            self._run_script(name, WAAGENT_DEPROVISION.encode(), ("/bin/sh", SCRIPT), as_root=True, detail="waagent -force -deprovision+user")
+            self._run_script(
+                name,
+                WAAGENT_DEPROVISION.encode(),
+                ("/bin/sh", SCRIPT),
+                as_root=True,
+                detail="waagent -force -deprovision+user",
+            )
             self.state.generalized = True
         elif self.options.deprovision == "generic":
             self.events.warning(
@@ -369,7 +408,13 @@ class Build:
                 "(clears machine-id, SSH host keys, logs, shell history); --deprovision skip turns it off",
                 step=name,
             )
-            self._run_script(name, GENERIC_DEPROVISION.encode(), ("/bin/sh", SCRIPT), as_root=True, detail="generic deprovision")
+            self._run_script(
+                name,
+                GENERIC_DEPROVISION.encode(),
+                ("/bin/sh", SCRIPT),
+                as_root=True,
+                detail="generic deprovision",
+            )
             self.state.generalized = True
         else:
             self.events.warning(
@@ -378,7 +423,11 @@ class Build:
             )
         target = self._target()
         if isinstance(target, docker_target.DockerTarget):
-            self._step("remove-build-user", target.remove_build_user, detail="take aib-local's build user and sudo set-up out of the image")
+            self._step(
+                "remove-build-user",
+                target.remove_build_user,
+                detail="take aib-local's build user and sudo set-up out of the image",
+            )
 
     def capture(self) -> None:
         if not self.distributors:
@@ -396,9 +445,13 @@ class Build:
             self._check_deadline()
             ctx = DistributeContext(
                 captured=target,  # type: ignore[arg-type]
-                store=self.store, build_id=self.build_id, template_id=self.template_id,
-                base_image=self.state.image_id, os_type=self.state.os_type,
-                generalized=self.state.generalized, source=self.state.source_record,
+                store=self.store,
+                build_id=self.build_id,
+                template_id=self.template_id,
+                base_image=self.state.image_id,
+                os_type=self.state.os_type,
+                generalized=self.state.generalized,
+                source=self.state.source_record,
             )
             started = time.monotonic()
             self.events.emit("step-started", step=name)
@@ -407,17 +460,37 @@ class Build:
             except (DistributeError, TargetError) as exc:
                 output = RunOutput(section.run_output_name, provisioning_state="Failed")
                 failures.append(f"{name}: {exc}")
-                self.events.emit("step-finished", step=name, status="failed", exitCode=None,
-                                 duration=round(time.monotonic() - started, 3), message=str(exc))
+                self.events.emit(
+                    "step-finished",
+                    step=name,
+                    status="failed",
+                    exitCode=None,
+                    duration=round(time.monotonic() - started, 3),
+                    message=str(exc),
+                )
             else:
-                self.events.emit("step-finished", step=name, status="succeeded", exitCode=None,
-                                 duration=round(time.monotonic() - started, 3))
-                self.events.emit("artifact", runOutputName=output.name, artifactId=output.artifact_id,
-                                 artifactUri=output.artifact_uri, type=section.type)
+                self.events.emit(
+                    "step-finished",
+                    step=name,
+                    status="succeeded",
+                    exitCode=None,
+                    duration=round(time.monotonic() - started, 3),
+                )
+                self.events.emit(
+                    "artifact",
+                    runOutputName=output.name,
+                    artifactId=output.artifact_id,
+                    artifactUri=output.artifact_uri,
+                    type=section.type,
+                )
             self.state.run_outputs.append(output)
             self.store.put(
                 f"{self.template_id}/runOutputs/{output.name}",
-                {"name": output.name, "type": f"{TEMPLATE_TYPE}/runOutputs", "properties": output.properties()},
+                {
+                    "name": output.name,
+                    "type": f"{TEMPLATE_TYPE}/runOutputs",
+                    "properties": output.properties(),
+                },
             )
         if failures:
             raise BuildFailed(
@@ -445,15 +518,29 @@ class Build:
         try:
             action()
         except TargetError as exc:
-            self.events.emit("step-finished", step=name, status="failed", exitCode=None,
-                             duration=round(time.monotonic() - started, 3))
+            self.events.emit(
+                "step-finished",
+                step=name,
+                status="failed",
+                exitCode=None,
+                duration=round(time.monotonic() - started, 3),
+            )
             raise BuildFailed(f"{name} failed: {exc}", step=name) from None
-        self.events.emit("step-finished", step=name, status="succeeded", exitCode=None,
-                         duration=round(time.monotonic() - started, 3))
+        self.events.emit(
+            "step-finished",
+            step=name,
+            status="succeeded",
+            exitCode=None,
+            duration=round(time.monotonic() - started, 3),
+        )
 
     def _run_quiet(self, script: str) -> int:
         try:
-            return self._target().run(Command(["/bin/sh", "-c", script], as_root=True), lambda _s, _l: None, timeout=min(60, self.deadline.remaining()))
+            return self._target().run(
+                Command(["/bin/sh", "-c", script], as_root=True),
+                lambda _s, _l: None,
+                timeout=min(60, self.deadline.remaining()),
+            )
         except CommandTimeout:
             self._check_deadline()
             raise BuildFailed(f"the probe {script!r} did not answer within 60s", step=self.current) from None
@@ -461,7 +548,13 @@ class Build:
             raise BuildFailed(str(exc), step=self.current) from None
 
     def _run_checked(
-        self, name: str, argv: list[str], *, as_root: bool = False, ok_codes: tuple[int, ...] = (0,), detail: str = ""
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        as_root: bool = False,
+        ok_codes: tuple[int, ...] = (0,),
+        detail: str = "",
     ) -> int:
         target = self._target()
         started = time.monotonic()
@@ -480,8 +573,13 @@ class Build:
         except TargetError as exc:
             raise BuildFailed(f"{name} failed: {exc}", step=name) from None
         finally:
-            self.events.emit("step-finished", step=name, status=status, exitCode=code,
-                             duration=round(time.monotonic() - started, 3))
+            self.events.emit(
+                "step-finished",
+                step=name,
+                status=status,
+                exitCode=code,
+                duration=round(time.monotonic() - started, 3),
+            )
         if code not in ok_codes:
             allowed = "" if ok_codes == (0,) else f" (valid exit codes: {list(ok_codes)})"
             raise BuildFailed(f"{name} failed with exit code {code}{allowed}", step=name, exit_code=code)
@@ -491,8 +589,17 @@ class Build:
         return f"/tmp/aib-local-script-{self.build_id[-6:]}-{index}-{number}{suffix}"
 
     def _run_script(
-        self, name: str, script: bytes, command: tuple[str, ...], *, as_root: bool = False,
-        ok_codes: tuple[int, ...] = (0,), suffix: str = ".sh", detail: str = "", index: int = 99, number: int = 0,
+        self,
+        name: str,
+        script: bytes,
+        command: tuple[str, ...],
+        *,
+        as_root: bool = False,
+        ok_codes: tuple[int, ...] = (0,),
+        suffix: str = ".sh",
+        detail: str = "",
+        index: int = 99,
+        number: int = 0,
     ) -> None:
         target = self._target()
         path = self._script_path(index, number, suffix)
@@ -504,18 +611,24 @@ class Build:
         try:
             self._run_checked(name, argv, as_root=as_root, ok_codes=ok_codes, detail=detail)
         finally:
+            # The step's own outcome is what the user needs to see, not a failed clean-up.
             if self.state.target is not None and not self.deadline.expired():
-                try:
+                with contextlib.suppress(AibLocalError):
                     self._run_quiet(f"rm -f {path}")
-                except AibLocalError:
-                    pass  # the step's own outcome is what the user needs to see
 
     def _execute(self, name: str, index: int, number: int, step: Step) -> None:
         self._check_deadline()
         if isinstance(step, RunScript):
             self._run_script(
-                name, step.script, step.command, as_root=step.as_root, ok_codes=step.ok_codes,
-                suffix=step.suffix, detail=redact_uri(step.label), index=index, number=number,
+                name,
+                step.script,
+                step.command,
+                as_root=step.as_root,
+                ok_codes=step.ok_codes,
+                suffix=step.suffix,
+                detail=redact_uri(step.label),
+                index=index,
+                number=number,
             )
         elif isinstance(step, PutFile):
             target = self._target()

@@ -37,7 +37,7 @@ def atomic_write(path: Path, data: bytes) -> None:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(tmp, path)
+        Path(tmp).replace(path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -52,7 +52,9 @@ def split_id(resource_id: str) -> list[str]:
         or parts[0].lower() != "subscriptions"
         or any(p in ("", ".", "..") for p in parts)
     ):
-        raise UsageError(f"not a resource ID: {resource_id!r} (expected /subscriptions/SUB/resourceGroups/RG/providers/...)")
+        raise UsageError(
+            f"not a resource ID: {resource_id!r} (expected /subscriptions/SUB/resourceGroups/RG/providers/...)"
+        )
     return parts
 
 

@@ -16,6 +16,7 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,17 @@ from engine.errors import Finding, TemplateError, UsageError
 
 RESOURCE_TYPE = "Microsoft.VirtualMachineImages/imageTemplates"
 TAGS = {
-    "Shell", "PowerShell", "File", "WindowsRestart", "WindowsUpdate", "PlatformImage",
-    "ManagedImage", "SharedImageVersion", "ISO", "SharedImage", "VHD",
+    "Shell",
+    "PowerShell",
+    "File",
+    "WindowsRestart",
+    "WindowsUpdate",
+    "PlatformImage",
+    "ManagedImage",
+    "SharedImageVersion",
+    "ISO",
+    "SharedImage",
+    "VHD",
 }
 TAGS_BY_LIST = {
     "source": ["PlatformImage", "ManagedImage", "SharedImageVersion"],
@@ -35,23 +45,8 @@ TAGS_BY_LIST = {
     "distribute": ["ManagedImage", "SharedImage", "VHD"],
     "inVMValidations": ["Shell", "PowerShell", "File"],
 }
-REGIONS = frozenset(
-    """eastus eastus2 southcentralus westus2 westus3 australiaeast southeastasia northeurope
-    swedencentral uksouth westeurope centralus southafricanorth centralindia eastasia
-    japaneast koreacentral canadacentral francecentral germanywestcentral italynorth
-    norwayeast polandcentral spaincentral switzerlandnorth mexicocentral uaenorth
-    brazilsouth israelcentral qatarcentral newzealandnorth indonesiacentral malaysiawest
-    chilecentral austriaeast belgiumcentral denmarkeast centralusstage eastusstage
-    eastus2stage northcentralus southcentralusstage westus westus2stage asia asiapacific
-    australia brazil canada europe france germany global india japan korea norway
-    singapore southafrica switzerland uae uk unitedstates unitedstateseuap eastus2euap
-    centraluseuap eastasiastage southeastasiastage brazilus northcentralusstage
-    westcentralus southafricawest australiacentral australiacentral2 australiasoutheast
-    japanwest jioindiacentral koreasouth southindia westindia canadaeast francesouth
-    germanynorth jioindiawest norwaywest switzerlandwest ukwest uaecentral brazilsoutheast
-    usgovvirginia usgovarizona usgovtexas chinanorth chinaeast chinanorth2 chinaeast2
-    chinanorth3 chinaeast3""".split()
-)
+# Azure region names (as `az account list-locations` gives them), lower case, no spaces.
+REGIONS = frozenset(json.loads(resources.files("engine").joinpath("data/regions.json").read_text()))
 MANAGED_IMAGE_ID = re.compile(
     r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/images/[^/]+$", re.I
 )
@@ -127,7 +122,14 @@ def load_templates(path: Path, *, allow_any_destination: bool = False) -> list[L
             if isinstance(kind, str) and kind.lower() == RESOURCE_TYPE.lower():
                 documents.append((f"resources[{index}].", resource))
             else:
-                findings.append(Finding(f"resources[{index}]", f"skipped: a {kind} resource, not an image template", "note", False))
+                findings.append(
+                    Finding(
+                        f"resources[{index}]",
+                        f"skipped: a {kind} resource, not an image template",
+                        "note",
+                        False,
+                    )
+                )
         if not documents:
             findings.append(Finding("resources", f"no resource of type {RESOURCE_TYPE} in this deployment"))
     elif isinstance(raw, dict) and "properties" in raw:
@@ -135,7 +137,13 @@ def load_templates(path: Path, *, allow_any_destination: bool = False) -> list[L
     elif isinstance(raw, dict) and {"source", "distribute", "customize"} & raw.keys():
         documents.append(("", {"properties": raw, "__bare__": True}))
     else:
-        findings.append(Finding("", "not an image template: expected an imageTemplates resource, its 'properties' object, or an ARM deployment"))
+        findings.append(
+            Finding(
+                "",
+                "not an image template: expected an imageTemplates resource, "
+                "its 'properties' object, or an ARM deployment",
+            )
+        )
     if any(f.severity == "error" for f in findings):
         raise TemplateError(str(path), findings)
 
@@ -168,13 +176,26 @@ def validate_document(
 
     api_version = document.get("apiVersion")
     if api_version is None:
-        findings.append(Finding("apiVersion", f"absent; checked against the newest API version, {m.LATEST_API_VERSION}", "note", False))
+        findings.append(
+            Finding(
+                "apiVersion",
+                f"absent; checked against the newest API version, {m.LATEST_API_VERSION}",
+                "note",
+                False,
+            )
+        )
         api_version = m.LATEST_API_VERSION
     elif not isinstance(api_version, str):
         findings.append(Finding("apiVersion", "expected a string such as '2024-02-01'"))
         api_version = m.LATEST_API_VERSION
     elif api_version not in m.API_VERSIONS:
-        findings.append(Finding("apiVersion", f"unknown API version {api_version!r}; known: {', '.join(m.API_VERSIONS)}", "warning"))
+        findings.append(
+            Finding(
+                "apiVersion",
+                f"unknown API version {api_version!r}; known: {', '.join(m.API_VERSIONS)}",
+                "warning",
+            )
+        )
 
     normalized = _check_fields(document, m.ImageTemplate, "", api_version, findings)
     _check_expressions(normalized, "", findings)
@@ -219,9 +240,7 @@ def _pick_model(candidates: list[type[BaseModel]], raw: Any) -> type[BaseModel] 
     return None
 
 
-def _check_fields(
-    raw: Any, cls: type[BaseModel], path: str, version: str, findings: list[Finding]
-) -> Any:
+def _check_fields(raw: Any, cls: type[BaseModel], path: str, version: str, findings: list[Finding]) -> Any:
     """Report unknown, mis-cased, too-new and read-only fields; return a normalized copy.
 
     Before 2024-02-01 AIB reads field names case-insensitively, so a mis-cased field
@@ -234,7 +253,9 @@ def _check_fields(
     by_lower = {alias.lower(): alias for alias in fields}
     since_class = getattr(cls, "since_version", None)
     if since_class and version < since_class:
-        findings.append(_too_new(path + ".type" if path else "type", f"type {raw.get('type')!r}", since_class, version, strict))
+        findings.append(
+            _too_new(path + ".type" if path else "type", f"type {raw.get('type')!r}", since_class, version, strict)
+        )
     result: dict[str, Any] = {}
     for key, value in raw.items():
         here = f"{path}.{key}" if path else key
@@ -248,8 +269,11 @@ def _check_fields(
                 Finding(
                     here,
                     f"mis-cased field; the name is {alias!r}"
-                    + (" (field names are case-sensitive from 2024-02-01)" if strict else
-                       f" (accepted by apiVersion {version}, rejected from {m.STRICT_FROM})"),
+                    + (
+                        " (field names are case-sensitive from 2024-02-01)"
+                        if strict
+                        else f" (accepted by apiVersion {version}, rejected from {m.STRICT_FROM})"
+                    ),
                     "error" if strict else "warning",
                     strict,
                 )
@@ -260,20 +284,25 @@ def _check_fields(
         info = fields[alias]
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         if extra.get("read_only"):
-            findings.append(Finding(here, "read-only field (AIB returns it from a GET); it is ignored", "warning", False))
+            findings.append(
+                Finding(here, "read-only field (AIB returns it from a GET); it is ignored", "warning", False)
+            )
         first = extra.get("since")
         if isinstance(first, str) and version < first:
             findings.append(_too_new(here, f"field {alias!r}", first, version, strict))
         candidates = _models_in(info.annotation)
         if candidates:
             if isinstance(value, list):
-                value = [
+                result[alias] = [
                     _check_fields(item, chosen, f"{here}[{i}]", version, findings)
-                    if (chosen := _pick_model(candidates, item)) else item
+                    if (chosen := _pick_model(candidates, item))
+                    else item
                     for i, item in enumerate(value)
                 ]
-            elif (chosen := _pick_model(candidates, value)) is not None:
-                value = _check_fields(value, chosen, here, version, findings)
+                continue
+            if (chosen := _pick_model(candidates, value)) is not None:
+                result[alias] = _check_fields(value, chosen, here, version, findings)
+                continue
         result[alias] = value
     return result
 
@@ -288,10 +317,13 @@ def _unknown(key: str, here: str, cls: type[BaseModel], known: list[str], versio
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.7)
         hint = f"did you mean {close[0]!r}?" if close else f"known fields: {', '.join(sorted(known))}"
     owner = cls.__name__
-    verdict = (
-        f"rejected by AIB from {m.STRICT_FROM}" if strict else f"ignored by AIB in apiVersion {version}"
+    verdict = f"rejected by AIB from {m.STRICT_FROM}" if strict else f"ignored by AIB in apiVersion {version}"
+    return Finding(
+        here,
+        f"unknown field {key!r} in {owner} ({verdict}); {hint}",
+        "error" if strict else "warning",
+        strict,
     )
-    return Finding(here, f"unknown field {key!r} in {owner} ({verdict}); {hint}", "error" if strict else "warning", strict)
 
 
 def _too_new(here: str, what: str, first: str, version: str, strict: bool) -> Finding:
@@ -311,7 +343,9 @@ def _check_expressions(raw: Any, path: str, findings: list[Finding]) -> None:
         for i, value in enumerate(raw):
             _check_expressions(value, f"{path}[{i}]", findings)
     elif isinstance(raw, str) and raw.startswith("[") and raw.endswith("]") and not raw.startswith("[["):
-        findings.append(Finding(path, f"unresolved ARM template expression {raw!r}; give the value itself", "error", False))
+        findings.append(
+            Finding(path, f"unresolved ARM template expression {raw!r}; give the value itself", "error", False)
+        )
 
 
 # --- pass 2: structure ---------------------------------------------------------------
@@ -319,8 +353,13 @@ def _check_expressions(raw: Any, path: str, findings: list[Finding]) -> None:
 
 def _json_type(value: Any) -> str:
     return {
-        bool: "a boolean", int: "a number", float: "a number", str: "a string",
-        list: "a list", dict: "an object", type(None): "null",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+        type(None): "null",
     }.get(type(value), type(value).__name__)
 
 
@@ -375,8 +414,6 @@ def _from_pydantic(error: Any) -> Finding:
         text = f"unknown type {tag!r}; expected one of {expected}"
         if close:
             text += f" (did you mean {close[0]!r}? type names are case-sensitive)"
-        if tag == "ISO":
-            text = "the ISO source was removed from AIB after 2019-05-01-preview; use a PlatformImage"
         path += ".type"
     elif kind == "union_tag_not_found":
         owner = next((p for p in reversed(loc) if isinstance(p, str)), "")
@@ -406,7 +443,14 @@ def _check_rules(
     kind = doc.get("type")
     if isinstance(kind, str) and kind.lower() != RESOURCE_TYPE.lower():
         if kind == "Microsoft.VirtualMachineImages":
-            add(Finding("type", "the bare namespace (az resource create --is-full-object style); read as an image template", "note", False))
+            add(
+                Finding(
+                    "type",
+                    "the bare namespace (az resource create --is-full-object style); read as an image template",
+                    "note",
+                    False,
+                )
+            )
         else:
             add(Finding("type", f"expected {RESOURCE_TYPE!r}, got {kind!r}"))
     name = doc.get("name")
@@ -415,22 +459,46 @@ def _check_rules(
     location = doc.get("location")
     if isinstance(location, str) and normalize_region(location) not in REGIONS:
         close = difflib.get_close_matches(normalize_region(location), REGIONS, n=1)
-        add(Finding("location", f"unknown Azure region {location!r}" + (f"; did you mean {close[0]!r}?" if close else "")))
+        add(
+            Finding(
+                "location",
+                f"unknown Azure region {location!r}" + (f"; did you mean {close[0]!r}?" if close else ""),
+            )
+        )
     elif location is None and not bare:
         add(Finding("location", "absent; ARM requires a location", "warning"))
     if "identity" not in doc and not bare and version >= "2020-02-14":
-        add(Finding("identity", f"absent; AIB requires an identity from apiVersion 2020-02-14 (this template: {version}); local builds need none", "warning"))
+        add(
+            Finding(
+                "identity",
+                f"absent; AIB requires an identity from apiVersion 2020-02-14 (this template: {version}); "
+                "local builds need none",
+                "warning",
+            )
+        )
 
     props = doc.get("properties")
     if not isinstance(props, dict):
         return
     timeout = props.get("buildTimeoutInMinutes")
     if isinstance(timeout, int) and not isinstance(timeout, bool) and 1 <= timeout <= 5:
-        add(Finding("properties.buildTimeoutInMinutes", f"{timeout} is accepted locally, but AIB needs at least 6", "warning"))
+        add(
+            Finding(
+                "properties.buildTimeoutInMinutes",
+                f"{timeout} is accepted locally, but AIB needs at least 6",
+                "warning",
+            )
+        )
 
     source = props.get("source")
     if isinstance(source, dict) and source.get("type") == "ISO":
-        pass  # reported by the structure pass (removed source type)
+        add(
+            Finding(
+                "properties.source.type",
+                "the ISO source was removed from AIB after 2019-05-01-preview "
+                "(it took RHEL 7.2-7.5 ISOs only); use a PlatformImage",
+            )
+        )
 
     os_type = guess_os(template) if template is not None else "Linux"
     customize = props.get("customize")
@@ -438,11 +506,23 @@ def _check_rules(
         _check_customizers(customize, "properties.customize", os_type, allow_any_destination, findings)
     validate = props.get("validate")
     if isinstance(validate, dict) and isinstance(validate.get("inVMValidations"), list):
-        _check_customizers(validate["inVMValidations"], "properties.validate.inVMValidations", os_type, allow_any_destination, findings)
+        _check_customizers(
+            validate["inVMValidations"],
+            "properties.validate.inVMValidations",
+            os_type,
+            allow_any_destination,
+            findings,
+        )
     distribute = props.get("distribute")
     if isinstance(distribute, list):
         if not distribute:
-            add(Finding("properties.distribute", "empty; AIB needs at least one distribution (locally: customize only)", "warning"))
+            add(
+                Finding(
+                    "properties.distribute",
+                    "empty; AIB needs at least one distribution (locally: customize only)",
+                    "warning",
+                )
+            )
         _check_distributions(distribute, version, findings)
     vm_profile = props.get("vmProfile")
     vnet = vm_profile.get("vnetConfig") if isinstance(vm_profile, dict) else None
@@ -464,7 +544,13 @@ def _check_checksum(item: dict[str, Any], here: str, findings: list[Finding]) ->
     if not SHA256.match(checksum):
         findings.append(Finding(f"{here}.sha256Checksum", "expected 64 hexadecimal digits (a SHA-256 digest)"))
     elif checksum != checksum.lower():
-        findings.append(Finding(f"{here}.sha256Checksum", "upper-case digest: accepted locally, but AIB expects lower case", "warning"))
+        findings.append(
+            Finding(
+                f"{here}.sha256Checksum",
+                "upper-case digest: accepted locally, but AIB expects lower case",
+                "warning",
+            )
+        )
     if item.get("inline") is not None and item.get("scriptUri") is None:
         findings.append(Finding(f"{here}.sha256Checksum", "has no effect with inline commands", "warning", False))
 
@@ -482,13 +568,22 @@ def _check_customizers(
         name = item.get("name")
         if isinstance(name, str) and name:
             if name in seen:
-                add(Finding(f"{here}.name", f"duplicate name {name!r} (also {path}[{seen[name]}]); names must be unique"))
+                add(
+                    Finding(
+                        f"{here}.name",
+                        f"duplicate name {name!r} (also {path}[{seen[name]}]); names must be unique",
+                    )
+                )
             seen.setdefault(name, index)
         if kind in ("Shell", "PowerShell"):
             has_uri, has_inline = item.get("scriptUri") is not None, item.get("inline") is not None
             if has_uri == has_inline:
-                add(Finding(here, "exactly one of 'scriptUri' or 'inline' must be given"
-                            + (", not both" if has_uri else "")))
+                add(
+                    Finding(
+                        here,
+                        "exactly one of 'scriptUri' or 'inline' must be given" + (", not both" if has_uri else ""),
+                    )
+                )
             inline = item.get("inline")
             if isinstance(inline, list) and not inline:
                 add(Finding(f"{here}.inline", "empty: give at least one command"))
@@ -508,12 +603,12 @@ def _check_customizers(
                 add(Finding(f"{here}.sourceUri", "empty"))
 
 
-def _check_destination(
-    destination: str, here: str, os_type: str, allow_any: bool, findings: list[Finding]
-) -> None:
+def _check_destination(destination: str, here: str, os_type: str, allow_any: bool, findings: list[Finding]) -> None:
     if os_type == "Windows":
         if not re.match(r"^[A-Za-z]:[\\/]", destination):
-            findings.append(Finding(here, f"expected an absolute Windows path such as C:\\\\temp\\\\file, got {destination!r}"))
+            findings.append(
+                Finding(here, f"expected an absolute Windows path such as C:\\\\temp\\\\file, got {destination!r}")
+            )
         return
     if not destination.startswith("/"):
         findings.append(Finding(here, f"expected an absolute path including the file name, got {destination!r}"))
@@ -521,9 +616,22 @@ def _check_destination(
         findings.append(Finding(here, "must name the file itself, not a directory"))
     elif not (destination.startswith("/tmp/") and ".." not in destination.split("/")):
         if allow_any:
-            findings.append(Finding(here, "outside /tmp: allowed locally by --allow-any-destination, but on Linux AIB can only write under /tmp", "warning"))
+            findings.append(
+                Finding(
+                    here,
+                    "outside /tmp: allowed locally by --allow-any-destination, "
+                    "but on Linux AIB can only write under /tmp",
+                    "warning",
+                )
+            )
         else:
-            findings.append(Finding(here, f"on Linux AIB can only write under /tmp, got {destination!r} (local opt-out: --allow-any-destination)"))
+            findings.append(
+                Finding(
+                    here,
+                    f"on Linux AIB can only write under /tmp, got {destination!r} "
+                    "(local opt-out: --allow-any-destination)",
+                )
+            )
 
 
 def _check_distributions(items: list[Any], version: str, findings: list[Finding]) -> None:
@@ -536,29 +644,62 @@ def _check_distributions(items: list[Any], version: str, findings: list[Finding]
         output = item.get("runOutputName")
         if isinstance(output, str):
             if output.lower() in seen:
-                add(Finding(f"{here}.runOutputName", f"duplicate runOutputName {output!r} (also properties.distribute[{seen[output.lower()]}])"))
+                add(
+                    Finding(
+                        f"{here}.runOutputName",
+                        f"duplicate runOutputName {output!r} (also properties.distribute[{seen[output.lower()]}])",
+                    )
+                )
             seen.setdefault(output.lower(), index)
         kind = item.get("type")
         if kind == "ManagedImage":
             image_id = item.get("imageId")
             if isinstance(image_id, str) and not MANAGED_IMAGE_ID.match(image_id):
-                add(Finding(f"{here}.imageId", "expected /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.Compute/images/NAME"))
+                add(
+                    Finding(
+                        f"{here}.imageId",
+                        "expected /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.Compute/images/NAME",
+                    )
+                )
             location = item.get("location")
             if isinstance(location, str) and normalize_region(location) not in REGIONS:
                 add(Finding(f"{here}.location", f"unknown Azure region {location!r}"))
         if kind == "SharedImage":
             gallery_id = item.get("galleryImageId")
             if isinstance(gallery_id, str) and not GALLERY_IMAGE_ID.match(gallery_id):
-                add(Finding(f"{here}.galleryImageId", "expected /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.Compute/galleries/G/images/DEF[/versions/X.Y.Z]"))
+                add(
+                    Finding(
+                        f"{here}.galleryImageId",
+                        "expected /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.Compute"
+                        "/galleries/G/images/DEF[/versions/X.Y.Z]",
+                    )
+                )
             replication, targets = item.get("replicationRegions"), item.get("targetRegions")
             if replication is not None and targets is not None:
                 add(Finding(f"{here}.targetRegions", "replicationRegions and targetRegions are mutually exclusive"))
             if replication is None and version < "2022-07-01":
-                add(Finding(f"{here}.replicationRegions", f"required in apiVersion {version} (targetRegions arrived in 2022-07-01)"))
+                add(
+                    Finding(
+                        f"{here}.replicationRegions",
+                        f"required in apiVersion {version} (targetRegions arrived in 2022-07-01)",
+                    )
+                )
             if replication is not None and version >= "2022-07-01":
-                add(Finding(f"{here}.replicationRegions", "deprecated since 2022-07-01; use targetRegions", "warning", False))
+                add(
+                    Finding(
+                        f"{here}.replicationRegions",
+                        "deprecated since 2022-07-01; use targetRegions",
+                        "warning",
+                        False,
+                    )
+                )
             if targets is not None and item.get("storageAccountType") is not None:
-                add(Finding(f"{here}.storageAccountType", "can only be given with replicationRegions; set it per target region"))
+                add(
+                    Finding(
+                        f"{here}.storageAccountType",
+                        "can only be given with replicationRegions; set it per target region",
+                    )
+                )
             for i, region in enumerate(replication if isinstance(replication, list) else []):
                 if isinstance(region, str) and normalize_region(region) not in REGIONS:
                     add(Finding(f"{here}.replicationRegions[{i}]", f"unknown Azure region {region!r}"))

@@ -7,6 +7,7 @@ through `docker.from_env()`, so a remote engine serves as well as the local one.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -27,6 +28,7 @@ from engine.errors import EnvironmentProblem
 from engine.targets.base import Command, CommandTimeout, OutputSink, Target, TargetError
 
 LABEL_TOOL = "io.aib-local.tool"
+TOOL = "aib-local"
 LABEL_BUILD = "io.aib-local.build-id"
 LABEL_TEMPLATE = "io.aib-local.template"
 BUILD_USER = "packer"
@@ -87,14 +89,29 @@ rm -f /tmp/.aib-local-* /tmp/aib-local-script-*
 
 # vmSize -> (CPUs, memory in GiB): the sizes AIB templates use most.
 VM_SIZES: dict[str, tuple[float, float]] = {
-    "standard_b1s": (1, 1), "standard_b1ms": (1, 2), "standard_b2s": (2, 4),
-    "standard_b2ms": (2, 8), "standard_d1_v2": (1, 3.5), "standard_ds1_v2": (1, 3.5),
-    "standard_d2_v2": (2, 7), "standard_ds2_v2": (2, 7), "standard_d2s_v3": (2, 8),
-    "standard_d2_v3": (2, 8), "standard_d2ds_v4": (2, 8), "standard_d2s_v4": (2, 8),
-    "standard_d2ds_v5": (2, 8), "standard_d2s_v5": (2, 8), "standard_d4s_v3": (4, 16),
-    "standard_d4ds_v4": (4, 16), "standard_d4s_v5": (4, 16), "standard_d8s_v3": (8, 32),
-    "standard_d8s_v5": (8, 32), "standard_f2s_v2": (2, 4), "standard_f4s_v2": (4, 8),
-    "standard_a1_v2": (1, 2), "standard_a2_v2": (2, 4),
+    "standard_b1s": (1, 1),
+    "standard_b1ms": (1, 2),
+    "standard_b2s": (2, 4),
+    "standard_b2ms": (2, 8),
+    "standard_d1_v2": (1, 3.5),
+    "standard_ds1_v2": (1, 3.5),
+    "standard_d2_v2": (2, 7),
+    "standard_ds2_v2": (2, 7),
+    "standard_d2s_v3": (2, 8),
+    "standard_d2_v3": (2, 8),
+    "standard_d2ds_v4": (2, 8),
+    "standard_d2s_v4": (2, 8),
+    "standard_d2ds_v5": (2, 8),
+    "standard_d2s_v5": (2, 8),
+    "standard_d4s_v3": (4, 16),
+    "standard_d4ds_v4": (4, 16),
+    "standard_d4s_v5": (4, 16),
+    "standard_d8s_v3": (8, 32),
+    "standard_d8s_v5": (8, 32),
+    "standard_f2s_v2": (2, 4),
+    "standard_f4s_v2": (4, 8),
+    "standard_a1_v2": (1, 2),
+    "standard_a2_v2": (2, 4),
 }
 DEFAULT_VM_SIZE = "Standard_D1_v2"
 
@@ -156,7 +173,7 @@ def image_config(client: docker.DockerClient, image_id: str) -> dict[str, Any]:
 
 def remove_labelled(client: docker.DockerClient, build_id: str | None = None) -> list[str]:
     """Remove the containers aib-local started (all, or one build's); their names."""
-    label = f"{LABEL_BUILD}={build_id}" if build_id else LABEL_TOOL
+    label = f"{LABEL_BUILD}={build_id}" if build_id else f"{LABEL_TOOL}={TOOL}"
     removed = []
     try:
         for container in client.containers.list(all=True, filters={"label": label}):
@@ -234,7 +251,7 @@ class DockerTarget(Target):
                 name=self.name,
                 detach=True,
                 init=True,
-                labels={LABEL_TOOL: "aib-local", LABEL_BUILD: self.build_id, LABEL_TEMPLATE: self.template},
+                labels={LABEL_TOOL: TOOL, LABEL_BUILD: self.build_id, LABEL_TEMPLATE: self.template},
                 network_mode=network,
                 nano_cpus=int(cpus * 1e9),
                 mem_limit=mem,
@@ -275,8 +292,13 @@ class DockerTarget(Target):
         user = "root" if command.as_root else self.build_user
         try:
             exec_id = self.client.api.exec_create(
-                container.id, argv, user=user, environment=command.env or None,
-                workdir=command.workdir, stdout=True, stderr=True,
+                container.id,
+                argv,
+                user=user,
+                environment=command.env or None,
+                workdir=command.workdir,
+                stdout=True,
+                stderr=True,
             )["Id"]
             stream = self.client.api.exec_start(exec_id, stream=True, demux=True)
         except docker.errors.DockerException as exc:
@@ -321,10 +343,8 @@ class DockerTarget(Target):
         return int(exit_code)
 
     def _quiet_run(self, argv: list[str]) -> None:
-        try:
+        with contextlib.suppress(docker.errors.DockerException):
             self.client.api.exec_start(self.client.api.exec_create(self._require().id, argv, user="root")["Id"])
-        except docker.errors.DockerException:
-            pass
 
     def _kill(self, pidfile: str) -> None:
         self._quiet_run(["/bin/sh", "-c", KILL_TREE, "kill-tree", pidfile])
@@ -359,7 +379,7 @@ class DockerTarget(Target):
         @retry(retry=retry_if_result(lambda up: not up), stop=stop_after_delay(timeout), wait=wait_fixed(0.2))
         def running() -> bool:
             container.reload()
-            return container.status == "running"
+            return bool(container.status == "running")
 
         try:
             running()
@@ -385,10 +405,14 @@ class DockerTarget(Target):
         """Commit the container as `repository:tag`, with the source image's own config."""
         container = self._require()
         config = image_config(self.client, base_image)
+        # The engine merges the container's labels into the image and cannot drop a key,
+        # so ours are blanked: containers run from the image later are not taken for
+        # build containers (those are found by label *value*).
+        labels = {**(config.get("Labels") or {}), LABEL_TOOL: "", LABEL_BUILD: "", LABEL_TEMPLATE: ""}
         conf = {
             "Cmd": config.get("Cmd"),
             "Entrypoint": config.get("Entrypoint"),
-            "Labels": config.get("Labels") or {},
+            "Labels": labels,
             "Env": config.get("Env"),
             "WorkingDir": config.get("WorkingDir") or "",
             "User": config.get("User") or "",

@@ -1,0 +1,170 @@
+"""Shared fixtures: a real Docker engine, the local base image, a store, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE_IMAGE = "debian:12"
+NO_SUDO_IMAGE = "aib-local-test/nosudo:12"
+SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
+LABEL_TOOL = "io.aib-local.tool=aib-local"
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("AIB_LOCAL_REQUIRE_DOCKER") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Any:
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # no engine: skipped locally, a failure in CI
+        _unavailable(f"no Docker engine: {exc}")
+    return client
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client: Any) -> str:
+    import docker.errors
+
+    try:
+        docker_client.images.get(BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        _unavailable(f"no {BASE_IMAGE} image: run fixtures/images/build-image.sh {BASE_IMAGE}")
+    return BASE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def no_sudo_image(docker_client: Any, base_image: str) -> str:
+    """The base image with sudo purged: builds must fall back to root + pass-through sudo."""
+    import docker.errors
+
+    try:
+        docker_client.images.get(NO_SUDO_IMAGE)
+        return NO_SUDO_IMAGE
+    except docker.errors.ImageNotFound:
+        pass
+    container = docker_client.containers.run(
+        base_image,
+        ["sh", "-c", "rm -rf /usr/bin/sudo /etc/sudoers /etc/sudoers.d"],
+        detach=True,
+        network_mode="none",
+    )
+    try:
+        assert container.wait(timeout=120)["StatusCode"] == 0
+        repository, tag = NO_SUDO_IMAGE.split(":")
+        container.commit(repository=repository, tag=tag, conf={"Cmd": ["/bin/bash"]})
+    finally:
+        container.remove(force=True)
+    return NO_SUDO_IMAGE
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+@pytest.fixture
+def cli(store: Path) -> Any:
+    """Run the real console entry point (python -m engine) against a private store."""
+
+    def run(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> Result:
+        full_env = {**os.environ, "AIB_LOCAL_STORE": str(store), **(env or {})}
+        proc = subprocess.run(
+            [sys.executable, "-m", "engine", *args],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
+
+
+@pytest.fixture
+def write_template(tmp_path: Path) -> Any:
+    """Write a template (a dict) as JSON into the test's folder; returns its path."""
+
+    def write(template: dict[str, Any], name: str = "template.json") -> Path:
+        path = tmp_path / name
+        path.write_text(json.dumps(template, indent=2))
+        return path
+
+    return write
+
+
+def template(
+    name: str,
+    customize: list[dict[str, Any]],
+    *,
+    source: dict[str, Any] | None = None,
+    distribute: list[dict[str, Any]] | None = None,
+    **properties: Any,
+) -> dict[str, Any]:
+    """A Linux image template built on Debian 12, for tests."""
+    return {
+        "type": "Microsoft.VirtualMachineImages/imageTemplates",
+        "apiVersion": "2024-02-01",
+        "name": name,
+        "location": "westeurope",
+        "identity": {"type": "None"},
+        "properties": {
+            "source": source
+            or {
+                "type": "PlatformImage",
+                "publisher": "Debian",
+                "offer": "debian-12",
+                "sku": "12",
+                "version": "latest",
+            },
+            "customize": customize,
+            "distribute": distribute if distribute is not None else [],
+            **properties,
+        },
+    }
+
+
+def managed_image_id(name: str) -> str:
+    return f"/subscriptions/{SUBSCRIPTION}/resourceGroups/tests/providers/Microsoft.Compute/images/{name}"
+
+
+@pytest.fixture
+def leftovers(docker_client: Any) -> Iterator[Any]:
+    """Yields a function listing aib-local containers started since the test began."""
+    before = {c.id for c in docker_client.containers.list(all=True, filters={"label": LABEL_TOOL})}
+
+    def new() -> list[Any]:
+        return [c for c in docker_client.containers.list(all=True, filters={"label": LABEL_TOOL}) if c.id not in before]
+
+    yield new
+    for container in new():
+        container.remove(force=True)
