@@ -1,0 +1,74 @@
+"""The command line contract: exit codes, messages, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import ROOT, template
+
+CORPUS = ROOT / "tests" / "corpus" / "invalid"
+
+
+def test_validate_the_quickstart(cli: Any) -> None:
+    result = cli("validate", str(ROOT / "fixtures/templates/quickstart.json"))
+    assert result.code == 0, result.output
+    assert "quickstart is valid (apiVersion 2024-02-01)" in result.stdout
+
+
+def test_validate_reports_every_error_with_its_path_and_exit_2(cli: Any, tmp_path: Path) -> None:
+    data = json.loads((CORPUS / "valid-exit-codes-string.json").read_text())["template"]
+    data["properties"]["distribute"][0]["runOutputName"] = "bad name"
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(data))
+    result = cli("validate", str(path))
+    assert result.code == 2
+    assert "properties.customize[0].validExitCodes: expected a list of integers, got a string" in result.stderr
+    assert "properties.distribute[0].runOutputName: must be 1-64 letters" in result.stderr
+    assert "2 error(s)" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_validate_json_output(cli: Any, write_template: Any) -> None:
+    path = write_template(template("t", [{"type": "Shell", "inline": ["x"]}], buildTimeoutInMinutes=2))
+    result = cli("validate", "--output", "json", str(path))
+    assert result.code == 0
+    report = json.loads(result.stdout)
+    assert report["valid"] is True
+    by_path = {f["path"]: f for f in report["templates"][0]["findings"]}
+    timeout = by_path["properties.buildTimeoutInMinutes"]
+    assert timeout["severity"] == "warning" and timeout["aib_rejects"] is True
+    assert by_path["properties.distribute"]["severity"] == "warning"
+
+
+def test_missing_file_is_exit_2(cli: Any) -> None:
+    result = cli("validate", "/nonexistent/template.json")
+    assert result.code == 2
+    assert "no such file" in result.stderr
+
+
+def test_unknown_option_is_exit_2(cli: Any) -> None:
+    result = cli("build", "--no-such-option", "t.json")
+    assert result.code == 2
+    assert "No such option" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_invalid_template_builds_nothing_exit_2(cli: Any, write_template: Any) -> None:
+    data = json.loads((CORPUS / "iso-source.json").read_text())["template"]
+    result = cli("build", str(write_template(data)))
+    assert result.code == 2
+    assert "properties.source.type: the ISO source was removed" in result.stderr
+
+
+def test_show_unknown_resource(cli: Any) -> None:
+    result = cli("show", "/subscriptions/s/resourceGroups/r/providers/Microsoft.Compute/images/none")
+    assert result.code == 2 and "not found in the local store" in result.stderr
+
+
+def test_help(cli: Any) -> None:
+    result = cli("--help")
+    assert result.code == 0
+    for command in ("validate", "build", "show", "list", "logs", "clean"):
+        assert command in result.stdout
