@@ -22,6 +22,24 @@ from engine.errors import AibLocalError, TemplateError, UsageError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
+store_option = click.option(
+    "--store",
+    type=click.Path(path_type=Path),
+    help="Local resource store [default: $AIB_LOCAL_STORE, else the user data dir].",
+)
+output_option = click.option(
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: machine-readable output on stdout.",
+)
+any_destination_option = click.option(
+    "--allow-any-destination",
+    is_flag=True,
+    help="Allow File destinations outside /tmp on Linux (AIB does not).",
+)
+
 
 def _echo_err(text: str) -> None:
     click.echo(text, err=True)
@@ -44,12 +62,8 @@ def cli(ctx: click.Context, show_traceback: bool) -> None:
 
 @cli.command()
 @click.argument("templates", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option(
-    "--allow-any-destination",
-    is_flag=True,
-    help="Allow File destinations outside /tmp on Linux (AIB does not).",
-)
+@output_option
+@any_destination_option
 def validate(templates: tuple[Path, ...], output: str, allow_any_destination: bool) -> None:
     """Check templates as AIB would, before any target starts.
 
@@ -108,11 +122,7 @@ def validate(templates: tuple[Path, ...], output: str, allow_any_destination: bo
 @cli.command()
 @click.argument("templates", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--target", default="docker", show_default=True, help="docker (DOCKER_HOST honoured).")
-@click.option(
-    "--store",
-    type=click.Path(path_type=Path),
-    help="Local resource store [default: $AIB_LOCAL_STORE, else the user data dir].",
-)
+@store_option
 @click.option(
     "--catalogue",
     type=click.Path(path_type=Path),
@@ -135,24 +145,14 @@ def validate(templates: tuple[Path, ...], output: str, allow_any_destination: bo
     show_default=True,
     help="For images without waagent: run a generic deprovision, or skip it (the image stays specialized).",
 )
-@click.option(
-    "--allow-any-destination",
-    is_flag=True,
-    help="Allow File destinations outside /tmp on Linux (AIB does not).",
-)
+@any_destination_option
 @click.option(
     "--resource-group",
     default="aib-local",
     show_default=True,
     help="Resource group of the image template's local resource ID.",
 )
-@click.option(
-    "--output",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="json: one JSON event per line on stdout.",
-)
+@output_option
 def build(
     templates: tuple[Path, ...],
     target: str,
@@ -203,7 +203,7 @@ def build(
 
 @cli.command()
 @click.argument("resource_id")
-@click.option("--store", type=click.Path(path_type=Path), help="Local resource store.")
+@store_option
 def show(resource_id: str, store: Path | None) -> None:
     """Print a stored resource as JSON (also .../imageTemplates/T/runOutputs/NAME)."""
     from engine.store import Store
@@ -224,7 +224,7 @@ LIST_TYPES = {
 
 @cli.command(name="list")
 @click.option("--type", "kind", type=click.Choice([*LIST_TYPES, "builds"]), help="Only this kind.")
-@click.option("--store", type=click.Path(path_type=Path), help="Local resource store.")
+@store_option
 def list_(kind: str | None, store: Path | None) -> None:
     """List stored resources (or builds)."""
     from engine.store import Store
@@ -243,7 +243,7 @@ def list_(kind: str | None, store: Path | None) -> None:
 
 @cli.command()
 @click.argument("build_id")
-@click.option("--store", type=click.Path(path_type=Path), help="Local resource store.")
+@store_option
 def logs(build_id: str, store: Path | None) -> None:
     """Print a build's customization.log."""
     from engine.pipeline import LOG_NAME

@@ -389,38 +389,28 @@ class Build:
                 "Windows deprovisioning (Sysprep) needs an SSH target running Windows", step="deprovision"
             )
         name = "deprovision"
+        script: bytes | None = None
         if self._run_quiet(f"test -f {OVERRIDE_LINUX}") == 0:
             self.events.info(f"running the deprovision override {OVERRIDE_LINUX} written by a customizer", step=name)
             self._run_checked(name, ["/bin/sh", OVERRIDE_LINUX], as_root=True, detail=OVERRIDE_LINUX)
             self.state.generalized = True
         elif self._run_quiet(FIND_WAAGENT) == 0:
-            self._run_script(
-                name,
-                WAAGENT_DEPROVISION.encode(),
-                ("/bin/sh", SCRIPT),
-                as_root=True,
-                detail="waagent -force -deprovision+user",
-            )
-            self.state.generalized = True
+            script, detail = WAAGENT_DEPROVISION.encode(), "waagent -force -deprovision+user"
         elif self.options.deprovision == "generic":
             self.events.warning(
                 "the image has no waagent: running aib-local's generic deprovision instead "
                 "(clears machine-id, SSH host keys, logs, shell history); --deprovision skip turns it off",
                 step=name,
             )
-            self._run_script(
-                name,
-                GENERIC_DEPROVISION.encode(),
-                ("/bin/sh", SCRIPT),
-                as_root=True,
-                detail="generic deprovision",
-            )
-            self.state.generalized = True
+            script, detail = GENERIC_DEPROVISION.encode(), "generic deprovision"
         else:
             self.events.warning(
                 "deprovision SKIPPED (--deprovision skip): the image has no waagent and is not generalized",
                 step=name,
             )
+        if script is not None:
+            self._run_script(name, script, ("/bin/sh", SCRIPT), as_root=True, detail=detail)
+            self.state.generalized = True
         target = self._target()
         if isinstance(target, docker_target.DockerTarget):
             self._step(
