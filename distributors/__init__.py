@@ -6,12 +6,14 @@ from typing import Any
 
 from distributors.base import Distributor
 from distributors.managed_image import ManagedImage
+from distributors.shared_image import SharedImage
+from distributors.vhd import Vhd
 
 REGISTRY: dict[str, type[Distributor[Any]]] = {
     "ManagedImage": ManagedImage,
+    "SharedImage": SharedImage,
+    "VHD": Vhd,
 }
-# Declared by the template model, distributed by a later release of aib-local.
-PLANNED = ("VHD", "SharedImage")
 
 
 def lookup(type_name: str) -> type[Distributor[Any]]:

@@ -8,7 +8,7 @@ touches the screen; the pipeline reports what it returns.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -27,8 +27,15 @@ class Captured(Protocol):
         """A local image of it (Docker targets); returns the image ID."""
 
 
+# (tar stream, image path, offset, disk size or None) -> (disk size, bytes of files):
+# writes an ext4 filesystem holding the stream at `offset` in the image file.
+FilesystemWriter = Callable[[Iterator[bytes], str, int, "int | None"], tuple[int, int]]
+
+
 @dataclass
 class DistributeContext:
+    """What a distributor may use: the captured target, the store, the build's facts."""
+
     captured: Captured
     store: Store
     build_id: str
@@ -37,6 +44,9 @@ class DistributeContext:
     os_type: str
     generalized: bool
     source: dict[str, Any] = field(default_factory=dict)
+    os_disk_size_gb: int = 0
+    location: str | None = None
+    write_filesystem: FilesystemWriter | None = None
 
 
 @dataclass(frozen=True)
@@ -58,7 +68,11 @@ class RunOutput:
 
 
 class DistributeError(Exception):
-    """The distribution failed; the message says why."""
+    """The distribution failed, or cannot be done; the message says why."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 S = TypeVar("S", bound=BaseModel)

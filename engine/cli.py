@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import click
 
 from engine.errors import AibLocalError, TemplateError, UsageError
+from engine.sig_cli import sig
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -263,6 +264,9 @@ def clean(build_id: str | None) -> None:
 
     removed = docker_target.remove_labelled(docker_target.connect(), build_id)
     click.echo("\n".join(f"removed container {name}" for name in removed) or "nothing to remove")
+
+
+cli.add_command(sig)
 
 
 def _report(error: AibLocalError, output: str) -> None:

@@ -12,7 +12,7 @@ import contextlib
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Any
 import customizers
 import distributors
 from customizers.base import SCRIPT, Customizer, PlanContext, PlanError, PutFile, Restart, RunScript, Step
-from distributors.base import DistributeContext, DistributeError, Distributor, RunOutput
+from distributors.base import DistributeContext, DistributeError, Distributor, FilesystemWriter, RunOutput
 from engine import model as m
 from engine.catalogue import Catalogue
 from engine.errors import (
@@ -34,6 +34,7 @@ from engine.errors import (
 )
 from engine.events import BuildLog, Events, Reporter, utc_now
 from engine.fetch import Fetched, FetchError, fetch, redact_uri
+from engine.gallery import VERSION_TYPE, Galleries
 from engine.store import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, Store
 from engine.targets import docker as docker_target
 from engine.targets.base import Command, CommandTimeout, Target, TargetError
@@ -316,21 +317,18 @@ class Build:
                 )
             self.state.image_ref = ref
             self.state.source_record = {"type": "PlatformImage", "urn": source.urn, "image": ref}
+            if re.match(r"^\d+\.\d+\.\d+$", source.version):
+                self.state.source_record["version"] = source.version
         else:
-            resource_id = (
-                source.image_id if isinstance(source, m.ManagedImageSource) else getattr(source, "image_version_id", "")
-            )
-            record = self.store.get(resource_id)
-            if record is None:
-                raise UsageError(
-                    f"properties.source: {resource_id} is not in the local store {self.store.root}",
-                    hint="build the template that distributes it first, or pass the right --store",
-                )
-            ref = str((record.get("aibLocal") or {}).get("dockerImage", ""))
+            record, resource_id = self._stored_source(source)
+            local = record.get("aibLocal") or {}
+            ref = str(local.get("dockerImage", ""))
             os_disk = (record.get("properties") or {}).get("storageProfile", {}).get("osDisk", {})
-            self.state.os_type = os_disk.get("osType", self.state.os_type)
+            self.state.os_type = os_disk.get("osType") or local.get("osType") or self.state.os_type
             self.state.image_ref = ref
             self.state.source_record = {"type": source.type, "id": resource_id, "image": ref}
+            if record.get("type") == VERSION_TYPE:
+                self.state.source_record["version"] = record["name"]
         self.state.image_id = docker_target.ensure_image(
             client, self.state.image_ref, recipe_hint(self.state.image_ref)
         )
@@ -345,8 +343,29 @@ class Build:
                 distributor = distributors.lookup(section.type)(section)
             except KeyError as exc:
                 raise BuildFailed(str(exc.args[0]), step=f"distribute[{index}] {section.run_output_name}") from None
-            distributor.check(self.store)
+            try:
+                distributor.check(self.store)
+            except DistributeError as exc:
+                raise UsageError(f"properties.distribute[{index}]: {exc}", hint=exc.hint) from None
             self.distributors.append(distributor)
+
+    def _stored_source(self, source: m.Source) -> tuple[dict[str, Any], str]:
+        """The store record of a ManagedImage or SharedImageVersion source, and its ID."""
+        if isinstance(source, m.ManagedImageSource):
+            resource_id = source.image_id
+            record = self.store.get(resource_id)
+        else:
+            resource_id = getattr(source, "image_version_id", "")
+            record = Galleries(self.store).resolve(resource_id)
+            if record is not None and str(record["id"]) != resource_id:
+                self.events.info(f"{resource_id} resolves to {record['id']}")
+                resource_id = str(record["id"])
+        if record is None:
+            raise UsageError(
+                f"properties.source: {resource_id} is not in the local store {self.store.root}",
+                hint="build the template that distributes it first, or pass the right --store",
+            )
+        return record, resource_id
 
     def start_target(self) -> None:
         target = docker_target.DockerTarget(
@@ -442,6 +461,9 @@ class Build:
                 os_type=self.state.os_type,
                 generalized=self.state.generalized,
                 source=self.state.source_record,
+                os_disk_size_gb=self.props.vm_profile.os_disk_size_gb,
+                location=self.loaded.template.location,
+                write_filesystem=self._filesystem_writer(),
             )
             started = time.monotonic()
             self.events.emit("step-started", step=name)
@@ -449,7 +471,8 @@ class Build:
                 output = distributor.distribute(ctx)
             except (DistributeError, TargetError) as exc:
                 output = RunOutput(section.run_output_name, provisioning_state="Failed")
-                failures.append(f"{name}: {exc}")
+                hint = getattr(exc, "hint", None)
+                failures.append(f"{name}: {exc}" + (f" ({hint})" if hint else ""))
                 self.events.emit(
                     "step-finished",
                     step=name,
@@ -488,6 +511,14 @@ class Build:
                 + "; ".join(failures),
                 step="distribute",
             )
+
+    def _filesystem_writer(self) -> FilesystemWriter:
+        writer = docker_target.Ext4Writer(self._client, [self.state.image_id], build_id=self.build_id)
+
+        def write(stream: Iterator[bytes], image: str, offset: int, size: int | None) -> tuple[int, int]:
+            return writer.write(stream, image, offset=offset, size=size)
+
+        return write
 
     # --- executing steps -----------------------------------------------------------
 

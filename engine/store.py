@@ -77,6 +77,10 @@ class Store:
         except OSError as exc:
             raise UsageError(f"store {root}: cannot use it: {exc.strerror}") from None
 
+    def lock(self) -> FileLock:
+        """The store-wide lock, for read-modify-write sequences (re-entrant)."""
+        return self._lock
+
     def _dir(self, resource_id: str) -> Path:
         return self.root.joinpath("resources", *(p.lower() for p in split_id(resource_id)))
 
