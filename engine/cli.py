@@ -122,7 +122,20 @@ def validate(templates: tuple[Path, ...], output: str, allow_any_destination: bo
 
 @cli.command()
 @click.argument("templates", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--target", default="docker", show_default=True, help="docker (DOCKER_HOST honoured).")
+@click.option(
+    "--target",
+    default="docker",
+    show_default=True,
+    help="docker (DOCKER_HOST honoured), or ssh://USER@HOST[:PORT] for a host or VM you run.",
+)
+@click.option(
+    "--ssh-key", type=click.Path(path_type=Path), help="Private key for the SSH target [default: agent, ~/.ssh keys]."
+)
+@click.option("--known-hosts", type=click.Path(path_type=Path), help="known_hosts file [default: ~/.ssh/known_hosts].")
+@click.option("--ssh-insecure-accept-host-key", is_flag=True, help="Accept an unknown or changed SSH host key.")
+@click.option("--ssh-password-env", metavar="VAR", help="Take the SSH password from this environment variable.")
+@click.option("--ssh-start-command", help="Command that starts the VM before connecting (virsh, vagrant, ...).")
+@click.option("--ssh-stop-command", help="Command that stops it after the build.")
 @store_option
 @click.option(
     "--catalogue",
@@ -157,6 +170,12 @@ def validate(templates: tuple[Path, ...], output: str, allow_any_destination: bo
 def build(
     templates: tuple[Path, ...],
     target: str,
+    ssh_key: Path | None,
+    known_hosts: Path | None,
+    ssh_insecure_accept_host_key: bool,
+    ssh_password_env: str | None,
+    ssh_start_command: str | None,
+    ssh_stop_command: str | None,
     store: Path | None,
     catalogue: Path | None,
     network: str | None,
@@ -170,12 +189,22 @@ def build(
     from engine.events import JsonReporter, TextReporter
     from engine.pipeline import Build, BuildOptions
     from engine.store import Store
+    from engine.targets.ssh import SshOptions, parse_target
     from engine.validation import load_templates
 
     if target != "docker":
-        raise UsageError(f"--target {target!r}: only 'docker' is available in this release")
+        parse_target(target)  # refuse a malformed target before anything else
     loaded = [item for path in templates for item in load_templates(path, allow_any_destination=allow_any_destination)]
     options = BuildOptions(
+        target=target,
+        ssh=SshOptions(
+            key_file=ssh_key,
+            known_hosts=known_hosts,
+            insecure_accept_host_key=ssh_insecure_accept_host_key,
+            password_env=ssh_password_env,
+            start_command=ssh_start_command,
+            stop_command=ssh_stop_command,
+        ),
         store=store,
         catalogue=catalogue,
         network=network,

@@ -38,6 +38,7 @@ from engine.gallery import VERSION_TYPE, Galleries
 from engine.store import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, Store
 from engine.targets import docker as docker_target
 from engine.targets.base import Command, CommandTimeout, Target, TargetError
+from engine.targets.ssh import SshOptions, SshTarget, parse_target
 from engine.validation import LoadedTemplate
 
 TEMPLATE_TYPE = "Microsoft.VirtualMachineImages/imageTemplates"
@@ -73,6 +74,8 @@ LOG_NAME = "customization.log"
 class BuildOptions:
     """What the command line says about a build (the template says the rest)."""
 
+    target: str = "docker"  # docker | ssh://USER@HOST[:PORT]
+    ssh: SshOptions = field(default_factory=SshOptions)
     store: Path | None = None
     catalogue: Path | None = None
     network: str | None = None
@@ -163,6 +166,7 @@ class Build:
             f"/subscriptions/{options.subscription}/resourceGroups/{options.resource_group}"
             f"/providers/Microsoft.VirtualMachineImages/imageTemplates/{loaded.name}"
         )
+        self._client: docker_target.Client | None = None
         self.customizers: list[tuple[str, Customizer[Any]]] = [
             (self._step_name(i, c), customizers.create(c)) for i, c in enumerate(self.props.customize)
         ]
@@ -203,7 +207,7 @@ class Build:
             buildId=self.build_id,
             template=str(self.loaded.path),
             templateId=self.template_id,
-            target="docker",
+            target=self.options.target,
             logPath=str(self.log.path),
             timeoutMinutes=self.props.timeout_minutes,
         )
@@ -304,10 +308,28 @@ class Build:
             if got.size > 20 * 1024 * 1024 and any(c.type_name == "File" for n, c in self.customizers if n == name):
                 self.events.warning(f"{name}: {got.size} bytes is over AIB's 20 MB File customizer limit")
 
+    @property
+    def over_ssh(self) -> bool:
+        return self.options.target != "docker"
+
+    def client(self) -> docker_target.Client:
+        """The Docker engine, connected on first use (SSH builds may never need it)."""
+        if self._client is None:
+            self._client = docker_target.connect()
+        return self._client
+
     def resolve_source(self) -> None:
+        self._check_distributors()
         source = self.props.source
-        client = docker_target.connect()
-        self._client = client
+        if self.over_ssh:
+            endpoint = parse_target(self.options.target)
+            self.state.source_record = {"type": "SshHost", "host": str(endpoint), "declared": source.type}
+            self.events.info(
+                f"the build runs on the SSH host {endpoint}: it is the source image, "
+                f"properties.source ({source.type}) is recorded only"
+            )
+            return
+        client = self.client()
         if isinstance(source, m.PlatformImageSource):
             ref = Catalogue.load(self.options.catalogue).resolve(source)
             if ref is None:
@@ -337,6 +359,8 @@ class Build:
             f"source {self.state.source_record.get('urn') or self.state.source_record.get('id')}"
             f" -> image {self.state.image_ref} ({self.state.image_id[:19]})"
         )
+
+    def _check_distributors(self) -> None:
         self.distributors = []
         for index, section in enumerate(self.props.distribute):
             try:
@@ -368,21 +392,29 @@ class Build:
         return record, resource_id
 
     def start_target(self) -> None:
-        target = docker_target.DockerTarget(
-            self._client,
-            self.state.image_id,
-            build_id=self.build_id,
-            template=self.loaded.name,
-            vm_size=self.props.vm_profile.vm_size,
-            network=self.options.network,
-        )
+        target: Target
+        if self.over_ssh:
+            target = SshTarget(parse_target(self.options.target), self.options.ssh, build_id=self.build_id)
+        else:
+            target = docker_target.DockerTarget(
+                self.client(),
+                self.state.image_id,
+                build_id=self.build_id,
+                template=self.loaded.name,
+                vm_size=self.props.vm_profile.vm_size,
+                network=self.options.network,
+            )
         self.state.target = target
-        self._step("start-target", target.start, detail=target.describe())
-        for note in target.notes:
-            self.events.info(note, step="start-target")
+        try:
+            self._step("start-target", target.start, detail=target.describe())
+        finally:
+            for note in target.notes:
+                self.events.info(note, step="start-target")
         self._record_build("running")
-        probe = self._run_quiet("command -v pwsh >/dev/null 2>&1")
-        self.state.has_pwsh = probe == 0
+        if self.over_ssh:
+            self.state.os_type = target.os_type
+        if self.state.os_type == "Linux":
+            self.state.has_pwsh = self._run_quiet("command -v pwsh >/dev/null 2>&1") == 0
 
     def plan(self) -> None:
         ctx = PlanContext(self.state.os_type, self.state.fetched, self.state.has_pwsh)
@@ -430,19 +462,18 @@ class Build:
         if script is not None:
             self._run_script(name, script, ("/bin/sh", SCRIPT), as_root=True, detail=detail)
             self.state.generalized = True
-        target = self._target()
-        if isinstance(target, docker_target.DockerTarget):
-            self._step(
-                "remove-build-user",
-                target.remove_build_user,
-                detail="take aib-local's build user and sudo set-up out of the image",
-            )
+        self._step(
+            "prepare-capture",
+            self._target().prepare_capture,
+            detail="take aib-local's build user and sudo set-up back out",
+        )
 
     def capture(self) -> None:
         if not self.distributors:
             self.events.info("no distributions: nothing to capture")
             return
-        self._step("capture", self._target().stop, detail="stop the target so its disk is quiescent")
+        detail = "export the live filesystem" if self.over_ssh else "stop the target so its disk is quiescent"
+        self._step("capture", self._target().stop, detail=detail)
 
     def distribute(self) -> None:
         target = self._target()
@@ -453,7 +484,7 @@ class Build:
             self.current = name
             self._check_deadline()
             ctx = DistributeContext(
-                captured=target,  # type: ignore[arg-type]
+                captured=target,
                 store=self.store,
                 build_id=self.build_id,
                 template_id=self.template_id,
@@ -513,7 +544,8 @@ class Build:
             )
 
     def _filesystem_writer(self) -> FilesystemWriter:
-        writer = docker_target.Ext4Writer(self._client, [self.state.image_id], build_id=self.build_id)
+        images = [self.state.image_id] if self.state.image_id else []
+        writer = docker_target.Ext4Writer(self.client(), images, build_id=self.build_id)
 
         def write(stream: Iterator[bytes], image: str, offset: int, size: int | None) -> tuple[int, int]:
             return writer.write(stream, image, offset=offset, size=size)
@@ -607,7 +639,8 @@ class Build:
         return code
 
     def _script_path(self, index: int, number: int, suffix: str) -> str:
-        return f"/tmp/aib-local-script-{self.build_id[-6:]}-{index}-{number}{suffix}"
+        folder = "C:/Windows/Temp" if self.state.os_type == "Windows" else "/tmp"
+        return f"{folder}/aib-local-script-{self.build_id[-6:]}-{index}-{number}{suffix}"
 
     def _run_script(
         self,
@@ -664,7 +697,11 @@ class Build:
     def _restart(self, name: str, step: Restart) -> None:
         target = self._target()
         timeout = min(step.timeout, self.deadline.remaining())
-        self._step(name, lambda: target.restart(timeout), detail=f"restart and wait up to {timeout:.0f}s")
+        self._step(
+            name,
+            lambda: target.restart(step.command, timeout, lambda phase: self.events.info(phase, step=name)),
+            detail=f"{step.command} (wait up to {timeout:.0f}s)",
+        )
         if step.check_command:
             self._run_checked(f"{name} check", ["/bin/sh", "-c", step.check_command], detail=step.check_command)
 

@@ -168,3 +168,112 @@ def leftovers(docker_client: Any) -> Iterator[Any]:
     yield new
     for container in new():
         container.remove(force=True)
+
+
+SSHD_IMAGE = "aib-local/sshd:12"
+SSHD_SETUP = r"""
+set -e
+id builder >/dev/null 2>&1 || useradd -m -s /bin/bash builder
+echo 'builder ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/builder
+install -d -m 700 -o builder -g builder /home/builder/.ssh
+install -m 600 -o builder -g builder /keys/authorized_keys /home/builder/.ssh/authorized_keys
+[ -f /etc/ssh/ssh_host_ed25519_key ] || ssh-keygen -A >/dev/null
+mkdir -p /run/sshd
+exec /usr/sbin/sshd -D -e -p "$PORT" -o ListenAddress=127.0.0.1 -o PasswordAuthentication=no
+"""
+
+
+@dataclass
+class Sshd:
+    """A real sshd in a container (host network, 127.0.0.1:port, restarts always)."""
+
+    container: Any
+    port: int
+    key_file: Path
+    known_hosts: Path
+    user: str = "builder"
+
+    @property
+    def target(self) -> str:
+        return f"ssh://{self.user}@127.0.0.1:{self.port}"
+
+    def cli_args(self) -> list[str]:
+        return ["--target", self.target, "--ssh-key", str(self.key_file), "--known-hosts", str(self.known_hosts)]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_sshd(port: int, within: float = 60) -> str:
+    """Poll until sshd answers with its banner; returns the banner."""
+    import socket
+
+    from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+
+    @retry(retry=retry_if_exception_type(OSError), stop=stop_after_delay(within), wait=wait_fixed(0.2), reraise=True)
+    def banner() -> str:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            data = sock.recv(64)
+            if not data.startswith(b"SSH-"):
+                raise OSError("no banner yet")
+            return data.decode()
+
+    return banner()
+
+
+@pytest.fixture(scope="session")
+def sshd_image(docker_client: Any) -> str:
+    import docker.errors
+
+    try:
+        docker_client.images.get(SSHD_IMAGE)
+    except docker.errors.ImageNotFound:
+        _unavailable(f"no {SSHD_IMAGE} image: run fixtures/images/build-image.sh {SSHD_IMAGE}")
+    return SSHD_IMAGE
+
+
+def start_sshd(docker_client: Any, image: str, folder: Path) -> Sshd:
+    import io
+    import tarfile
+
+    import paramiko
+
+    folder.mkdir(parents=True, exist_ok=True)
+    key = paramiko.RSAKey.generate(2048)
+    key_file = folder / "id_rsa"
+    key.write_private_key_file(str(key_file))
+    port = _free_port()
+    container = docker_client.containers.create(
+        image,
+        ["/bin/sh", "-c", SSHD_SETUP],
+        environment={"PORT": str(port)},
+        network_mode="host",
+        restart_policy={"Name": "always"},
+        labels={"io.aib-local.test": "sshd"},
+    )
+    public = f"{key.get_name()} {key.get_base64()} test\n".encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo("keys/authorized_keys")
+        info.size = len(public)
+        archive.addfile(info, io.BytesIO(public))
+    container.put_archive("/", buffer.getvalue())
+    container.start()
+    wait_for_sshd(port)
+    # known_hosts from the server's own host key, read inside the container.
+    host_key = container.exec_run(["cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).output.decode().split()
+    known_hosts = folder / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
+    return Sshd(container, port, key_file, known_hosts)
+
+
+@pytest.fixture
+def sshd(docker_client: Any, sshd_image: str, tmp_path: Path) -> Iterator[Sshd]:
+    server = start_sshd(docker_client, sshd_image, tmp_path / "sshd")
+    yield server
+    server.container.remove(force=True)

@@ -58,8 +58,12 @@ class Target(ABC):
         """Write `data` to the absolute path `destination` (its parent must exist)."""
 
     @abstractmethod
-    def restart(self, timeout: float) -> None:
-        """Restart the machine and wait until it answers again, within `timeout`."""
+    def restart(self, command: str, timeout: float, report: Callable[[str], None]) -> None:
+        """Restart the machine with `command` and wait until it is back, within `timeout`.
+
+        Every wait is bounded by `timeout`; `report` is told each phase (restarting,
+        down, back up) as it begins.
+        """
 
     @abstractmethod
     def export(self) -> Iterator[bytes]:
@@ -75,3 +79,13 @@ class Target(ABC):
 
     def describe(self) -> str:
         return self.kind
+
+    os_type: str = "Linux"
+    notes: list[str]
+
+    def commit(self, repository: str, tag: str, base_image: str) -> str:
+        """A local image of the machine's filesystem; returns its ID."""
+        raise TargetError(f"a {self.kind} target cannot be captured as an image")
+
+    def prepare_capture(self) -> None:  # noqa: B027 - most targets have nothing to undo
+        """Undo what the target set up for the build (users, sudo), before capture."""

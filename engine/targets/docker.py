@@ -16,7 +16,7 @@ import tarfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import docker
@@ -25,8 +25,10 @@ from docker.models.containers import Container
 from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
 
 from engine.errors import EnvironmentProblem
+from engine.targets import posix
 from engine.targets.base import Command, CommandTimeout, OutputSink, Target, TargetError
 
+Client = docker.DockerClient  # the engine connection, as other modules name it
 LABEL_TOOL = "io.aib-local.tool"
 TOOL = "aib-local"
 LABEL_BUILD = "io.aib-local.build-id"
@@ -34,14 +36,6 @@ LABEL_TEMPLATE = "io.aib-local.template"
 BUILD_USER = "packer"
 # Keeps the container alive without depending on anything but sh and sleep.
 KEEPALIVE = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
-# Kills a process and all of its descendants, found through /proc, inside the container.
-KILL_TREE = r"""
-tree() { echo "$1"; for p in /proc/[0-9]*; do
-  pp=$(sed -n 's/^PPid:[[:space:]]*//p' "$p/status" 2>/dev/null)
-  [ "$pp" = "$1" ] && tree "${p#/proc/}"; done; }
-root=$(cat "$1" 2>/dev/null) || exit 0
-kill -9 $(tree "$root") 2>/dev/null; rm -f "$1"; exit 0
-"""
 # Gives the image an AIB-like build user: with sudo, a non-root user with passwordless
 # sudo; without sudo, root and a pass-through `sudo` so that AIB scripts run unchanged.
 PREPARE_USER = r"""
@@ -171,6 +165,17 @@ def image_config(client: docker.DockerClient, image_id: str) -> dict[str, Any]:
     return config
 
 
+def import_filesystem(client: docker.DockerClient, stream: Iterator[bytes], repository: str, tag: str) -> str:
+    """A local image made from a root filesystem tar stream (an SSH host's, say)."""
+    try:
+        client.api.import_image(
+            src=stream, repository=repository, tag=tag, changes=['CMD ["/bin/sh"]'], stream_src=True
+        )
+        return str(client.images.get(f"{repository}:{tag}").id)
+    except docker.errors.DockerException as exc:
+        raise TargetError(f"cannot import the filesystem as {repository}:{tag}: {_reason(exc)}") from None
+
+
 def remove_labelled(client: docker.DockerClient, build_id: str | None = None) -> list[str]:
     """Remove the containers aib-local started (all, or one build's); their names."""
     label = f"{LABEL_BUILD}={build_id}" if build_id else f"{LABEL_TOOL}={TOOL}"
@@ -286,9 +291,8 @@ class DockerTarget(Target):
 
     def run(self, command: Command, sink: OutputSink, timeout: float | None) -> int:
         container = self._require()
-        token = uuid.uuid4().hex[:12]
-        pidfile = f"/tmp/.aib-local-pid-{token}"
-        argv = ["/bin/sh", "-c", f'echo $$ > {pidfile}; exec "$@"', "sh", *command.argv]
+        pidfile = posix.pidfile_for(uuid.uuid4().hex[:12])
+        argv = posix.with_pidfile(command.argv, pidfile)
         user = "root" if command.as_root else self.build_user
         try:
             exec_id = self.client.api.exec_create(
@@ -347,7 +351,7 @@ class DockerTarget(Target):
             self.client.api.exec_start(self.client.api.exec_create(self._require().id, argv, user="root")["Id"])
 
     def _kill(self, pidfile: str) -> None:
-        self._quiet_run(["/bin/sh", "-c", KILL_TREE, "kill-tree", pidfile])
+        self._quiet_run(posix.kill_tree(pidfile))
 
     def put(self, data: bytes, destination: str, *, mode: int = 0o644, owner: str | None = None) -> None:
         container = self._require()
@@ -369,8 +373,10 @@ class DockerTarget(Target):
         except docker.errors.DockerException as exc:
             raise TargetError(f"cannot write {destination}: {_reason(exc)}") from None
 
-    def restart(self, timeout: float) -> None:
+    def restart(self, command: str, timeout: float, report: Callable[[str], None]) -> None:
+        """Restart the container itself (the restart command does not apply to a container)."""
         container = self._require()
+        report(f"restarting container {self.name} (a container restarts instead of running {command!r})")
         try:
             container.restart(timeout=max(1, int(min(timeout, 30))))
         except docker.errors.DockerException as exc:
@@ -385,6 +391,7 @@ class DockerTarget(Target):
             running()
         except Exception:
             raise TargetError(f"{self.name} did not come back within {timeout:.0f}s") from None
+        report(f"container {self.name} is running again")
 
     def export(self) -> Iterator[bytes]:
         container = self._require()
@@ -393,7 +400,7 @@ class DockerTarget(Target):
         except docker.errors.DockerException as exc:
             raise TargetError(f"cannot export the filesystem of {self.name}: {_reason(exc)}") from None
 
-    def remove_build_user(self) -> None:
+    def prepare_capture(self) -> None:
         """Take the build user, its sudoers entry or the sudo shim back out of the image."""
         self.run(
             Command(["/bin/sh", "-c", REMOVE_USER.replace("{user}", BUILD_USER)], as_root=True),
@@ -440,10 +447,6 @@ class DockerTarget(Target):
         except docker.errors.DockerException as exc:
             raise TargetError(f"cannot remove {self.name}: {_reason(exc)}") from None
         self.container = None
-
-
-def shell_quote(argv: list[str]) -> str:
-    return " ".join(shlex.quote(a) for a in argv)
 
 
 HELPER_IMAGES_ENV = "AIB_LOCAL_HELPER_IMAGE"

@@ -1,0 +1,33 @@
+"""Shell snippets every POSIX target uses: pid files, killing a process tree, boot identity."""
+
+from __future__ import annotations
+
+import shlex
+
+# Kills a process and all of its descendants, found through /proc; $1 is the pid file.
+KILL_TREE = r"""
+tree() { echo "$1"; for p in /proc/[0-9]*; do
+  pp=$(sed -n 's/^PPid:[[:space:]]*//p' "$p/status" 2>/dev/null)
+  [ "$pp" = "$1" ] && tree "${p#/proc/}"; done; }
+root=$(cat "$1" 2>/dev/null) || exit 0
+kill -9 $(tree "$root") 2>/dev/null; rm -f "$1"; exit 0
+"""
+# Changes on every boot of a VM and on every restart of a container (PID 1's start time).
+BOOT_IDENTITY = "cat /proc/sys/kernel/random/boot_id; cut -d' ' -f22 /proc/1/stat"
+
+
+def pidfile_for(token: str) -> str:
+    return f"/tmp/.aib-local-pid-{token}"
+
+
+def with_pidfile(argv: list[str], pidfile: str) -> list[str]:
+    """argv run through sh, which records its pid first so a timeout can kill the tree."""
+    return ["/bin/sh", "-c", f'echo $$ > {pidfile}; exec "$@"', "sh", *argv]
+
+
+def kill_tree(pidfile: str) -> list[str]:
+    return ["/bin/sh", "-c", KILL_TREE, "kill-tree", pidfile]
+
+
+def join(argv: list[str]) -> str:
+    return " ".join(shlex.quote(a) for a in argv)

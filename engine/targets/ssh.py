@@ -1,0 +1,496 @@
+"""The SSH target: a host or VM the user runs, reached through paramiko.
+
+This is the only module that catches paramiko and socket errors; each is re-raised as
+one of the project's errors with a hint. Host keys are verified against known_hosts
+(or a file the user names); accepting an unknown key takes an explicit flag. A dropped
+connection is its own state (`ConnectionLost`), never an exit code; reconnects are
+retried with tenacity within the step's own time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import logging
+import os
+import re
+import select
+import shlex
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from engine.errors import EnvironmentProblem, UsageError
+from engine.targets import posix
+from engine.targets.base import Command, CommandTimeout, OutputSink, Target, TargetError
+
+# paramiko logs transport failures with tracebacks; they reach the user as our errors instead.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
+TARGET_PATTERN = re.compile(r"^ssh://(?:(?P<user>[^@/:]+)@)?(?P<host>\[[^\]]+\]|[^:/@]+)(?::(?P<port>\d+))?/?$")
+# Exit codes of `shutdown` that mean a restart is already under way (Windows).
+RESTART_IN_PROGRESS = (1115, 1190)
+EXPORT_EXCLUDES = ("./proc/*", "./sys/*", "./dev/*", "./run/*", "./tmp/.aib-local-*")
+
+
+class ConnectionLost(TargetError):
+    """The SSH connection dropped; what ran on the host is unknown."""
+
+
+@dataclass(frozen=True)
+class SshEndpoint:
+    user: str
+    host: str
+    port: int = 22
+
+    def __str__(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
+
+
+def parse_target(text: str) -> SshEndpoint:
+    """`ssh://USER@HOST[:PORT]` (USER defaults to the local user name)."""
+    match = TARGET_PATTERN.match(text)
+    if not match:
+        raise UsageError(f"--target {text!r}: expected docker or ssh://USER@HOST[:PORT]")
+    port = int(match["port"] or 22)
+    if not 0 < port < 65536:
+        raise UsageError(f"--target {text!r}: port {port} is out of range")
+    user = match["user"] or os.environ.get("USER") or "root"
+    return SshEndpoint(user, match["host"].strip("[]"), port)
+
+
+@dataclass
+class SshOptions:
+    """How to reach and trust the host."""
+
+    key_file: Path | None = None
+    known_hosts: Path | None = None
+    insecure_accept_host_key: bool = False
+    password_env: str | None = None
+    start_command: str | None = None
+    stop_command: str | None = None
+    connect_timeout: float = 30.0
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """The key's fingerprint as OpenSSH prints it (SHA256:base64)."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+class _RefuseUnknown(paramiko.MissingHostKeyPolicy):
+    """Refuses an unknown host key, remembering it so the error can show its fingerprint."""
+
+    def __init__(self) -> None:
+        self.key: paramiko.PKey | None = None
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        self.key = key
+        raise paramiko.SSHException(f"unknown host key for {hostname}")
+
+
+class SshTarget(Target):
+    """A host reached over SSH; the build runs on it as the SSH user (with sudo for root)."""
+
+    kind = "ssh"
+
+    def __init__(self, endpoint: SshEndpoint, options: SshOptions, *, build_id: str) -> None:
+        self.endpoint = endpoint
+        self.options = options
+        self.build_id = build_id
+        self.client: paramiko.SSHClient | None = None
+        self.build_user = endpoint.user
+        self.notes: list[str] = []
+        self.os_type = "Linux"
+        self._started = False
+
+    @property
+    def name(self) -> str:
+        return str(self.endpoint)
+
+    def describe(self) -> str:
+        return f"ssh host {self.endpoint}"
+
+    # --- connecting ----------------------------------------------------------------
+
+    def _known_hosts(self) -> Path:
+        return self.options.known_hosts or Path.home() / ".ssh" / "known_hosts"
+
+    def _connect_once(self) -> paramiko.SSHClient:
+        client = paramiko.SSHClient()
+        policy = _RefuseUnknown()
+        known = self._known_hosts()
+        if known.exists():
+            try:
+                client.load_host_keys(str(known))
+            except (OSError, paramiko.SSHException) as exc:
+                raise EnvironmentProblem(f"cannot read known hosts file {known}: {exc}") from None
+        elif self.options.known_hosts is not None:
+            raise EnvironmentProblem(f"known hosts file {known} does not exist")
+        client.set_missing_host_key_policy(
+            paramiko.AutoAddPolicy() if self.options.insecure_accept_host_key else policy
+        )
+        password = None
+        if self.options.password_env:
+            password = os.environ.get(self.options.password_env)
+            if password is None:
+                raise EnvironmentProblem(f"the password variable {self.options.password_env} is not set")
+        key_file = self.options.key_file
+        if key_file is not None and not key_file.exists():
+            raise EnvironmentProblem(f"SSH key {key_file} does not exist", hint="pass an existing key with --ssh-key")
+        try:
+            client.connect(
+                self.endpoint.host,
+                port=self.endpoint.port,
+                username=self.endpoint.user,
+                key_filename=str(key_file) if key_file else None,
+                password=password,
+                allow_agent=key_file is None,
+                look_for_keys=key_file is None,
+                timeout=min(self.options.connect_timeout, 30),
+                banner_timeout=30,
+                auth_timeout=30,
+            )
+        except paramiko.BadHostKeyException as exc:
+            raise EnvironmentProblem(
+                f"the host key of {self.endpoint.host} has CHANGED: it is now {fingerprint(exc.key)}, "
+                f"known_hosts ({known}) says {fingerprint(exc.expected_key)}",
+                hint="if the host was rebuilt, remove its old key (ssh-keygen -R HOST); "
+                "--ssh-insecure-accept-host-key accepts any key",
+            ) from None
+        except paramiko.SSHException as exc:
+            if policy.key is not None:
+                raise EnvironmentProblem(
+                    f"the host key of {self.endpoint.host} ({policy.key.get_name()} {fingerprint(policy.key)}) "
+                    f"is not in {known}",
+                    hint="add it to known_hosts (ssh-keyscan), pass --known-hosts FILE, "
+                    "or accept it with --ssh-insecure-accept-host-key",
+                ) from None
+            transport = client.get_transport()
+            if not isinstance(exc, paramiko.AuthenticationException) and (
+                transport is None or not transport.is_active() or transport.is_authenticated()
+            ):
+                raise ConnectionLost(f"SSH to {self.endpoint} failed: {exc}") from None
+            # paramiko reports a refused key file as the last key type it tried; either way: refused.
+            client.close()
+            how = f"key {key_file}" if key_file else "the SSH agent or default keys"
+            if password is not None:
+                how += f" or the password in {self.options.password_env}"
+            raise EnvironmentProblem(
+                f"authentication failed for {self.endpoint.user}@{self.endpoint.host} with {how}",
+                hint="pass the right key with --ssh-key",
+            ) from None
+        except (OSError, EOFError) as exc:
+            raise ConnectionLost(f"cannot connect to {self.endpoint}: {exc}") from None
+        return client
+
+    def _connect(self, within: float) -> None:
+        @retry(
+            retry=retry_if_exception_type(ConnectionLost),
+            stop=stop_after_delay(within),
+            wait=wait_fixed(1),
+            reraise=True,
+        )
+        def attempt() -> paramiko.SSHClient:
+            return self._connect_once()
+
+        try:
+            self.client = attempt()
+        except ConnectionLost as exc:
+            raise EnvironmentProblem(
+                f"{exc} (gave up after {within:.0f}s)",
+                hint="is sshd running there, and the port right? --ssh-start-command can start a VM first",
+            ) from None
+
+    def _transport(self) -> paramiko.Transport:
+        transport = self.client.get_transport() if self.client else None
+        if transport is None or not transport.is_active():
+            raise ConnectionLost(f"the SSH connection to {self.endpoint} is down")
+        return transport
+
+    def start(self) -> None:
+        if self.options.start_command:
+            self.notes.append(f"ran the start command: {self.options.start_command}")
+            _local(self.options.start_command, "--ssh-start-command")
+            self._started = True
+        within = 300.0 if self.options.start_command else self.options.connect_timeout
+        self._connect(within)
+        self._detect()
+
+    def _detect(self) -> None:
+        code, out = self._capture("uname -s")
+        if code == 0 and out.strip():
+            self.os_type = "Linux"
+        else:
+            code, out = self._capture("cmd /c ver")
+            if code == 0 and "windows" in out.lower():
+                self.os_type = "Windows"
+                self.notes.append(f"{self.endpoint.host} runs Windows: commands run through PowerShell")
+                return
+            raise TargetError(f"cannot tell the operating system of {self.endpoint.host}")
+        if self.endpoint.user == "root":
+            self.notes.append(f"customizers run as root on {self.endpoint.host}")
+        elif self._capture("sudo -n true")[0] == 0:
+            self.notes.append(f"customizers run as {self.endpoint.user!r} with passwordless sudo, as in AIB")
+        else:
+            self.notes.append(
+                f"{self.endpoint.user!r} has no passwordless sudo on {self.endpoint.host}: "
+                "steps that need root (deprovision, capture) will fail"
+            )
+
+    def _capture(self, command: str, timeout: float = 60) -> tuple[int, str]:
+        lines: list[str] = []
+        code = self._exec(command, lambda _s, line: lines.append(line), timeout, kill_pidfile=None)
+        return code, "\n".join(lines)
+
+    # --- running -------------------------------------------------------------------
+
+    def _command_line(self, command: Command, pidfile: str | None) -> str:
+        if self.os_type == "Windows":
+            return subprocess.list2cmdline(command.argv)
+        argv = command.argv
+        if command.env:
+            argv = ["env", *(f"{k}={v}" for k, v in command.env.items()), *argv]
+        if pidfile:
+            argv = posix.with_pidfile(argv, pidfile)
+        line = posix.join(argv)
+        if command.workdir:
+            line = f"cd {shlex.quote(command.workdir)} && {line}"
+        if command.as_root and self.endpoint.user != "root":
+            line = f"sudo -n /bin/sh -c {shlex.quote(line)}"
+        return line
+
+    def run(self, command: Command, sink: OutputSink, timeout: float | None) -> int:
+        pidfile = posix.pidfile_for(uuid.uuid4().hex[:12]) if self.os_type == "Linux" else None
+        return self._exec(
+            self._command_line(command, pidfile), sink, timeout, kill_pidfile=pidfile, as_root=command.as_root
+        )
+
+    def _exec(
+        self,
+        line: str,
+        sink: OutputSink,
+        timeout: float | None,
+        *,
+        kill_pidfile: str | None,
+        as_root: bool = False,
+    ) -> int:
+        transport = self._transport()
+        try:
+            channel = transport.open_session()
+            channel.exec_command(line)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ConnectionLost(f"cannot run a command on {self.endpoint}: {exc}") from None
+        end = None if timeout is None else time.monotonic() + timeout
+        buffers = {"stdout": b"", "stderr": b""}
+
+        def emit(name: str, data: bytes) -> None:
+            buffers[name] += data
+            *lines, buffers[name] = buffers[name].split(b"\n")
+            for raw in lines:
+                sink(name, raw.decode("utf-8", "replace").rstrip("\r"))
+
+        try:
+            while True:
+                if end is not None and time.monotonic() >= end:
+                    self._kill(kill_pidfile, as_root)
+                    channel.close()
+                    raise CommandTimeout(f"timed out after {timeout:.0f}s; the process was killed on the host")
+                wait = 0.5 if end is None else max(0.0, min(0.5, end - time.monotonic()))
+                select.select([channel], [], [], wait)
+                while channel.recv_ready():
+                    emit("stdout", channel.recv(65536))
+                while channel.recv_stderr_ready():
+                    emit("stderr", channel.recv_stderr(65536))
+                if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                    break
+                if not transport.is_active() or (channel.closed and not channel.exit_status_ready()):
+                    raise ConnectionLost(f"the connection to {self.endpoint} dropped while a command ran")
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise ConnectionLost(f"the connection to {self.endpoint} dropped: {exc}") from None
+        finally:
+            for name, rest in buffers.items():
+                if rest:
+                    sink(name, rest.decode("utf-8", "replace").rstrip("\r"))
+                    buffers[name] = b""
+        status = channel.recv_exit_status()
+        channel.close()
+        if status == -1:
+            raise ConnectionLost(f"the command on {self.endpoint} ended without an exit status")
+        if kill_pidfile:
+            self._quiet(f"rm -f {kill_pidfile}")
+        return status
+
+    def _quiet(self, line: str) -> None:
+        try:
+            channel = self._transport().open_session()
+            channel.exec_command(line)
+            channel.recv_exit_status()
+            channel.close()
+        except (TargetError, paramiko.SSHException, OSError, EOFError):
+            pass
+
+    def _kill(self, pidfile: str | None, as_root: bool) -> None:
+        if pidfile is None:
+            return
+        line = posix.join(posix.kill_tree(pidfile))
+        if as_root and self.endpoint.user != "root":
+            line = f"sudo -n {line}"
+        self._quiet(line)
+
+    # --- files ---------------------------------------------------------------------
+
+    def put(self, data: bytes, destination: str, *, mode: int = 0o644, owner: str | None = None) -> None:
+        transport = self._transport()
+        needs_root = owner == "root" and self.endpoint.user != "root"
+        target = f"/tmp/.aib-local-upload-{uuid.uuid4().hex[:12]}" if needs_root else destination
+        try:
+            with paramiko.SFTPClient.from_transport(transport) as sftp:  # type: ignore[union-attr]
+                sftp.putfo(io.BytesIO(data), target)
+                sftp.chmod(target, mode)
+        except FileNotFoundError:
+            parent = destination.rsplit("/", 1)[0] or "/"
+            raise TargetError(f"cannot write {destination}: the directory {parent} does not exist") from None
+        except PermissionError:
+            raise TargetError(f"cannot write {destination}: permission denied for {self.endpoint.user}") from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ConnectionLost(f"upload to {self.endpoint} failed: {exc}") from None
+        if needs_root:
+            code, out = self._capture(
+                f"sudo -n sh -c {shlex.quote(f'chown root:root {target} && mv {target} {shlex.quote(destination)}')}"
+            )
+            if code != 0:
+                raise TargetError(f"cannot move the upload into {destination}: {out.strip()}")
+
+    def export(self) -> Iterator[bytes]:
+        excludes = " ".join(f"--exclude={shlex.quote(e)}" for e in EXPORT_EXCLUDES)
+        line = f"tar -C / --numeric-owner --one-file-system -cpf - {excludes} ."
+        if self.endpoint.user != "root":
+            line = f"sudo -n {line}"
+        transport = self._transport()
+        try:
+            channel = transport.open_session()
+            channel.exec_command(line)
+            errors = b""
+            while True:
+                chunk = channel.recv(1 << 20)
+                if not chunk:
+                    break
+                yield chunk
+                while channel.recv_stderr_ready():
+                    errors += channel.recv_stderr(65536)
+            status = channel.recv_exit_status()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ConnectionLost(f"the filesystem export from {self.endpoint} broke off: {exc}") from None
+        # GNU tar exits 1 when files changed while it read them: a live system, not an error.
+        if status not in (0, 1):
+            raise TargetError(f"tar on {self.endpoint} failed ({status}): {errors.decode(errors='replace')[-300:]}")
+
+    # --- restart -------------------------------------------------------------------
+
+    def _identity(self) -> str:
+        code, out = self._capture(posix.BOOT_IDENTITY if self.os_type == "Linux" else "wmic os get lastbootuptime")
+        if code != 0:
+            raise TargetError(f"cannot read the boot identity of {self.endpoint.host}")
+        return out.strip()
+
+    def restart(self, command: str, timeout: float, report: Callable[[str], None]) -> None:
+        end = time.monotonic() + timeout
+        before = self._identity()
+        report(f"restarting {self.endpoint.host}: {command}")
+        if self.os_type == "Linux" and self.endpoint.user != "root" and not command.startswith("sudo"):
+            command = f"sudo -n {command}"
+        try:
+            code = self._exec(command, lambda _s, _l: None, min(30.0, timeout), kill_pidfile=None)
+            if code not in (0, *RESTART_IN_PROGRESS, 255, -1):
+                raise TargetError(f"the restart command exited with {code}")
+        except (ConnectionLost, CommandTimeout):
+            pass  # the host went down under the command: expected
+        report(f"waiting for {self.endpoint.host} to go down")
+        self._wait_down(before, end)
+        report(f"waiting for {self.endpoint.host} to come back up")
+        self._wait_up(before, end)
+        report(f"{self.endpoint.host} is back up")
+
+    def _wait_down(self, before: str, end: float) -> None:
+        @retry(
+            retry=retry_if_exception_type(_StillUp),
+            stop=stop_after_delay(max(0.0, end - time.monotonic())),
+            wait=wait_fixed(0.5),
+        )
+        def down() -> None:
+            try:
+                if self._identity() == before:
+                    raise _StillUp
+            except (ConnectionLost, TargetError, CommandTimeout):
+                return  # the connection dropped, or the host is already someone new
+
+        try:
+            down()
+        except RetryError:
+            raise TargetError("Timeout waiting for machine to restart: it never went down") from None
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    def _wait_up(self, before: str, end: float) -> None:
+        @retry(
+            retry=retry_if_exception_type((ConnectionLost, _StillUp, EnvironmentProblem)),
+            stop=stop_after_delay(max(0.0, end - time.monotonic())),
+            wait=wait_fixed(1),
+            reraise=True,
+        )
+        def up() -> None:
+            if self.client is None:
+                self.client = self._connect_once()
+            try:
+                identity = self._identity()
+            except (ConnectionLost, TargetError):
+                self.client = None
+                raise ConnectionLost("not up yet") from None
+            if identity == before:
+                raise _StillUp
+
+        try:
+            up()
+        except (ConnectionLost, _StillUp, EnvironmentProblem) as exc:
+            raise TargetError(f"Timeout waiting for machine to restart: it did not come back ({exc})") from None
+
+    # --- capture and teardown ------------------------------------------------------
+
+    def stop(self) -> None:
+        """The host keeps running; its filesystem is exported as it is."""
+
+    def commit(self, repository: str, tag: str, base_image: str) -> str:
+        from engine.targets import docker as docker_target
+
+        return docker_target.import_filesystem(docker_target.connect(), self.export(), repository, tag)
+
+    def remove(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self._started and self.options.stop_command:
+            self._started = False
+            _local(self.options.stop_command, "--ssh-stop-command")
+
+
+class _StillUp(Exception):
+    pass
+
+
+def _local(command: str, flag: str) -> None:
+    """Run the user's own start/stop command on this machine (bounded to 10 minutes)."""
+    try:
+        result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=600, check=False)
+    except subprocess.TimeoutExpired:
+        raise TargetError(f"{flag} did not finish within 10 minutes: {command}") from None
+    if result.returncode != 0:
+        raise TargetError(f"{flag} failed ({result.returncode}): {(result.stderr or result.stdout).strip()[-300:]}")
