@@ -56,7 +56,17 @@ class Restart:
     timeout: float
 
 
-Step = RunScript | PutFile | Restart
+@dataclass(frozen=True)
+class UntilDone:
+    """Run `run` again and again: a restart code restarts the target first, 0 ends it."""
+
+    run: RunScript
+    restart: Restart
+    restart_codes: tuple[int, ...] = ()
+    max_rounds: int = 50
+
+
+Step = RunScript | PutFile | Restart | UntilDone
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,7 @@ class PlanContext:
     os_type: str  # "Linux" | "Windows"
     fetched: Mapping[str, Path]
     has_pwsh: bool = False
+    powershell_strict: bool = False
 
 
 class PlanError(Exception):

@@ -1,19 +1,52 @@
 """PowerShell: a script or inline commands, with validExitCodes, elevation and SYSTEM.
 
-On Windows the command is the one AIB's customization.log shows (Packer's powershell
-provisioner); on Linux it runs under `pwsh` when the target has it.
+By default the command is the one AIB's customization.log shows (Packer's powershell
+provisioner): the exit code is `$LastExitCode`, so a failing cmdlet that is not a
+native program does not fail the step. `strict` mode (opt-in) stops on the first error
+instead. On Windows, runAsSystem runs the script as a scheduled task under SYSTEM, as
+Packer does; on Linux (pwsh) elevation is sudo.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+from importlib import resources
+
 from customizers.base import SCRIPT, Customizer, Input, PlanContext, PlanError, RunScript, Step
 from engine.model import PowerShellCustomizer, PowerShellValidator
 
-WRAPPER = (
-    "& { if (Test-Path variable:global:ProgressPreference)"
-    "{set-variable -name variable:global:ProgressPreference -value 'SilentlyContinue'}; "
-    "&'%s'; exit $LastExitCode }"
+PROGRESS_OFF = (
+    "if (Test-Path variable:global:ProgressPreference)"
+    "{set-variable -name variable:global:ProgressPreference -value 'SilentlyContinue'}"
 )
+AIB_WRAPPER = "& { " + PROGRESS_OFF + "; &'%s'; exit $LastExitCode }"
+STRICT_WRAPPER = (
+    "& { " + PROGRESS_OFF + "; $ErrorActionPreference='Stop'; "
+    "try { &'%s' } catch { Write-Error $_; exit 1 }; if ($LASTEXITCODE) { exit $LASTEXITCODE } }"
+)
+AIB_MODE = "AIB-compatible: exit code is $LastExitCode, cmdlet errors do not fail the step"
+STRICT_MODE = "strict: the first error fails the step"
+
+
+def command(os_type: str, wrapper: str) -> tuple[str, ...]:
+    """The command that runs the uploaded script (SCRIPT) through the wrapper."""
+    if os_type == "Windows":
+        return ("powershell", "-executionpolicy", "bypass", wrapper % SCRIPT)
+    return ("pwsh", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-Command", wrapper % SCRIPT)
+
+
+def elevated_launcher(script: bytes, *, system: bool) -> bytes:
+    """A PowerShell launcher that runs `script` as a scheduled task (SYSTEM or the user)."""
+    template = resources.files("customizers").joinpath("data/elevated.ps1").read_text()
+    task_id = hashlib.sha256(script).hexdigest()[:12]
+    text = (
+        template.replace("__ID__", task_id)
+        .replace("__SCRIPT_BASE64__", base64.b64encode(script).decode())
+        .replace("__USER__", "SYSTEM" if system else "$env:USERNAME")
+        .replace("__LOGON__", "ServiceAccount" if system else "Interactive")
+    )
+    return text.replace("\n", "\r\n").encode()
 
 
 class PowerShell(Customizer[PowerShellCustomizer | PowerShellValidator]):
@@ -25,33 +58,30 @@ class PowerShell(Customizer[PowerShellCustomizer | PowerShellValidator]):
 
     def plan(self, ctx: PlanContext) -> list[Step]:
         section = self.section
+        if ctx.os_type != "Windows" and not ctx.has_pwsh:
+            raise PlanError("a PowerShell customizer on a Linux target needs pwsh in the image")
         if section.inline is not None:
-            script = ("\r\n" if ctx.os_type == "Windows" else "\n").join(section.inline).encode()
-            label = "inline"
+            newline = "\r\n" if ctx.os_type == "Windows" else "\n"
+            script, label = newline.join(section.inline).encode(), "inline"
         else:
             uri = section.script_uri or ""
             script, label = ctx.fetched[uri].read_bytes(), uri
-        if ctx.os_type == "Windows":
-            command: tuple[str, ...] = ("powershell", "-executionpolicy", "bypass", WRAPPER % SCRIPT)
-        elif ctx.has_pwsh:
-            command = (
-                "pwsh",
-                "-NoProfile",
-                "-NonInteractive",
-                "-ExecutionPolicy",
-                "Bypass",
-                "-Command",
-                WRAPPER % SCRIPT,
-            )
-        else:
-            raise PlanError("a PowerShell customizer on a Linux target needs pwsh in the image")
+        wrapper, mode = (STRICT_WRAPPER, STRICT_MODE) if ctx.powershell_strict else (AIB_WRAPPER, AIB_MODE)
+        elevated = section.run_elevated or section.run_as_system
+        as_root = False
+        if ctx.os_type == "Windows" and section.run_as_system:
+            # Over SSH an administrator's session is already elevated; SYSTEM needs a task.
+            script, mode = elevated_launcher(script, system=True), f"{mode}; as SYSTEM through a scheduled task"
+            wrapper = AIB_WRAPPER
+        elif ctx.os_type != "Windows" and elevated:
+            as_root, mode = True, f"{mode}; elevated with sudo"
         return [
             RunScript(
                 script,
-                command,
+                command(ctx.os_type, wrapper),
                 suffix=".ps1",
                 ok_codes=tuple(section.valid_exit_codes),
-                as_root=section.run_elevated or section.run_as_system,
-                label=label,
+                as_root=as_root,
+                label=f"{label} (PowerShell {mode})",
             )
         ]

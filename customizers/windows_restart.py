@@ -8,6 +8,7 @@ from customizers.base import Customizer, PlanContext, Restart, Step
 from engine.model import DEFAULT_RESTART_COMMAND, WindowsRestartCustomizer
 
 LINUX_RESTART_COMMAND = "shutdown -r now"
+DEFAULT_WINDOWS_RESTART = DEFAULT_RESTART_COMMAND
 UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
 
 

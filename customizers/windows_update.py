@@ -1,12 +1,33 @@
-"""WindowsUpdate: search, filter and install updates (the rgl windows-update provisioner)."""
+"""WindowsUpdate: search, filter and install updates until none are left.
+
+The behaviour of the rgl windows-update provisioner that AIB uses: a worker script
+searches with `searchCriteria` (default `BrowseOnly=0 and IsInstalled=0`), applies the
+`filters` in order (`include:`/`exclude:` expressions over `$_`; the first match
+decides; no match means not installed), installs up to `updateLimit` updates (default
+1000) and exits 101 when a restart is needed. The engine restarts the target and runs
+it again, until it exits 0. Every round and every wait is bounded.
+"""
 
 from __future__ import annotations
 
-from customizers.base import Customizer, PlanContext, PlanError, Step
+from importlib import resources
+
+from customizers.base import Customizer, PlanContext, PlanError, Restart, RunScript, Step, UntilDone
+from customizers.powershell import AIB_WRAPPER, command, elevated_launcher
+from customizers.windows_restart import DEFAULT_WINDOWS_RESTART, LINUX_RESTART_COMMAND
 from engine.model import WindowsUpdateCustomizer
 
 DEFAULT_SEARCH = "BrowseOnly=0 and IsInstalled=0"
+DEFAULT_FILTERS = ("include:$true",)
 DEFAULT_LIMIT = 1000
+RESTART_CODES = (101, 2147942501)  # and the HRESULT-wrapped form seen on Server 2012
+RESTART_TIMEOUT = 4 * 3600.0
+MAX_ROUNDS = 50
+
+
+def quote(text: str) -> str:
+    """A PowerShell single-quoted string."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 class WindowsUpdate(Customizer[WindowsUpdateCustomizer]):
@@ -17,10 +38,46 @@ class WindowsUpdate(Customizer[WindowsUpdateCustomizer]):
         return self.section.search_criteria or DEFAULT_SEARCH
 
     @property
+    def filters(self) -> tuple[str, ...]:
+        return tuple(self.section.filters) or DEFAULT_FILTERS
+
+    @property
     def update_limit(self) -> int:
         return self.section.update_limit or DEFAULT_LIMIT
 
+    def worker(self) -> str:
+        """The worker script: its parameters, then the body."""
+        body = resources.files("customizers").joinpath("data/windows-update.ps1").read_text()
+        for text in self.filters:
+            action = text.split(":", 1)[0]
+            if ":" not in text or action not in ("include", "exclude"):
+                raise PlanError(f"filter {text!r}: expected include:EXPRESSION or exclude:EXPRESSION")
+        header = (
+            f"$SearchCriteria = {quote(self.search_criteria)}\n"
+            f"$Filters = @({', '.join(quote(f) for f in self.filters)})\n"
+            f"$UpdateLimit = {self.update_limit}\n"
+        )
+        return header + body
+
     def plan(self, ctx: PlanContext) -> list[Step]:
-        if ctx.os_type != "Windows":
-            raise PlanError("WindowsUpdate needs a Windows target (Windows Update Agent); this target runs Linux")
-        raise PlanError("WindowsUpdate needs an SSH target running Windows, which this build does not use")
+        script = self.worker()
+        if ctx.os_type == "Windows":
+            run = RunScript(
+                elevated_launcher(script.replace("\n", "\r\n").encode(), system=True),
+                command("Windows", AIB_WRAPPER),
+                suffix=".ps1",
+                label="windows-update worker (as SYSTEM through a scheduled task)",
+            )
+            restart = Restart(DEFAULT_WINDOWS_RESTART, "", RESTART_TIMEOUT)
+        elif ctx.has_pwsh:
+            run = RunScript(
+                script.encode(),
+                command("Linux", AIB_WRAPPER),
+                suffix=".ps1",
+                as_root=True,
+                label="windows-update worker (pwsh)",
+            )
+            restart = Restart(LINUX_RESTART_COMMAND, "", RESTART_TIMEOUT)
+        else:
+            raise PlanError("WindowsUpdate needs a Windows target (or pwsh on Linux); this target has neither")
+        return [UntilDone(run, restart, restart_codes=RESTART_CODES, max_rounds=MAX_ROUNDS)]

@@ -161,6 +161,12 @@ def validate(templates: tuple[Path, ...], output: str, allow_any_destination: bo
 )
 @any_destination_option
 @click.option(
+    "--powershell-strict",
+    is_flag=True,
+    help="PowerShell customizers stop on the first error ($ErrorActionPreference='Stop') "
+    "instead of AIB's exit-$LastExitCode behaviour.",
+)
+@click.option(
     "--resource-group",
     default="aib-local",
     show_default=True,
@@ -182,6 +188,7 @@ def build(
     on_error: str | None,
     deprovision: str,
     allow_any_destination: bool,
+    powershell_strict: bool,
     resource_group: str,
     output: str,
 ) -> None:
@@ -211,6 +218,7 @@ def build(
         on_error=on_error,
         deprovision=deprovision,
         allow_any_destination=allow_any_destination,
+        powershell_strict=powershell_strict,
         resource_group=resource_group,
     )
     the_store = Store.open(store)

@@ -38,12 +38,16 @@ class Finding:
     severity: str = "error"  # "error" | "warning" | "note"
     aib_rejects: bool = True
 
-    def render(self) -> str:
+    def describe(self) -> str:
+        """path: message (verdict), without the severity."""
         where = f"{self.path}: " if self.path else ""
-        verdict = "AIB would reject this" if self.aib_rejects else "AIB would accept this"
         if self.severity == "note":
-            return f"note: {where}{self.message}"
-        return f"{self.severity}: {where}{self.message} ({verdict})"
+            return f"{where}{self.message}"
+        verdict = "AIB would reject this" if self.aib_rejects else "AIB would accept this"
+        return f"{where}{self.message} ({verdict})"
+
+    def render(self) -> str:
+        return f"{self.severity}: {self.describe()}"
 
 
 class UsageError(AibLocalError):

@@ -15,13 +15,25 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import customizers
 import distributors
-from customizers.base import SCRIPT, Customizer, PlanContext, PlanError, PutFile, Restart, RunScript, Step
+from customizers.base import (
+    SCRIPT,
+    Customizer,
+    PlanContext,
+    PlanError,
+    PutFile,
+    Restart,
+    RunScript,
+    Step,
+    UntilDone,
+)
 from distributors.base import DistributeContext, DistributeError, Distributor, FilesystemWriter, RunOutput
+from engine import exitcodes
 from engine import model as m
 from engine.catalogue import Catalogue
 from engine.errors import (
@@ -43,6 +55,12 @@ from engine.validation import LoadedTemplate
 
 TEMPLATE_TYPE = "Microsoft.VirtualMachineImages/imageTemplates"
 OVERRIDE_LINUX = "/tmp/DeprovisioningScript.sh"
+OVERRIDE_WINDOWS = "C:/DeprovisioningScript.ps1"
+MISSING_WINDOWS_SCRIPT = (
+    "Deprovisioning script [c:\\DeprovisioningScript.ps1] could not be found. Image build may fail or the VM "
+    "created from the Image may not boot. Please make sure the deprovisioning script is not accidentally "
+    "deleted by a Customizer in the Template."
+)
 WAAGENT_DEPROVISION = """WAAGENT=/usr/sbin/waagent
 waagent -version 1> /dev/null 2>&1
 if [ $? -eq 0 ]; then
@@ -81,6 +99,7 @@ class BuildOptions:
     network: str | None = None
     on_error: str | None = None  # cleanup | abort; None: the template's errorHandling
     deprovision: str = "generic"  # for images without waagent: generic | skip
+    powershell_strict: bool = False
     allow_any_destination: bool = False
     subscription: str = DEFAULT_SUBSCRIPTION
     resource_group: str = DEFAULT_RESOURCE_GROUP
@@ -213,7 +232,7 @@ class Build:
         )
         for finding in self.loaded.findings:
             if finding.severity == "warning":
-                self.events.warning(finding.render())
+                self.events.warning(finding.describe())
         self._record_build("running")
         self._record_template("Running", "Queued", "")
         error: AibLocalError | None = None
@@ -415,9 +434,11 @@ class Build:
             self.state.os_type = target.os_type
         if self.state.os_type == "Linux":
             self.state.has_pwsh = self._run_quiet("command -v pwsh >/dev/null 2>&1") == 0
+        else:
+            self._place_windows_deprovision()
 
     def plan(self) -> None:
-        ctx = PlanContext(self.state.os_type, self.state.fetched, self.state.has_pwsh)
+        ctx = PlanContext(self.state.os_type, self.state.fetched, self.state.has_pwsh, self.options.powershell_strict)
         plans = []
         for name, customizer in self.customizers:
             try:
@@ -436,9 +457,8 @@ class Build:
     def deprovision(self) -> None:
         self.current = "deprovision"
         if self.state.os_type == "Windows":
-            raise BuildFailed(
-                "Windows deprovisioning (Sysprep) needs an SSH target running Windows", step="deprovision"
-            )
+            self._deprovision_windows()
+            return
         name = "deprovision"
         script: bytes | None = None
         if self._run_quiet(f"test -f {OVERRIDE_LINUX}") == 0:
@@ -467,6 +487,23 @@ class Build:
             self._target().prepare_capture,
             detail="take aib-local's build user and sudo set-up back out",
         )
+
+    def _deprovision_windows(self) -> None:
+        """Run C:\\DeprovisioningScript.ps1 (AIB's Sysprep sequence, or a customizer's own)."""
+        if self._run_quiet(f"if (Test-Path '{OVERRIDE_WINDOWS}') {{ exit 0 }} else {{ exit 1 }}") != 0:
+            self.events.warning(MISSING_WINDOWS_SCRIPT, step="deprovision")
+            return
+        argv = ["powershell", "-NoProfile", "-ExecutionPolicy", "Bypass", "-File", OVERRIDE_WINDOWS]
+        self._run_checked("deprovision", argv, as_root=True, detail=OVERRIDE_WINDOWS, windows_codes=True)
+        self.state.generalized = True
+
+    def _place_windows_deprovision(self) -> None:
+        """AIB puts its Sysprep script in place before the customizers, which may replace it."""
+        if self._run_quiet(f"if (Test-Path '{OVERRIDE_WINDOWS}') {{ exit 0 }} else {{ exit 1 }}") == 0:
+            self.events.info(f"{OVERRIDE_WINDOWS} already exists on the target: it will run as the deprovision step")
+            return
+        script = resources.files("engine").joinpath("data/DeprovisioningScript.ps1").read_text()
+        self._target().put(script.replace("\n", "\r\n").encode(), OVERRIDE_WINDOWS)
 
     def capture(self) -> None:
         if not self.distributors:
@@ -588,9 +625,14 @@ class Build:
         )
 
     def _run_quiet(self, script: str) -> int:
+        """Run a probe or a clean-up (sh on Linux, PowerShell on Windows); its exit code."""
+        if self.state.os_type == "Windows":
+            argv = ["powershell", "-NoProfile", "-NonInteractive", "-Command", script]
+        else:
+            argv = ["/bin/sh", "-c", script]
         try:
             return self._target().run(
-                Command(["/bin/sh", "-c", script], as_root=True),
+                Command(argv, as_root=True),
                 lambda _s, _l: None,
                 timeout=min(60, self.deadline.remaining()),
             )
@@ -608,6 +650,7 @@ class Build:
         as_root: bool = False,
         ok_codes: tuple[int, ...] = (0,),
         detail: str = "",
+        windows_codes: bool = False,
     ) -> int:
         target = self._target()
         started = time.monotonic()
@@ -635,7 +678,12 @@ class Build:
             )
         if code not in ok_codes:
             allowed = "" if ok_codes == (0,) else f" (valid exit codes: {list(ok_codes)})"
-            raise BuildFailed(f"{name} failed with exit code {code}{allowed}", step=name, exit_code=code)
+            meaning = exitcodes.explain(code) if windows_codes or self.state.os_type == "Windows" else ""
+            raise BuildFailed(
+                f"{name} failed with exit code {code}{allowed}" + (f": {meaning}" if meaning else ""),
+                step=name,
+                exit_code=code,
+            )
         return code
 
     def _script_path(self, index: int, number: int, suffix: str) -> str:
@@ -654,7 +702,7 @@ class Build:
         detail: str = "",
         index: int = 99,
         number: int = 0,
-    ) -> None:
+    ) -> int:
         target = self._target()
         path = self._script_path(index, number, suffix)
         try:
@@ -663,12 +711,19 @@ class Build:
             raise BuildFailed(f"{name}: cannot upload its script: {exc}", step=name) from None
         argv = [part.replace(SCRIPT, path) for part in command]
         try:
-            self._run_checked(name, argv, as_root=as_root, ok_codes=ok_codes, detail=detail)
+            return self._run_checked(
+                name, argv, as_root=as_root, ok_codes=ok_codes, detail=detail, windows_codes=suffix == ".ps1"
+            )
         finally:
             # The step's own outcome is what the user needs to see, not a failed clean-up.
             if self.state.target is not None and not self.deadline.expired():
+                remove = (
+                    f"Remove-Item -Force -ErrorAction SilentlyContinue '{path}'"
+                    if self.state.os_type == "Windows"
+                    else f"rm -f {path}"
+                )
                 with contextlib.suppress(AibLocalError):
-                    self._run_quiet(f"rm -f {path}")
+                    self._run_quiet(remove)
 
     def _execute(self, name: str, index: int, number: int, step: Step) -> None:
         self._check_deadline()
@@ -693,6 +748,29 @@ class Build:
             self._step(name, put, detail=f"upload to {step.destination}")
         elif isinstance(step, Restart):
             self._restart(name, step)
+        elif isinstance(step, UntilDone):
+            self._until_done(name, index, step)
+
+    def _until_done(self, name: str, index: int, step: UntilDone) -> None:
+        """Run the step's script until it exits 0, restarting when it asks for it."""
+        run = step.run
+        for round_number in range(1, step.max_rounds + 1):
+            self._check_deadline()
+            code = self._run_script(
+                f"{name} round {round_number}",
+                run.script,
+                run.command,
+                as_root=run.as_root,
+                ok_codes=(0, *step.restart_codes),
+                suffix=run.suffix,
+                detail=run.label,
+                index=index,
+            )
+            if code == 0:
+                return
+            self.events.info(f"{name}: exit code {code} asks for a restart", step=name)
+            self._restart(f"{name} restart {round_number}", step.restart)
+        raise BuildFailed(f"{name} still asked for a restart after {step.max_rounds} rounds", step=name)
 
     def _restart(self, name: str, step: Restart) -> None:
         target = self._target()

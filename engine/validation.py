@@ -591,6 +591,19 @@ def _check_customizers(
             if isinstance(uri, str) and not uri.strip():
                 add(Finding(f"{here}.scriptUri", "empty"))
             _check_checksum(item, here, findings)
+        codes = item.get("validExitCodes")
+        if kind == "PowerShell" and os_type == "Linux" and isinstance(codes, list):
+            for code in codes:
+                if isinstance(code, int) and not 0 <= code <= 255:
+                    add(
+                        Finding(
+                            f"{here}.validExitCodes",
+                            f"{code} cannot occur on a Linux target, where exit codes are 0-255 "
+                            f"(it would arrive as {code & 255})",
+                            "warning",
+                            False,
+                        )
+                    )
         if kind == "PowerShell" and item.get("runAsSystem") is True and item.get("runElevated") is not True:
             add(Finding(f"{here}.runAsSystem", "runAsSystem: true needs runElevated: true"))
         if kind == "File":

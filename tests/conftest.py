@@ -277,3 +277,28 @@ def sshd(docker_client: Any, sshd_image: str, tmp_path: Path) -> Iterator[Sshd]:
     server = start_sshd(docker_client, sshd_image, tmp_path / "sshd")
     yield server
     server.container.remove(force=True)
+
+
+PWSH_STAND_IN_IMAGE = "aib-local-test/pwsh-stand-in:12"
+
+
+@pytest.fixture(scope="session")
+def pwsh_stand_in_image(docker_client: Any, base_image: str) -> str:
+    """debian:12 with fixtures/stand-ins/pwsh as /usr/local/bin/pwsh (NOT PowerShell)."""
+    import io
+    import tarfile
+
+    stand_in = (ROOT / "fixtures" / "stand-ins" / "pwsh").read_bytes()
+    container = docker_client.containers.create(base_image, ["true"], network_mode="none")
+    try:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as archive:
+            info = tarfile.TarInfo("usr/local/bin/pwsh")
+            info.size, info.mode = len(stand_in), 0o755
+            archive.addfile(info, io.BytesIO(stand_in))
+        container.put_archive("/", buffer.getvalue())
+        repository, tag = PWSH_STAND_IN_IMAGE.split(":")
+        container.commit(repository=repository, tag=tag, conf={"Cmd": ["/bin/bash"]})
+    finally:
+        container.remove(force=True)
+    return PWSH_STAND_IN_IMAGE

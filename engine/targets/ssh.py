@@ -349,8 +349,10 @@ class SshTarget(Target):
 
     def put(self, data: bytes, destination: str, *, mode: int = 0o644, owner: str | None = None) -> None:
         transport = self._transport()
-        needs_root = owner == "root" and self.endpoint.user != "root"
+        needs_root = owner == "root" and self.endpoint.user != "root" and self.os_type == "Linux"
         target = f"/tmp/.aib-local-upload-{uuid.uuid4().hex[:12]}" if needs_root else destination
+        if self.os_type == "Windows" and re.match(r"^[A-Za-z]:", target):
+            target = "/" + target  # Windows OpenSSH's SFTP names drives as /C:/...
         try:
             with paramiko.SFTPClient.from_transport(transport) as sftp:  # type: ignore[union-attr]
                 sftp.putfo(io.BytesIO(data), target)
