@@ -175,11 +175,12 @@ SSHD_SETUP = r"""
 set -e
 id builder >/dev/null 2>&1 || useradd -m -s /bin/bash builder
 echo 'builder ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/builder
+echo 'builder:pass-for-aib-local-tests' | chpasswd
 install -d -m 700 -o builder -g builder /home/builder/.ssh
 install -m 600 -o builder -g builder /keys/authorized_keys /home/builder/.ssh/authorized_keys
 [ -f /etc/ssh/ssh_host_ed25519_key ] || ssh-keygen -A >/dev/null
 mkdir -p /run/sshd
-exec /usr/sbin/sshd -D -e -p "$PORT" -o ListenAddress=127.0.0.1 -o PasswordAuthentication=no
+exec /usr/sbin/sshd -D -e -p "$PORT" -o ListenAddress=127.0.0.1 -o PasswordAuthentication=yes
 """
 
 

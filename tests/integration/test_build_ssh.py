@@ -127,3 +127,62 @@ def test_ssh_build_timeout_kills_the_remote_step(cli: Any, sshd: Any, write_temp
     assert "buildTimeoutInMinutes (1) expired during customize[0] forever" in result.stderr
     procs = sshd.container.exec_run(["/bin/sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"]).output.decode()
     assert "sleep 600" not in procs
+
+
+def test_password_from_the_environment_is_used_and_never_shown(
+    cli: Any, sshd: Any, write_template: Any, store: Path, tmp_path: Path
+) -> None:
+    path = write_template(template("password", [{"type": "Shell", "inline": ["echo logged-in-as-$(id -un)"]}]))
+    home = tmp_path / "home"  # no ~/.ssh keys, no agent: only the password can work
+    home.mkdir()
+    env = {"AIB_TEST_PASSWORD": "pass-for-aib-local-tests", "HOME": str(home), "SSH_AUTH_SOCK": ""}
+    result = cli(
+        "build",
+        str(path),
+        "--target",
+        sshd.target,
+        "--known-hosts",
+        str(sshd.known_hosts),
+        "--ssh-password-env",
+        "AIB_TEST_PASSWORD",
+        "--deprovision",
+        "skip",
+        env=env,
+    )
+    assert result.code == 0, result.output
+    assert "logged-in-as-builder" in result.stdout
+    assert "pass-for-aib-local-tests" not in result.output
+    assert "pass-for-aib-local-tests" not in next(store.glob("builds/*/customization.log")).read_text()
+    missing = cli(
+        "build",
+        str(path),
+        "--target",
+        sshd.target,
+        "--known-hosts",
+        str(sshd.known_hosts),
+        "--ssh-password-env",
+        "AIB_TEST_UNSET_PASSWORD",
+        env=env,
+    )
+    assert missing.code == 3 and "AIB_TEST_UNSET_PASSWORD is not set" in missing.stderr
+
+
+def test_start_and_stop_commands_bracket_the_build(cli: Any, sshd: Any, write_template: Any, tmp_path: Path) -> None:
+    log = tmp_path / "vm.log"
+    path = write_template(template("startstop", [{"type": "Shell", "inline": ["echo building"]}]))
+    result = cli(
+        "build",
+        str(path),
+        *sshd.cli_args(),
+        "--deprovision",
+        "skip",
+        "--ssh-start-command",
+        f"echo started >> {log}",
+        "--ssh-stop-command",
+        f"echo stopped >> {log}",
+    )
+    assert result.code == 0, result.output
+    assert log.read_text().split() == ["started", "stopped"]
+    failing = cli("build", str(path), *sshd.cli_args(), "--ssh-start-command", "echo no such vm >&2; exit 4")
+    assert failing.code == 1
+    assert "--ssh-start-command failed (4): no such vm" in failing.stderr
