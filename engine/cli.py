@@ -18,28 +18,12 @@ from typing import Any, NoReturn
 
 import click
 
+from engine.build_cli import build_commands
 from engine.errors import AibLocalError, TemplateError, UsageError
+from engine.options import any_destination_option, output_option, store_option
 from engine.sig_cli import sig
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-store_option = click.option(
-    "--store",
-    type=click.Path(path_type=Path),
-    help="Local resource store [default: $AIB_LOCAL_STORE, else the user data dir].",
-)
-output_option = click.option(
-    "--output",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="json: machine-readable output on stdout.",
-)
-any_destination_option = click.option(
-    "--allow-any-destination",
-    is_flag=True,
-    help="Allow File destinations outside /tmp on Linux (AIB does not).",
-)
 
 
 def _echo_err(text: str) -> None:
@@ -121,125 +105,6 @@ def validate(templates: tuple[Path, ...], output: str, allow_any_destination: bo
 
 
 @cli.command()
-@click.argument("templates", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "--target",
-    default="docker",
-    show_default=True,
-    help="docker (DOCKER_HOST honoured), or ssh://USER@HOST[:PORT] for a host or VM you run.",
-)
-@click.option(
-    "--ssh-key", type=click.Path(path_type=Path), help="Private key for the SSH target [default: agent, ~/.ssh keys]."
-)
-@click.option("--known-hosts", type=click.Path(path_type=Path), help="known_hosts file [default: ~/.ssh/known_hosts].")
-@click.option("--ssh-insecure-accept-host-key", is_flag=True, help="Accept an unknown or changed SSH host key.")
-@click.option("--ssh-password-env", metavar="VAR", help="Take the SSH password from this environment variable.")
-@click.option("--ssh-start-command", help="Command that starts the VM before connecting (virsh, vagrant, ...).")
-@click.option("--ssh-stop-command", help="Command that stops it after the build.")
-@store_option
-@click.option(
-    "--catalogue",
-    type=click.Path(path_type=Path),
-    help="PlatformImage catalogue override [default: $AIB_LOCAL_CATALOGUE].",
-)
-@click.option(
-    "--network",
-    help="Container network: host, none, bridge or a name [default: bridge where it exists, else host].",
-)
-@click.option(
-    "--on-error",
-    type=click.Choice(["cleanup", "abort"]),
-    help="abort keeps the target for inspection "
-    "[default: the template's errorHandling.onCustomizerError, else cleanup].",
-)
-@click.option(
-    "--deprovision",
-    type=click.Choice(["generic", "skip"]),
-    default="generic",
-    show_default=True,
-    help="For images without waagent: run a generic deprovision, or skip it (the image stays specialized).",
-)
-@any_destination_option
-@click.option(
-    "--powershell-strict",
-    is_flag=True,
-    help="PowerShell customizers stop on the first error ($ErrorActionPreference='Stop') "
-    "instead of AIB's exit-$LastExitCode behaviour.",
-)
-@click.option(
-    "--resource-group",
-    default="aib-local",
-    show_default=True,
-    help="Resource group of the image template's local resource ID.",
-)
-@output_option
-def build(
-    templates: tuple[Path, ...],
-    target: str,
-    ssh_key: Path | None,
-    known_hosts: Path | None,
-    ssh_insecure_accept_host_key: bool,
-    ssh_password_env: str | None,
-    ssh_start_command: str | None,
-    ssh_stop_command: str | None,
-    store: Path | None,
-    catalogue: Path | None,
-    network: str | None,
-    on_error: str | None,
-    deprovision: str,
-    allow_any_destination: bool,
-    powershell_strict: bool,
-    resource_group: str,
-    output: str,
-) -> None:
-    """Build templates: customize, deprovision and distribute, as AIB would."""
-    from engine.events import JsonReporter, TextReporter
-    from engine.pipeline import Build, BuildOptions
-    from engine.store import Store
-    from engine.targets.ssh import SshOptions, parse_target
-    from engine.validation import load_templates
-
-    if target != "docker":
-        parse_target(target)  # refuse a malformed target before anything else
-    loaded = [item for path in templates for item in load_templates(path, allow_any_destination=allow_any_destination)]
-    options = BuildOptions(
-        target=target,
-        ssh=SshOptions(
-            key_file=ssh_key,
-            known_hosts=known_hosts,
-            insecure_accept_host_key=ssh_insecure_accept_host_key,
-            password_env=ssh_password_env,
-            start_command=ssh_start_command,
-            stop_command=ssh_stop_command,
-        ),
-        store=store,
-        catalogue=catalogue,
-        network=network,
-        on_error=on_error,
-        deprovision=deprovision,
-        allow_any_destination=allow_any_destination,
-        powershell_strict=powershell_strict,
-        resource_group=resource_group,
-    )
-    the_store = Store.open(store)
-    reporter = JsonReporter() if output == "json" else TextReporter()
-    worst = 0
-    for item in loaded:
-        result = Build(item, options, the_store, reporter).run()
-        if result.error is not None:
-            if isinstance(result.error, AibLocalError) and result.error.exit_code == 130:
-                raise result.error
-            _report(result.error, output)
-            worst = max(worst, result.error.exit_code)
-        elif output == "text":
-            for out in result.run_outputs:
-                click.echo(f"run output {out.name}: {out.artifact_id or out.artifact_uri}")
-            click.echo(f"log: {result.log_path}")
-    if worst:
-        sys.exit(worst)
-
-
-@cli.command()
 @click.argument("resource_id")
 @store_option
 def show(resource_id: str, store: Path | None) -> None:
@@ -279,37 +144,9 @@ def list_(kind: str | None, store: Path | None) -> None:
             click.echo(f"{record.get('type')}  {record['id']}")
 
 
-@cli.command()
-@click.argument("build_id")
-@store_option
-def logs(build_id: str, store: Path | None) -> None:
-    """Print a build's customization.log."""
-    from engine.pipeline import LOG_NAME
-    from engine.store import Store
-
-    path = Store.open(store).build_dir(build_id) / LOG_NAME
-    if not path.exists():
-        raise UsageError(f"no build {build_id!r} in the store", hint="aib-local list --type builds")
-    click.echo(path.read_text(), nl=False)
-
-
-@cli.command()
-@click.option("--build", "build_id", help="Only this build's target.")
-def clean(build_id: str | None) -> None:
-    """Remove every container aib-local started (found by label)."""
-    from engine.targets import docker as docker_target
-
-    removed = docker_target.remove_labelled(docker_target.connect(), build_id)
-    click.echo("\n".join(f"removed container {name}" for name in removed) or "nothing to remove")
-
-
 cli.add_command(sig)
-
-
-def _report(error: AibLocalError, output: str) -> None:
-    if output == "json":
-        click.echo(json.dumps({"event": "error", "exitCode": error.exit_code, "message": str(error)}))
-    _echo_err(f"error: {error}")
+for command in build_commands:
+    cli.add_command(command)
 
 
 def _on_sigterm(_signum: int, _frame: FrameType | None) -> NoReturn:
@@ -321,7 +158,10 @@ def main(argv: list[str] | None = None) -> NoReturn:
     signal.signal(signal.SIGTERM, _on_sigterm)
     show_traceback = "--debug" in (argv if argv is not None else sys.argv[1:])[:1]
     try:
-        cli.main(args=argv, prog_name="aib-local", standalone_mode=False)
+        # Without standalone mode click returns the code of a click.exceptions.Exit.
+        code = cli.main(args=argv, prog_name="aib-local", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

@@ -9,10 +9,11 @@ line for CI (`--output json`).
 from __future__ import annotations
 
 import json
+import re
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TextIO
@@ -62,6 +63,73 @@ class TextReporter:
         print(f"{self.prefix}{stamp} {text}", file=self.stream, flush=True)
 
 
+class RichReporter:
+    """A live view for terminals: a spinner with elapsed time and the output's tail for
+    the running step, a line per finished step, and a summary table at the end."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self.console = Console(highlight=False, soft_wrap=True)
+        self.text = TextReporter()
+        self.live: Any = None
+        self.step = ""
+        self.tail = ""
+        self.started = 0.0
+        self.rows: list[tuple[str, str, float]] = []
+
+    def _render(self) -> Any:
+        from rich.spinner import Spinner
+
+        elapsed = time.monotonic() - self.started
+        tail = f"  [dim]{self.tail[:100]}[/dim]" if self.tail else ""
+        return Spinner("dots", text=f"{self.step}  [bold]{elapsed:5.1f}s[/bold]{tail}")
+
+    def _stop(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        from rich.live import Live
+        from rich.markup import escape
+        from rich.table import Table
+
+        kind = event["event"]
+        if kind == "step-started":
+            self._stop()
+            self.step, self.tail, self.started = event["step"], "", time.monotonic()
+            detail = f": {event['detail']}" if event.get("detail") else ""
+            self.console.print(f"[bold cyan]==>[/bold cyan] {escape(event['step'] + detail)}")
+            self.live = Live(get_renderable=self._render, console=self.console, transient=True, refresh_per_second=8)
+            self.live.start()
+        elif kind == "output":
+            self.tail = event["line"]
+            self.console.print(f"  [dim]{escape(event['step'])} |[/dim] {escape(event['line'])}")
+        elif kind == "step-finished":
+            self._stop()
+            ok = event["status"] == "succeeded"
+            code = event.get("exitCode")
+            mark = "[green]ok[/green]" if ok else f"[red]{event['status'].upper()}[/red]"
+            exit_text = f" (exit {code})" if code is not None else ""
+            self.console.print(
+                f"[bold cyan]<==[/bold cyan] {escape(event['step'])}: {mark}{exit_text} in {event['duration']:.1f}s"
+            )
+            self.rows.append((event["step"], event["status"] + exit_text, event["duration"]))
+        elif kind == "build-finished":
+            self._stop()
+            table = Table(title=f"build {event['buildId']}: {event['status']} in {event['duration']:.1f}s")
+            for column in ("step", "result", "duration"):
+                table.add_column(column)
+            for step, result, duration in self.rows:
+                table.add_row(escape(step), result, f"{duration:.1f}s")
+            self.console.print(table)
+        elif kind == "warning":
+            self.console.print(f"[yellow]warning:[/yellow] {escape(event['message'])}")
+        else:
+            self.text(event)
+
+
 class JsonReporter:
     """One JSON object per line on stdout, for machines."""
 
@@ -107,18 +175,43 @@ class BuildLog:
         self._file.close()
 
 
+SAS_SIGNATURE = re.compile(r"([?&]sig=)[^&\s\"']+", re.IGNORECASE)
+
+
+class Redactor:
+    """Replaces secret values, and SAS signatures in URLs, with ***."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        # Longest first, so a secret that contains another is replaced whole.
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return SAS_SIGNATURE.sub(r"\1***", text)
+
+    def deep(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self(value)
+        if isinstance(value, dict):
+            return {k: self.deep(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.deep(v) for v in value]
+        return value
+
+
 class Events:
     """Fans each event out to the log and the reporter, with a shared timestamp."""
 
-    def __init__(self, *sinks: Callable[[dict[str, Any]], None], redact: Callable[[str], str] = lambda s: s) -> None:
+    def __init__(self, *sinks: Callable[[dict[str, Any]], None], redact: Redactor | None = None) -> None:
         self.sinks = sinks
-        self.redact = redact
+        self.redact = redact or Redactor()
         self._lock = threading.Lock()
 
     def emit(self, event: str, **fields: Any) -> None:
         record: dict[str, Any] = {"event": event, "time": utc_now()}
         for key, value in fields.items():
-            record[key] = self.redact(value) if isinstance(value, str) else value
+            record[key] = self.redact.deep(value)
         with self._lock:
             for sink in self.sinks:
                 sink(record)

@@ -9,10 +9,12 @@ buildTimeoutInMinutes sets; the target is removed at the end unless the user kee
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -44,7 +46,7 @@ from engine.errors import (
     Interrupted,
     UsageError,
 )
-from engine.events import BuildLog, Events, Reporter, utc_now
+from engine.events import BuildLog, Events, Redactor, Reporter, utc_now
 from engine.fetch import Fetched, FetchError, fetch, redact_uri
 from engine.gallery import VERSION_TYPE, Galleries
 from engine.store import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, Store
@@ -100,9 +102,45 @@ class BuildOptions:
     on_error: str | None = None  # cleanup | abort; None: the template's errorHandling
     deprovision: str = "generic"  # for images without waagent: generic | skip
     powershell_strict: bool = False
+    secrets: dict[str, str] = field(default_factory=dict)
+    checkpoint: bool = False  # Docker: commit the container after each good customizer
+    # --debug: asked before each customizer; answers continue | shell | rerun | skip | abort.
+    pause: Callable[[str], str] | None = None
+    # --on-error ask: asked whether to keep the target of a failed build (None: no terminal).
+    confirm_keep: Callable[[str], bool] | None = None
     allow_any_destination: bool = False
     subscription: str = DEFAULT_SUBSCRIPTION
     resource_group: str = DEFAULT_RESOURCE_GROUP
+
+    def record(self) -> dict[str, Any]:
+        """The options a rerun or resume reuses (never the secrets)."""
+        return {
+            "target": self.target,
+            "network": self.network,
+            "deprovision": self.deprovision,
+            "allowAnyDestination": self.allow_any_destination,
+            "powershellStrict": self.powershell_strict,
+            "subscription": self.subscription,
+            "resourceGroup": self.resource_group,
+            "catalogue": str(self.catalogue) if self.catalogue else None,
+            "checkpoint": self.checkpoint,
+        }
+
+
+@dataclass
+class Continuation:
+    """Where a build picks up an earlier one: its kept target (rerun) or a checkpoint (resume)."""
+
+    record: dict[str, Any]
+    first: int = 0  # the first customizer to run
+    only: bool = False  # run just that one
+    finish: bool = True  # then deprovision, capture and distribute
+    image: str | None = None  # resume: start a fresh container from this checkpoint image
+    resume: bool = False  # pick the checkpoint (and `first`) once the inputs are fetched
+
+    @property
+    def attach(self) -> bool:
+        return self.image is None and not self.resume
 
 
 @dataclass
@@ -170,15 +208,23 @@ class Build:
         reporter: Reporter,
         *,
         build_id: str | None = None,
+        continuation: Continuation | None = None,
     ) -> None:
         self.loaded = loaded
+        self.continuation = continuation
+        self.keep_target = False
+        self.cancelled = False
+        self.completed: list[int] = []
+        self.checkpoints: dict[str, str] = {}
+        self.fingerprints: list[str] = []
         self.options = options
         self.store = store
         self.props = loaded.properties
         self.build_id = build_id or new_build_id(loaded.name)
         self.dir = store.build_dir(self.build_id)
         self.log = BuildLog(self.dir / LOG_NAME, self.build_id)
-        self.events = Events(self.log, reporter)
+        self.redact = Redactor(options.secrets.values())
+        self.events = Events(self.log, reporter, redact=self.redact)
         self.deadline = Deadline(self.props.timeout_minutes)
         self.state = _State(os_type=loaded.os_type)
         self.template_id = (
@@ -208,16 +254,23 @@ class Build:
 
     def phases(self) -> list[tuple[str, str, Callable[[], None]]]:
         """(name, AIB runSubState, action): the build, as data."""
-        return [
-            ("fetch", "Queued", self.fetch_inputs),
-            ("resolve-source", "Building", self.resolve_source),
-            ("start-target", "Building", self.start_target),
-            ("plan", "Building", self.plan),
-            ("customize", "Customizing", self.customize),
-            ("deprovision", "Customizing", self.deprovision),
-            ("capture", "Distributing", self.capture),
-            ("distribute", "Distributing", self.distribute),
-        ]
+        going_on = self.continuation
+        phases: list[tuple[str, str, Callable[[], None]]] = [("fetch", "Queued", self.fetch_inputs)]
+        if going_on is not None and going_on.attach:
+            phases.append(("attach-target", "Building", self.attach_target))
+        else:
+            phases += [
+                ("resolve-source", "Building", self.resolve_source),
+                ("start-target", "Building", self.start_target),
+            ]
+        phases += [("plan", "Building", self.plan), ("customize", "Customizing", self.customize)]
+        if going_on is None or going_on.finish:
+            phases += [
+                ("deprovision", "Customizing", self.deprovision),
+                ("capture", "Distributing", self.capture),
+                ("distribute", "Distributing", self.distribute),
+            ]
+        return phases
 
     def run(self) -> BuildResult:
         started = time.monotonic()
@@ -246,7 +299,7 @@ class Build:
         except KeyboardInterrupt:
             error = Interrupted(f"interrupted during {self.current}")
         except AibLocalError as exc:
-            error = exc
+            error = Interrupted(f"interrupted during {self.current}") if self.cancelled else exc
         finally:
             kept = self._teardown(error)
         status = self._status(error)
@@ -265,7 +318,17 @@ class Build:
         self.log.close()
         if isinstance(error, BuildFailed) and error.log_path is None:
             error.log_path = self.log.path
+        if error is not None:
+            error.message = self.redact(error.message)
         return BuildResult(self.build_id, status, self.state.run_outputs, self.log.path, kept, error)
+
+    def cancel(self) -> None:
+        """Stop the build from another thread: its target goes, and the build ends Canceled."""
+        self.cancelled = True
+        target = self.state.target
+        if target is not None:
+            with contextlib.suppress(AibLocalError):
+                target.remove()
 
     def _status(self, error: AibLocalError | None) -> str:
         if isinstance(error, Interrupted):
@@ -286,11 +349,23 @@ class Build:
         target = self.state.target
         if target is None:
             return False
-        keep = error is not None and not isinstance(error, Interrupted) and self.on_error == "abort"
+        failed = error is not None and not isinstance(error, Interrupted)
+        rerun = self.continuation is not None and self.continuation.attach
+        if failed and self.on_error == "ask":
+            ask = self.options.confirm_keep
+            self.keep_target = ask is not None and ask(f"{error}\nKeep {target.describe()} for inspection?")
+        keep = self.keep_target or (failed and (self.on_error == "abort" or rerun))
+        keep = keep or (rerun and self.continuation is not None and not self.continuation.finish)
         if keep:
+            why = "on-error abort" if failed and self.on_error == "abort" else "kept"
             self.events.info(
-                f"keeping {target.describe()} for inspection (on-error abort); "
-                f"remove it with: aib-local clean --build {self.build_id}"
+                f"keeping {target.describe()} ({why}). Next:\n"
+                f"  aib-local shell {self.build_id}      # a shell in it\n"
+                f"  aib-local logs {self.build_id}       # its customization.log\n"
+                f"  aib-local rerun {self.build_id} [--from NAME | --only NAME] [--finish]"
+                "   # after editing the template or its scripts\n"
+                f"  aib-local clean --build {self.build_id}   # remove it",
+                keptBuildId=self.build_id,
             )
             return True
         try:
@@ -304,6 +379,7 @@ class Build:
     def fetch_inputs(self) -> None:
         """Fetch and verify every referenced file before anything starts."""
         inputs = [(name, i) for name, c in self.customizers for i in c.inputs()]
+        digests: dict[str, str] = {}
         for index, (name, item) in enumerate(inputs):
             if item.uri in self.state.fetched:
                 continue
@@ -326,6 +402,38 @@ class Build:
             )
             if got.size > 20 * 1024 * 1024 and any(c.type_name == "File" for n, c in self.customizers if n == name):
                 self.events.warning(f"{name}: {got.size} bytes is over AIB's 20 MB File customizer limit")
+            digests[item.uri] = got.sha256
+        self.fingerprints = [
+            hashlib.sha256(
+                (
+                    c.section.model_dump_json(by_alias=True) + "".join(digests.get(i.uri, "") for i in c.inputs())
+                ).encode()
+            ).hexdigest()
+            for _, c in self.customizers
+        ]
+        if self.continuation is not None and self.continuation.resume:
+            self._choose_checkpoint(self.continuation)
+
+    def _choose_checkpoint(self, going_on: Continuation) -> None:
+        """Resume from the last checkpoint whose customizers are unchanged since it was taken."""
+        record = going_on.record
+        before = record.get("fingerprints") or []
+        usable = [
+            int(index)
+            for index in (record.get("checkpoints") or {})
+            if before[: int(index) + 1] == self.fingerprints[: int(index) + 1]
+        ]
+        if not usable:
+            self.events.warning(
+                f"build {record['buildId']} has no checkpoint that matches the template as it is now: "
+                "building from the start"
+            )
+            self.continuation = None
+            return
+        last = max(usable)
+        going_on.first, going_on.image = last + 1, record["checkpoints"][str(last)]
+        self.completed = list(range(last + 1))
+        self.checkpoints = {k: v for k, v in record["checkpoints"].items() if int(k) <= last}
 
     @property
     def over_ssh(self) -> bool:
@@ -349,7 +457,14 @@ class Build:
             )
             return
         client = self.client()
-        if isinstance(source, m.PlatformImageSource):
+        if self.continuation is not None and self.continuation.image is not None:
+            self.state.source_record = dict(self.continuation.record.get("source") or {})
+            self.state.image_ref = self.continuation.image
+            self.events.info(
+                f"resuming build {self.continuation.record['buildId']} from its checkpoint before "
+                f"customize[{self.continuation.first}]"
+            )
+        elif isinstance(source, m.PlatformImageSource):
             ref = Catalogue.load(self.options.catalogue).resolve(source)
             if ref is None:
                 raise EnvironmentProblem(
@@ -391,6 +506,34 @@ class Build:
             except DistributeError as exc:
                 raise UsageError(f"properties.distribute[{index}]: {exc}", hint=exc.hint) from None
             self.distributors.append(distributor)
+
+    def attach_target(self) -> None:
+        """Rerun: connect to the kept target of the earlier build."""
+        assert self.continuation is not None
+        record = self.continuation.record
+        info = record.get("target") or {}
+        if not record.get("kept") or not info:
+            raise UsageError(
+                f"build {self.build_id} kept no target to rerun on",
+                hint="keep one with --on-error abort (or --debug, abort), or use build --resume with --checkpoint",
+            )
+        self.state.source_record = dict(record.get("source") or {})
+        self.state.image_id = str(info.get("image", ""))
+        try:
+            target: Target
+            if info["kind"] == "docker":
+                target = docker_target.DockerTarget.attach(self.client(), info)
+            else:
+                target = SshTarget.attach(info, self.build_id)
+        except TargetError as exc:
+            raise UsageError(str(exc), hint=f"start again with: aib-local build {self.loaded.path}") from None
+        self.state.target = target
+        self.state.os_type = target.os_type if info["kind"] != "docker" else self.state.os_type
+        self.events.info(f"attached to the kept {target.describe()}", step="attach-target")
+        if self.state.os_type == "Linux":
+            self.state.has_pwsh = self._run_quiet("command -v pwsh >/dev/null 2>&1") == 0
+        if self.continuation.finish:
+            self._check_distributors()
 
     def _stored_source(self, source: m.Source) -> tuple[dict[str, Any], str]:
         """The store record of a ManagedImage or SharedImageVersion source, and its ID."""
@@ -447,12 +590,56 @@ class Build:
                 raise BuildFailed(f"{name} cannot run here: {exc}", step=name) from None
         self.state.plans = plans
 
+    def _selected(self, index: int) -> bool:
+        going_on = self.continuation
+        if going_on is None:
+            return True
+        return index == going_on.first if going_on.only else index >= going_on.first
+
     def customize(self) -> None:
+        previous: int | None = None
         for index, (name, steps) in enumerate(self.state.plans):
+            if not self._selected(index):
+                continue
             self.current = name
+            if self.options.pause is not None and not self._pause(name, previous):
+                self.events.info(f"{name} skipped (--debug)", step=name)
+                continue
             self._record_template("Running", "Customizing", f"running {name}")
             for number, step in enumerate(steps):
                 self._execute(name, index, number, step)
+            self._customizer_done(index, name)
+            previous = index
+
+    def _pause(self, name: str, previous: int | None) -> bool:
+        """--debug: ask before `name` until the user continues (True) or skips (False)."""
+        assert self.options.pause is not None
+        while True:
+            answer = self.options.pause(name)
+            if answer == "continue":
+                return True
+            if answer == "skip":
+                return False
+            if answer == "shell":
+                self._target().interactive_shell()
+            elif answer == "rerun" and previous is not None:
+                before, steps = self.state.plans[previous]
+                for number, step in enumerate(steps):
+                    self._execute(before, previous, number, step)
+            elif answer == "rerun":
+                self.events.info("there is no previous customizer to rerun", step=name)
+            elif answer == "abort":
+                self.keep_target = True
+                raise BuildFailed(f"aborted before {name} (--debug); the target is kept", step=name)
+
+    def _customizer_done(self, index: int, name: str) -> None:
+        self.completed.append(index)
+        target = self.state.target
+        if self.options.checkpoint and isinstance(target, docker_target.DockerTarget):
+            image = target.commit(f"aib-local/checkpoints/{self.build_id}", str(index), self.state.image_id)
+            self.checkpoints[str(index)] = image
+            self.events.info(f"checkpoint after {name}: {image[:19]}", step=name)
+        self._record_build("running")
 
     def deprovision(self) -> None:
         self.current = "deprovision"
@@ -658,7 +845,11 @@ class Build:
         code: int | None = None
         status = "failed"
         try:
-            code = target.run(Command(argv, as_root=as_root), self._sink(name), timeout=self.deadline.remaining())
+            code = target.run(
+                Command(argv, as_root=as_root, env=dict(self.options.secrets)),
+                self._sink(name),
+                timeout=self.deadline.remaining(),
+            )
             status = "succeeded" if code in ok_codes else "failed"
         except CommandTimeout:
             status = "timed-out"
@@ -813,15 +1004,44 @@ class Build:
         record: dict[str, Any] = {
             "buildId": self.build_id,
             "status": status,
-            "template": str(self.loaded.path),
+            "template": str(self.loaded.path.resolve()),
             "templateName": self.loaded.name,
             "templateId": self.template_id,
             "logPath": str(self.log.path),
             "kept": kept,
-            "target": {"kind": target.kind, "name": getattr(target, "name", None)} if target else None,
+            "target": target.info() if target else None,
+            "source": self.state.source_record,
+            "options": self.options.record(),
+            "customizers": [name for name, _ in self.customizers],
+            "fingerprints": self.fingerprints,
+            "completed": self.completed,
+            "checkpoints": self.checkpoints,
+            "startedAt": self.started_at,
             "updatedAt": utc_now(),
         }
+        if self.continuation is not None:
+            record["continues"] = self.continuation.record["buildId"]
         if error is not None:
             record["failedStep"] = getattr(error, "step", self.current)
+            failed = [i for i, (name, _) in enumerate(self.customizers) if name == record["failedStep"]]
+            if failed:
+                record["failedIndex"] = failed[0]
             record["message"] = str(error)
         self.store.put_build(self.build_id, record)
+
+
+def run_all(builds: list[Build], parallel: int = 1) -> list[BuildResult]:
+    """Run builds, `parallel` at a time; Ctrl-C cancels the running ones (their cleanup runs)."""
+    if parallel <= 1 or len(builds) <= 1:
+        return [build.run() for build in builds]
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="build") as pool:
+        futures = [pool.submit(build.run) for build in builds]
+        try:
+            return [future.result() for future in futures]
+        except KeyboardInterrupt:
+            for future in futures:
+                future.cancel()
+            for build in builds:
+                build.cancel()
+            wait(futures)
+            raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine.errors import AibLocalError
 
@@ -86,6 +87,14 @@ class Target(ABC):
     def commit(self, repository: str, tag: str, base_image: str) -> str:
         """A local image of the machine's filesystem; returns its ID."""
         raise TargetError(f"a {self.kind} target cannot be captured as an image")
+
+    def info(self) -> dict[str, Any]:
+        """What is needed to find this target again (kept builds, rerun, shell)."""
+        return {"kind": self.kind}
+
+    def interactive_shell(self) -> int:
+        """An interactive shell on the target, on the user's terminal; its exit code."""
+        raise TargetError(f"a {self.kind} target has no interactive shell")
 
     def prepare_capture(self) -> None:  # noqa: B027 - most targets have nothing to undo
         """Undo what the target set up for the build (users, sudo), before capture."""

@@ -25,7 +25,7 @@ from docker.models.containers import Container
 from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
 
 from engine.errors import EnvironmentProblem
-from engine.targets import posix
+from engine.targets import posix, terminal
 from engine.targets.base import Command, CommandTimeout, OutputSink, Target, TargetError
 
 Client = docker.DockerClient  # the engine connection, as other modules name it
@@ -176,6 +176,23 @@ def import_filesystem(client: docker.DockerClient, stream: Iterator[bytes], repo
         raise TargetError(f"cannot import the filesystem as {repository}:{tag}: {_reason(exc)}") from None
 
 
+def remove_images(images: list[str]) -> list[str]:
+    """Remove local images (checkpoints); the ones removed."""
+    if not images:
+        return []
+    client = connect()
+    removed = []
+    for image in images:
+        try:
+            client.images.remove(image, force=True)
+            removed.append(image)
+        except docker.errors.ImageNotFound:
+            continue
+        except docker.errors.DockerException as exc:
+            raise TargetError(f"cannot remove image {image}: {_reason(exc)}") from None
+    return removed
+
+
 def remove_labelled(client: docker.DockerClient, build_id: str | None = None) -> list[str]:
     """Remove the containers aib-local started (all, or one build's); their names."""
     label = f"{LABEL_BUILD}={build_id}" if build_id else f"{LABEL_TOOL}={TOOL}"
@@ -283,6 +300,62 @@ class DockerTarget(Target):
             self.notes.append(f"customizers run as {self.build_user!r} with passwordless sudo, as in AIB")
         else:
             self.notes.append("the image has no sudo: customizers run as root with a pass-through 'sudo'")
+
+    @classmethod
+    def attach(cls, client: docker.DockerClient, info: dict[str, Any]) -> DockerTarget:
+        """The kept container of an earlier build, from its build record's target info."""
+        try:
+            container = client.containers.get(info["name"])
+        except docker.errors.NotFound:
+            raise TargetError(
+                f"the kept container {info['name']} no longer exists (removed by aib-local clean?)"
+            ) from None
+        except docker.errors.DockerException as exc:
+            raise TargetError(f"cannot find container {info['name']}: {_reason(exc)}") from None
+        target = cls(client, info["image"], build_id=info["buildId"], template=info.get("template", ""))
+        target.container = container
+        target.build_user, target._uid, target._gid = info["buildUser"], info["uid"], info["gid"]
+        if container.status != "running":
+            try:
+                container.start()
+            except docker.errors.DockerException as exc:
+                raise TargetError(f"cannot start the kept container {info['name']}: {_reason(exc)}") from None
+        return target
+
+    def info(self) -> dict[str, Any]:
+        """What `attach` needs to find this target again."""
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "image": self.image,
+            "buildId": self.build_id,
+            "template": self.template,
+            "buildUser": self.build_user,
+            "uid": self._uid,
+            "gid": self._gid,
+        }
+
+    def interactive_shell(self) -> int:
+        """An interactive shell in the container, on the user's terminal; its exit code."""
+        container = self._require()
+        columns, rows = terminal.size()
+        try:
+            exec_id = self.client.api.exec_create(
+                container.id,
+                ["/bin/sh", "-c", "command -v bash >/dev/null && exec bash -l || exec sh -l"],
+                user=self.build_user,
+                tty=True,
+                stdin=True,
+                environment={"TERM": os.environ.get("TERM", "xterm")},
+            )["Id"]
+            sock = self.client.api.exec_start(exec_id, tty=True, socket=True)
+            raw = getattr(sock, "_sock", sock)
+            with contextlib.suppress(docker.errors.DockerException):
+                self.client.api.exec_resize(exec_id, height=rows, width=columns)
+            terminal.pump(raw.fileno(), lambda: raw.recv(4096), raw.sendall)
+            return int(self.client.api.exec_inspect(exec_id).get("ExitCode") or 0)
+        except docker.errors.DockerException as exc:
+            raise TargetError(f"cannot open a shell in {self.name}: {_reason(exc)}") from None
 
     def _require(self) -> Container:
         if self.container is None:

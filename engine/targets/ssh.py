@@ -23,12 +23,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paramiko
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from engine.errors import EnvironmentProblem, UsageError
-from engine.targets import posix
+from engine.targets import posix, terminal
 from engine.targets.base import Command, CommandTimeout, OutputSink, Target, TargetError
 
 # paramiko logs transport failures with tracebacks; they reach the user as our errors instead.
@@ -464,6 +465,45 @@ class SshTarget(Target):
             up()
         except (ConnectionLost, _StillUp, EnvironmentProblem) as exc:
             raise TargetError(f"Timeout waiting for machine to restart: it did not come back ({exc})") from None
+
+    # --- interactive ---------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        options = self.options
+        return {
+            "kind": self.kind,
+            "target": f"ssh://{self.endpoint.user}@{self.endpoint.host}:{self.endpoint.port}",
+            "keyFile": str(options.key_file) if options.key_file else None,
+            "knownHosts": str(options.known_hosts) if options.known_hosts else None,
+            "insecureAcceptHostKey": options.insecure_accept_host_key,
+            "passwordEnv": options.password_env,
+            "osType": self.os_type,
+        }
+
+    @classmethod
+    def attach(cls, info: dict[str, Any], build_id: str) -> SshTarget:
+        """Connect again to the host of a kept build."""
+        options = SshOptions(
+            key_file=Path(info["keyFile"]) if info.get("keyFile") else None,
+            known_hosts=Path(info["knownHosts"]) if info.get("knownHosts") else None,
+            insecure_accept_host_key=bool(info.get("insecureAcceptHostKey")),
+            password_env=info.get("passwordEnv"),
+        )
+        target = cls(parse_target(info["target"]), options, build_id=build_id)
+        target._connect(options.connect_timeout)
+        target.os_type = info.get("osType", "Linux")
+        return target
+
+    def interactive_shell(self) -> int:
+        columns, rows = terminal.size()
+        try:
+            channel = self._transport().open_session()
+            channel.get_pty(term=os.environ.get("TERM", "xterm"), width=columns, height=rows)
+            channel.invoke_shell()
+            terminal.pump(channel.fileno(), lambda: channel.recv(4096), channel.sendall)
+            return channel.recv_exit_status()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ConnectionLost(f"the shell on {self.endpoint} broke off: {exc}") from None
 
     # --- capture and teardown ------------------------------------------------------
 

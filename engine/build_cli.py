@@ -1,0 +1,329 @@
+"""`aib-local build`, and coming back to a build: rerun, shell, logs, clean.
+
+Thin: options are parsed into `BuildOptions`, the engine runs, results are reported
+once. The prompts of --debug and --on-error ask live here, since only the command line
+talks to the user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from engine.errors import UsageError
+from engine.options import any_destination_option, output_option, secret_option, store_option
+
+DEBUG_CHOICES = {"c": "continue", "s": "shell", "r": "rerun", "k": "skip", "a": "abort"}
+
+
+def parse_secrets(values: tuple[str, ...]) -> dict[str, str]:
+    """NAME=VALUE, or NAME taken from this environment."""
+    secrets = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+            raise UsageError(f"--secret {name!r}: expected NAME=VALUE or NAME (a shell variable name)")
+        if not sep:
+            if name not in os.environ:
+                raise UsageError(f"--secret {name}: {name} is not set in this environment")
+            value = os.environ[name]
+        secrets[name] = value
+    return secrets
+
+
+def debug_prompt(step: str) -> str:
+    """--debug: what to do before `step`."""
+    click.echo(
+        f"\n--debug: next is {step}\n"
+        "  [c]ontinue  [s]hell in the target  [r]erun the previous customizer  s[k]ip it  [a]bort (keep the target)",
+        err=True,
+    )
+    answer = click.prompt("choice", default="c", show_choices=False, type=click.Choice(list(DEBUG_CHOICES)), err=True)
+    return DEBUG_CHOICES[answer]
+
+
+def confirm_keep(question: str) -> bool:
+    return click.confirm(question, default=True, err=True)
+
+
+def make_reporter(output: str, prefix: str = "") -> Any:
+    from engine.events import JsonReporter, RichReporter, TextReporter
+
+    if output == "json":
+        return JsonReporter()
+    if not prefix and sys.stdout.isatty() and os.environ.get("TERM") != "dumb":
+        return RichReporter()
+    return TextReporter(prefix=prefix)
+
+
+def report(results: list[Any], output: str) -> None:
+    """One line per build's outcome; exit with the worst exit code."""
+    worst = 0
+    for result in results:
+        if result.error is not None:
+            worst = max(worst, result.error.exit_code)
+            if output == "json":
+                click.echo(
+                    json.dumps(
+                        {
+                            "event": "error",
+                            "buildId": result.build_id,
+                            "exitCode": result.error.exit_code,
+                            "message": str(result.error),
+                        }
+                    )
+                )
+            click.echo(f"error: {result.error}", err=True)
+        elif output == "text":
+            for out in result.run_outputs:
+                click.echo(f"run output {out.name}: {out.artifact_id or out.artifact_uri}")
+            click.echo(f"log: {result.log_path}")
+    if len(results) > 1 and output == "text":
+        click.echo("\nsummary:")
+        for result in results:
+            click.echo(f"  {result.build_id}: {result.status}" + (" (kept)" if result.kept else ""))
+    if any(r.error is not None and r.error.exit_code == 130 for r in results):
+        raise click.exceptions.Exit(130)
+    if worst:
+        raise click.exceptions.Exit(worst)
+
+
+@click.command()
+@click.argument("templates", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--target",
+    default="docker",
+    show_default=True,
+    help="docker (DOCKER_HOST honoured), or ssh://USER@HOST[:PORT] for a host or VM you run.",
+)
+@click.option(
+    "--ssh-key", type=click.Path(path_type=Path), help="Private key for the SSH target [default: agent, ~/.ssh keys]."
+)
+@click.option("--known-hosts", type=click.Path(path_type=Path), help="known_hosts file [default: ~/.ssh/known_hosts].")
+@click.option("--ssh-insecure-accept-host-key", is_flag=True, help="Accept an unknown or changed SSH host key.")
+@click.option("--ssh-password-env", metavar="VAR", help="Take the SSH password from this environment variable.")
+@click.option("--ssh-start-command", help="Command that starts the VM before connecting (virsh, vagrant, ...).")
+@click.option("--ssh-stop-command", help="Command that stops it after the build.")
+@store_option
+@click.option(
+    "--catalogue",
+    type=click.Path(path_type=Path),
+    help="PlatformImage catalogue override [default: $AIB_LOCAL_CATALOGUE].",
+)
+@click.option(
+    "--network", help="Container network: host, none, bridge or a name [default: bridge where it exists, else host]."
+)
+@click.option(
+    "--on-error",
+    type=click.Choice(["cleanup", "abort", "ask"]),
+    help="abort keeps the target for inspection, ask asks (on a terminal) "
+    "[default: the template's errorHandling.onCustomizerError, else cleanup].",
+)
+@click.option(
+    "--deprovision",
+    type=click.Choice(["generic", "skip"]),
+    default="generic",
+    show_default=True,
+    help="For images without waagent: run a generic deprovision, or skip it (the image stays specialized).",
+)
+@any_destination_option
+@click.option(
+    "--powershell-strict",
+    is_flag=True,
+    help="PowerShell customizers stop on the first error ($ErrorActionPreference='Stop') "
+    "instead of AIB's exit-$LastExitCode behaviour.",
+)
+@secret_option
+@click.option(
+    "--checkpoint", is_flag=True, help="Docker: commit the container after each good customizer (see --resume)."
+)
+@click.option(
+    "--resume",
+    "resume_id",
+    metavar="BUILD_ID",
+    help="Start from BUILD_ID's last good checkpoint, in a fresh container.",
+)
+@click.option(
+    "--debug", "debug", is_flag=True, help="Pause before each customizer: continue, shell, rerun previous, skip, abort."
+)
+@click.option(
+    "--parallel", type=click.IntRange(1, 32), default=1, show_default=True, help="Build this many templates at once."
+)
+@click.option(
+    "--resource-group",
+    default="aib-local",
+    show_default=True,
+    help="Resource group of the image template's local resource ID.",
+)
+@output_option
+def build(
+    templates: tuple[Path, ...],
+    target: str,
+    ssh_key: Path | None,
+    known_hosts: Path | None,
+    ssh_insecure_accept_host_key: bool,
+    ssh_password_env: str | None,
+    ssh_start_command: str | None,
+    ssh_stop_command: str | None,
+    store: Path | None,
+    catalogue: Path | None,
+    network: str | None,
+    on_error: str | None,
+    deprovision: str,
+    allow_any_destination: bool,
+    powershell_strict: bool,
+    secrets: tuple[str, ...],
+    checkpoint: bool,
+    resume_id: str | None,
+    debug: bool,
+    parallel: int,
+    resource_group: str,
+    output: str,
+) -> None:
+    """Build templates: customize, deprovision and distribute, as AIB would."""
+    from engine import kept
+    from engine.pipeline import Build, BuildOptions, run_all
+    from engine.store import Store
+    from engine.targets.ssh import SshOptions, parse_target
+    from engine.validation import load_templates
+
+    if target != "docker":
+        parse_target(target)  # refuse a malformed target before anything else
+    if not templates and not resume_id:
+        raise UsageError("give one or more TEMPLATE files (or --resume BUILD_ID)")
+    interactive = sys.stdin.isatty()
+    if debug and (not interactive or output == "json" or parallel > 1):
+        raise UsageError("--debug needs a terminal, text output and one build at a time")
+    options = BuildOptions(
+        target=target,
+        ssh=SshOptions(
+            key_file=ssh_key,
+            known_hosts=known_hosts,
+            insecure_accept_host_key=ssh_insecure_accept_host_key,
+            password_env=ssh_password_env,
+            start_command=ssh_start_command,
+            stop_command=ssh_stop_command,
+        ),
+        store=store,
+        catalogue=catalogue,
+        network=network,
+        on_error=on_error,
+        deprovision=deprovision,
+        allow_any_destination=allow_any_destination,
+        powershell_strict=powershell_strict,
+        secrets=parse_secrets(secrets),
+        checkpoint=checkpoint,
+        pause=debug_prompt if debug else None,
+        confirm_keep=confirm_keep if interactive and output == "text" else None,
+        resource_group=resource_group,
+    )
+    the_store = Store.open(store)
+    if resume_id:
+        builds = [kept.resume(the_store, resume_id, options, make_reporter(output), list(templates))]
+    else:
+        loaded = [
+            item for path in templates for item in load_templates(path, allow_any_destination=allow_any_destination)
+        ]
+        several = len(loaded) > 1 and output == "text"
+        builds = [
+            Build(item, options, the_store, make_reporter(output, f"[{item.name}] " if several else ""))
+            for item in loaded
+        ]
+    report(run_all(builds, parallel), output)
+
+
+@click.command()
+@click.argument("build_id")
+@click.option("--from", "start", metavar="NAME", help="Run from this customizer on (name, N or customize[N]).")
+@click.option("--only", metavar="NAME", help="Run just this customizer.")
+@click.option("--finish", is_flag=True, help="Then deprovision, capture and distribute, as the build would have.")
+@secret_option
+@store_option
+@output_option
+def rerun(
+    build_id: str,
+    start: str | None,
+    only: str | None,
+    finish: bool,
+    secrets: tuple[str, ...],
+    store: Path | None,
+    output: str,
+) -> None:
+    """Run customizers again on a kept build's target, with the template as it is now.
+
+    The template file is read again, so an edited script or inline line is picked up
+    (and its sha256 checked again). Without --from/--only it starts at the customizer
+    that failed. The target stays kept unless --finish completes the build.
+    """
+    from engine import kept
+    from engine.pipeline import BuildOptions
+    from engine.store import Store
+
+    options = BuildOptions(secrets=parse_secrets(secrets))
+    build_ = kept.rerun(
+        Store.open(store), build_id, options, make_reporter(output), start=start, only=only, finish=finish
+    )
+    report([build_.run()], output)
+
+
+@click.command()
+@click.argument("build_id")
+@store_option
+def shell(build_id: str, store: Path | None) -> None:
+    """Open an interactive shell in a kept build's target."""
+    from engine import kept
+    from engine.store import Store
+
+    if not sys.stdin.isatty():
+        raise UsageError("aib-local shell needs a terminal")
+    target = kept.attach(Store.open(store), build_id)
+    click.echo(f"shell in {target.describe()} as {target.build_user} (exit to leave; the target stays kept)", err=True)
+    code = target.interactive_shell()
+    raise click.exceptions.Exit(code)
+
+
+@click.command()
+@click.argument("build_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing as the build writes, until it ends.")
+@store_option
+def logs(build_id: str, follow: bool, store: Path | None) -> None:
+    """Print a build's customization.log."""
+    from engine import kept
+    from engine.pipeline import LOG_NAME
+    from engine.store import Store
+
+    the_store = Store.open(store)
+    kept.build_record(the_store, build_id)
+    path = the_store.build_dir(build_id) / LOG_NAME
+    with path.open(encoding="utf-8") as log:
+        while True:
+            chunk = log.read()
+            if chunk:
+                click.echo(chunk, nl=False)
+            elif not follow or (the_store.get_build(build_id) or {}).get("status") != "running":
+                click.echo(log.read(), nl=False)
+                return
+            else:
+                time.sleep(0.5)  # a follow loop, not a retry: it ends with the build
+
+
+@click.command()
+@click.option("--build", "build_id", help="Only this build's leftovers.")
+@store_option
+def clean(build_id: str | None, store: Path | None) -> None:
+    """Remove the containers, checkpoint images and partial files that dead or kept builds left."""
+    from engine import kept
+    from engine.store import Store
+
+    removed = kept.clean(Store.open(store), build_id)
+    click.echo("\n".join(f"removed {item}" for item in removed) or "nothing to remove")
+
+
+build_commands = [build, rerun, shell, logs, clean]
