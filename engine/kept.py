@@ -115,7 +115,7 @@ def clean(store: Store, build_id: str | None = None) -> list[str]:
     records = [build_record(store, build_id)] if build_id else list(store.builds())
     for record in records:
         images = (record.get("checkpoints") or {}).values()
-        removed += [f"checkpoint image {image[:19]}" for image in docker_target.remove_images(list(images))]
+        removed += [f"checkpoint image {image}" for image in docker_target.remove_images(list(images))]
         if record.get("kept") or record.get("status") == "running" or record.get("checkpoints"):
             store.put_build(
                 record["buildId"],

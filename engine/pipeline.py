@@ -636,9 +636,11 @@ class Build:
         self.completed.append(index)
         target = self.state.target
         if self.options.checkpoint and isinstance(target, docker_target.DockerTarget):
-            image = target.commit(f"aib-local/checkpoints/{self.build_id}", str(index), self.state.image_id)
-            self.checkpoints[str(index)] = image
-            self.events.info(f"checkpoint after {name}: {image[:19]}", step=name)
+            repository = f"aib-local/checkpoints/{self.build_id}"
+            target.commit(repository, str(index), self.state.image_id)
+            # By tag, so that cleaning up untags it even while later checkpoints build on it.
+            self.checkpoints[str(index)] = f"{repository}:{index}"
+            self.events.info(f"checkpoint after {name}: {repository}:{index}", step=name)
         self._record_build("running")
 
     def deprovision(self) -> None:

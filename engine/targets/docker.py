@@ -177,14 +177,14 @@ def import_filesystem(client: docker.DockerClient, stream: Iterator[bytes], repo
 
 
 def remove_images(images: list[str]) -> list[str]:
-    """Remove local images (checkpoints); the ones removed."""
+    """Remove local images by reference (checkpoints: untagged, layers go with their last user)."""
     if not images:
         return []
     client = connect()
     removed = []
     for image in images:
         try:
-            client.images.remove(image, force=True)
+            client.images.remove(image)
             removed.append(image)
         except docker.errors.ImageNotFound:
             continue
