@@ -840,6 +840,7 @@ class Build:
         ok_codes: tuple[int, ...] = (0,),
         detail: str = "",
         windows_codes: bool = False,
+        script: tuple[str, bytes] | None = None,
     ) -> int:
         target = self._target()
         started = time.monotonic()
@@ -848,7 +849,7 @@ class Build:
         status = "failed"
         try:
             code = target.run(
-                Command(argv, as_root=as_root, env=dict(self.options.secrets)),
+                Command(argv, as_root=as_root, env=dict(self.options.secrets), script=script),
                 self._sink(name),
                 timeout=self.deadline.remaining(),
             )
@@ -896,27 +897,18 @@ class Build:
         index: int = 99,
         number: int = 0,
     ) -> int:
-        target = self._target()
         path = self._script_path(index, number, suffix)
-        try:
-            target.put(script, path, mode=0o755, owner="root" if as_root else None)
-        except TargetError as exc:
-            raise BuildFailed(f"{name}: cannot upload its script: {exc}", step=name) from None
         argv = [part.replace(SCRIPT, path) for part in command]
-        try:
-            return self._run_checked(
-                name, argv, as_root=as_root, ok_codes=ok_codes, detail=detail, windows_codes=suffix == ".ps1"
-            )
-        finally:
-            # The step's own outcome is what the user needs to see, not a failed clean-up.
-            if self.state.target is not None and not self.deadline.expired():
-                remove = (
-                    f"Remove-Item -Force -ErrorAction SilentlyContinue '{path}'"
-                    if self.state.os_type == "Windows"
-                    else f"rm -f {path}"
-                )
-                with contextlib.suppress(AibLocalError):
-                    self._run_quiet(remove)
+        # The target writes the script before the command runs and removes it after.
+        return self._run_checked(
+            name,
+            argv,
+            as_root=as_root,
+            ok_codes=ok_codes,
+            detail=detail,
+            windows_codes=suffix == ".ps1",
+            script=(path, script),
+        )
 
     def _execute(self, name: str, index: int, number: int, step: Step) -> None:
         self._check_deadline()

@@ -34,6 +34,8 @@ class Command:
     as_root: bool = False
     env: dict[str, str] = field(default_factory=dict)
     workdir: str | None = None
+    # (path, content): written before the command runs, removed after it.
+    script: tuple[str, bytes] | None = None
 
 
 class Target(ABC):

@@ -11,9 +11,9 @@ import contextlib
 import io
 import os
 import re
+import select
 import shlex
 import tarfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,7 +25,7 @@ from docker.models.containers import Container
 from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
 
 from engine.errors import EnvironmentProblem
-from engine.targets import posix, terminal
+from engine.targets import posix, runner, terminal
 from engine.targets.base import Command, CommandTimeout, OutputSink, Target, TargetError
 
 Client = docker.DockerClient  # the engine connection, as other modules name it
@@ -232,6 +232,7 @@ class DockerTarget(Target):
         self._uid = 0
         self._gid = 0
         self.notes: list[str] = []
+        self._sessions: dict[str, runner.Session] = {}
 
     @property
     def name(self) -> str:
@@ -362,62 +363,34 @@ class DockerTarget(Target):
             raise TargetError("the container is not running")
         return self.container
 
-    def run(self, command: Command, sink: OutputSink, timeout: float | None) -> int:
-        container = self._require()
-        pidfile = posix.pidfile_for(uuid.uuid4().hex[:12])
-        argv = posix.with_pidfile(command.argv, pidfile)
-        user = "root" if command.as_root else self.build_user
-        try:
-            exec_id = self.client.api.exec_create(
-                container.id,
-                argv,
-                user=user,
-                environment=command.env or None,
-                workdir=command.workdir,
-                stdout=True,
-                stderr=True,
-            )["Id"]
-            stream = self.client.api.exec_start(exec_id, stream=True, demux=True)
-        except docker.errors.DockerException as exc:
-            raise TargetError(f"cannot run a command in {self.name}: {_reason(exc)}") from None
-
-        failure: list[BaseException] = []
-
-        def pump() -> None:
-            buffers = {"stdout": b"", "stderr": b""}
+    def _session(self, user: str) -> runner.Session:
+        """The step runner for `user`, started on first use."""
+        session = self._sessions.get(user)
+        if session is None:
             try:
-                for out, err in stream:
-                    for name, chunk in (("stdout", out), ("stderr", err)):
-                        if not chunk:
-                            continue
-                        buffers[name] += chunk
-                        *lines, buffers[name] = buffers[name].split(b"\n")
-                        for line in lines:
-                            sink(name, line.decode("utf-8", "replace").rstrip("\r"))
-            except Exception as exc:  # the connection broke; reported below
-                failure.append(exc)
-            for name, rest in buffers.items():
-                if rest:
-                    sink(name, rest.decode("utf-8", "replace").rstrip("\r"))
+                session = _DockerSession(self.client, self._require().id, user)
+            except docker.errors.DockerException as exc:
+                raise TargetError(f"cannot start the step runner in {self.name}: {_reason(exc)}") from None
+            self._sessions[user] = session
+        return session
 
-        reader = threading.Thread(target=pump, daemon=True)
-        reader.start()
-        reader.join(timeout)
-        if reader.is_alive():
-            self._kill(pidfile)
-            reader.join(10)
-            raise CommandTimeout(f"timed out after {timeout:.0f}s; the process was killed in the container")
-        if failure:
-            raise TargetError(f"lost the output stream of a command in {self.name}: {failure[0]}")
+    def _close_sessions(self) -> None:
+        for session in self._sessions.values():
+            session.close()
+        self._sessions.clear()
+
+    def run(self, command: Command, sink: OutputSink, timeout: float | None) -> int:
+        user = "root" if command.as_root else self.build_user
+        line = posix.command_line(command)
         try:
-            result = self.client.api.exec_inspect(exec_id)
-        except docker.errors.DockerException as exc:
-            raise TargetError(f"cannot read the exit code in {self.name}: {_reason(exc)}") from None
-        exit_code = result.get("ExitCode")
-        if exit_code is None:
-            raise TargetError(f"the command in {self.name} ended without an exit code")
-        self._quiet_run(["rm", "-f", pidfile])
-        return int(exit_code)
+            return runner.run_step(
+                self._session(user), uuid.uuid4().hex[:12], line, command.script, sink, timeout, self._kill
+            )
+        except runner.StepTimedOut:
+            raise CommandTimeout(f"timed out after {timeout:.0f}s; the process was killed in the container") from None
+        except runner.RunnerGone as exc:
+            self._sessions.pop(user, None)
+            raise TargetError(f"lost the step runner in {self.name} ({exc}): did the container stop?") from None
 
     def _quiet_run(self, argv: list[str]) -> None:
         with contextlib.suppress(docker.errors.DockerException):
@@ -450,6 +423,7 @@ class DockerTarget(Target):
         """Restart the container itself (the restart command does not apply to a container)."""
         container = self._require()
         report(f"restarting container {self.name} (a container restarts instead of running {command!r})")
+        self._close_sessions()
         try:
             container.restart(timeout=max(1, int(min(timeout, 30))))
         except docker.errors.DockerException as exc:
@@ -505,12 +479,14 @@ class DockerTarget(Target):
 
     def stop(self) -> None:
         container = self._require()
+        self._close_sessions()
         try:
             container.stop(timeout=10)
         except docker.errors.DockerException as exc:
             raise TargetError(f"cannot stop {self.name}: {_reason(exc)}") from None
 
     def remove(self) -> None:
+        self._close_sessions()
         if self.container is None:
             return
         try:
@@ -614,3 +590,46 @@ class Ext4Writer:
             return disk, used_kib * 1024
         finally:
             container.remove(force=True)
+
+
+class _DockerSession(runner.Session):
+    """A runner started with `docker exec -i`, its multiplexed output read frame by frame."""
+
+    def __init__(self, client: docker.DockerClient, container_id: str, user: str) -> None:
+        exec_id = client.api.exec_create(
+            container_id, ["/bin/sh", "-c", runner.RUNNER], user=user, stdin=True, stdout=True, stderr=True
+        )["Id"]
+        self._socket_io = client.api.exec_start(exec_id, socket=True)
+        self.raw = getattr(self._socket_io, "_sock", self._socket_io)
+        self.buffer = b""
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.raw.sendall(data)
+        except OSError as exc:
+            raise runner.RunnerGone(str(exc)) from None
+
+    def poll(self, timeout: float) -> list[tuple[str, bytes]]:
+        try:
+            ready, _, _ = select.select([self.raw], [], [], timeout)
+            if not ready:
+                return []
+            chunk = self.raw.recv(1 << 16)
+        except OSError as exc:
+            raise runner.RunnerGone(str(exc)) from None
+        if not chunk:
+            raise runner.RunnerGone("the runner's stream closed")
+        self.buffer += chunk
+        frames = []
+        # Docker's stream format: 1 byte stream (1 stdout, 2 stderr), 3 zero bytes, 4 bytes length.
+        while len(self.buffer) >= 8:
+            size = int.from_bytes(self.buffer[4:8], "big")
+            if len(self.buffer) < 8 + size:
+                break
+            frames.append(("stderr" if self.buffer[0] == 2 else "stdout", self.buffer[8 : 8 + size]))
+            self.buffer = self.buffer[8 + size :]
+        return frames
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.raw.close()

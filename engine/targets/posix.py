@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shlex
 
+from engine.targets.base import Command
+
 # Kills a process and all of its descendants, found through /proc; $1 is the pid file.
 KILL_TREE = r"""
 tree() { echo "$1"; for p in /proc/[0-9]*; do
@@ -16,18 +18,20 @@ kill -9 $(tree "$root") 2>/dev/null; rm -f "$1"; exit 0
 BOOT_IDENTITY = "cat /proc/sys/kernel/random/boot_id; cut -d' ' -f22 /proc/1/stat"
 
 
-def pidfile_for(token: str) -> str:
-    return f"/tmp/.aib-local-pid-{token}"
-
-
-def with_pidfile(argv: list[str], pidfile: str) -> list[str]:
-    """argv run through sh, which records its pid first so a timeout can kill the tree."""
-    return ["/bin/sh", "-c", f'echo $$ > {pidfile}; exec "$@"', "sh", *argv]
-
-
 def kill_tree(pidfile: str) -> list[str]:
     return ["/bin/sh", "-c", KILL_TREE, "kill-tree", pidfile]
 
 
 def join(argv: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
+
+
+def command_line(command: Command) -> str:
+    """A Command as one POSIX shell line: its directory, environment and argv."""
+    argv = command.argv
+    if command.env:
+        argv = ["env", *(f"{k}={v}" for k, v in command.env.items()), *argv]
+    line = join(argv)
+    if command.workdir:
+        line = f"cd {shlex.quote(command.workdir)} && {line}"
+    return line

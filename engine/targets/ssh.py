@@ -29,7 +29,7 @@ import paramiko
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from engine.errors import EnvironmentProblem, UsageError
-from engine.targets import posix, terminal
+from engine.targets import posix, runner, terminal
 from engine.targets.base import Command, CommandTimeout, OutputSink, Target, TargetError
 
 # paramiko logs transport failures with tracebacks; they reach the user as our errors instead.
@@ -111,6 +111,7 @@ class SshTarget(Target):
         self.notes: list[str] = []
         self.os_type = "Linux"
         self._started = False
+        self._sessions: dict[bool, runner.Session] = {}
 
     @property
     def name(self) -> str:
@@ -253,26 +254,52 @@ class SshTarget(Target):
 
     # --- running -------------------------------------------------------------------
 
-    def _command_line(self, command: Command, pidfile: str | None) -> str:
-        if self.os_type == "Windows":
-            return subprocess.list2cmdline(command.argv)
-        argv = command.argv
-        if command.env:
-            argv = ["env", *(f"{k}={v}" for k, v in command.env.items()), *argv]
-        if pidfile:
-            argv = posix.with_pidfile(argv, pidfile)
-        line = posix.join(argv)
-        if command.workdir:
-            line = f"cd {shlex.quote(command.workdir)} && {line}"
-        if command.as_root and self.endpoint.user != "root":
-            line = f"sudo -n /bin/sh -c {shlex.quote(line)}"
-        return line
-
     def run(self, command: Command, sink: OutputSink, timeout: float | None) -> int:
-        pidfile = posix.pidfile_for(uuid.uuid4().hex[:12]) if self.os_type == "Linux" else None
-        return self._exec(
-            self._command_line(command, pidfile), sink, timeout, kill_pidfile=pidfile, as_root=command.as_root
-        )
+        if self.os_type == "Windows":
+            if command.script is None:
+                return self._exec(subprocess.list2cmdline(command.argv), sink, timeout, kill_pidfile=None)
+            path, data = command.script
+            self.put(data, path)
+            try:
+                return self._exec(subprocess.list2cmdline(command.argv), sink, timeout, kill_pidfile=None)
+            finally:
+                self._quiet(f'powershell -NoProfile -Command "Remove-Item -Force -ErrorAction SilentlyContinue {path}"')
+        root = command.as_root and self.endpoint.user != "root"
+        try:
+            return runner.run_step(
+                self._session(root),
+                uuid.uuid4().hex[:12],
+                posix.command_line(command),
+                command.script,
+                sink,
+                timeout,
+                lambda pidfile: self._kill(pidfile, root),
+            )
+        except runner.StepTimedOut:
+            raise CommandTimeout(f"timed out after {timeout:.0f}s; the process was killed on the host") from None
+        except runner.RunnerGone as exc:
+            self._sessions.pop(root, None)
+            raise ConnectionLost(f"lost the step runner on {self.endpoint} ({exc})") from None
+
+    def _session(self, root: bool) -> runner.Session:
+        """The step runner (as the SSH user, or under sudo), one SSH channel for the build."""
+        session = self._sessions.get(root)
+        if session is None:
+            line = f"/bin/sh -c {shlex.quote(runner.RUNNER)}"
+            if root:
+                line = f"sudo -n {line}"
+            try:
+                channel = self._transport().open_session()
+                channel.exec_command(line)
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                raise ConnectionLost(f"cannot start the step runner on {self.endpoint}: {exc}") from None
+            session = self._sessions[root] = _SshSession(channel)
+        return session
+
+    def _close_sessions(self) -> None:
+        for session in self._sessions.values():
+            session.close()
+        self._sessions.clear()
 
     def _exec(
         self,
@@ -408,6 +435,7 @@ class SshTarget(Target):
         end = time.monotonic() + timeout
         before = self._identity()
         report(f"restarting {self.endpoint.host}: {command}")
+        self._close_sessions()
         if self.os_type == "Linux" and self.endpoint.user != "root" and not command.startswith("sudo"):
             command = f"sudo -n {command}"
         try:
@@ -516,6 +544,7 @@ class SshTarget(Target):
         return docker_target.import_filesystem(docker_target.connect(), self.export(), repository, tag)
 
     def remove(self) -> None:
+        self._close_sessions()
         if self.client is not None:
             self.client.close()
             self.client = None
@@ -536,3 +565,35 @@ def _local(command: str, flag: str) -> None:
         raise TargetError(f"{flag} did not finish within 10 minutes: {command}") from None
     if result.returncode != 0:
         raise TargetError(f"{flag} failed ({result.returncode}): {(result.stderr or result.stdout).strip()[-300:]}")
+
+
+class _SshSession(runner.Session):
+    """A runner on one SSH channel: stdin to it, stdout and stderr from it."""
+
+    def __init__(self, channel: paramiko.Channel) -> None:
+        self.channel = channel
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.channel.sendall(data)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise runner.RunnerGone(str(exc)) from None
+
+    def poll(self, timeout: float) -> list[tuple[str, bytes]]:
+        channel = self.channel
+        try:
+            select.select([channel], [], [], timeout)
+            got = []
+            while channel.recv_ready():
+                got.append(("stdout", channel.recv(1 << 16)))
+            while channel.recv_stderr_ready():
+                got.append(("stderr", channel.recv_stderr(1 << 16)))
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise runner.RunnerGone(str(exc)) from None
+        data = [g for g in got if g[1]]
+        if not data and (got or channel.exit_status_ready() or channel.closed or channel.eof_received):
+            raise runner.RunnerGone("the runner's channel closed")
+        return data
+
+    def close(self) -> None:
+        self.channel.close()

@@ -1,0 +1,262 @@
+"""Benchmarks: aib-local against the docker-SDK floor and Packer, on this machine.
+
+    python bench/run.py [--runs 5] [--write bench/RESULTS.md]
+
+Workloads (each run alternates the tools, so they see the same machine state):
+  W1  20 Shell inline steps + one 5 MB File + ManagedImage
+  W2  100 Shell inline steps + ManagedImage
+  W3  one step writing 200 MB + VHD distribution (throughput and peak memory)
+  W4  `aib-local validate` of 50 templates
+  W5  `aib-local --help`
+Packer (apt-get install packer: 1.6.6, docker builder, commit) runs when it is installed.
+Needs the Docker engine and the debian:12 image (fixtures/images/build-image.sh debian:12).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE = "debian:12"
+PYTHON = sys.executable
+
+
+def template(name: str, customize: list[dict[str, object]], distribute: list[dict[str, object]]) -> dict[str, object]:
+    return {
+        "type": "Microsoft.VirtualMachineImages/imageTemplates",
+        "apiVersion": "2024-02-01",
+        "name": name,
+        "location": "westeurope",
+        "identity": {"type": "None"},
+        "properties": {
+            "source": {
+                "type": "PlatformImage",
+                "publisher": "Debian",
+                "offer": "debian-12",
+                "sku": "12",
+                "version": "latest",
+            },
+            "customize": customize,
+            "distribute": distribute,
+        },
+    }
+
+
+def managed(name: str) -> list[dict[str, object]]:
+    group = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/bench"
+    image_id = f"{group}/providers/Microsoft.Compute/images/{name}"
+    return [{"type": "ManagedImage", "imageId": image_id, "location": "westeurope", "runOutputName": "image"}]
+
+
+def steps(count: int) -> list[dict[str, object]]:
+    return [{"type": "Shell", "name": f"step-{i}", "inline": [f"echo step {i}"]} for i in range(count)]
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(argv)}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return elapsed
+
+
+def peak_rss_mb(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """(seconds, peak RSS in MB, stdout) of one command, measured in a fresh wrapper process."""
+    code = (
+        "import resource, subprocess, sys, time, json; t=time.perf_counter();"
+        "r=subprocess.run(sys.argv[1:], capture_output=True, text=True);"
+        "print(json.dumps([time.perf_counter()-t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024,"
+        " r.returncode, r.stdout]))"
+    )
+    out = subprocess.run([PYTHON, "-c", code, *argv], capture_output=True, text=True, env=env, check=True).stdout
+    seconds, rss, returncode, stdout = json.loads(out)
+    if returncode != 0:
+        raise SystemExit(f"failed: {' '.join(argv)}\n{stdout[-2000:]}")
+    return seconds, rss, stdout
+
+
+def packer_template(step_count: int, payload: Path | None) -> dict[str, object]:
+    provisioners: list[dict[str, object]] = [{"type": "shell", "inline": [f"echo step {i}"]} for i in range(step_count)]
+    if payload is not None:
+        provisioners.append({"type": "file", "source": str(payload), "destination": "/tmp/payload.bin"})
+    return {
+        "builders": [
+            {
+                "type": "docker",
+                "image": IMAGE,
+                "pull": False,
+                "commit": True,
+                "run_command": ["-d", "-i", "-t", "--network", "none", "--entrypoint=/bin/sh", "--", "{{.Image}}"],
+            }
+        ],
+        "provisioners": provisioners,
+    }
+
+
+class Bench:
+    def __init__(self, runs: int) -> None:
+        self.runs = runs
+        self.work = Path(tempfile.mkdtemp(prefix="aib-local-bench-"))
+        self.env = {**os.environ, "AIB_LOCAL_STORE": str(self.work / "store"), "PYTHONPATH": str(ROOT)}
+        self.payload = self.work / "payload.bin"
+        self.payload.write_bytes(os.urandom(5 << 20))
+        self.packer = shutil.which("packer")
+        self.results: dict[str, dict[str, list[float]]] = {}
+        self.notes: list[str] = []
+
+    def write(self, name: str, data: dict[str, object]) -> Path:
+        path = self.work / name
+        path.write_text(json.dumps(data))
+        return path
+
+    def aib(self, *args: str) -> list[str]:
+        return [PYTHON, "-m", "engine", *args]
+
+    def record(self, workload: str, tool: str, seconds: float) -> None:
+        self.results.setdefault(workload, {}).setdefault(tool, []).append(seconds)
+
+    def alternate(self, workload: str, tools: dict[str, Callable[[], float]]) -> None:
+        for _ in range(self.runs):
+            for tool, run in tools.items():
+                self.record(workload, tool, run())
+
+    def build_workload(self, workload: str, step_count: int, with_file: bool) -> None:
+        customize = steps(step_count)
+        if with_file:
+            customize.append(
+                {"type": "File", "name": "payload", "sourceUri": str(self.payload), "destination": "/tmp/payload.bin"}
+            )
+        path = self.write(f"{workload}.json", template(workload.lower(), customize, managed(workload.lower())))
+        tools: dict[str, Callable[[], float]] = {
+            "aib-local": lambda: timed(
+                self.aib("build", str(path), "--network", "none", "--deprovision", "skip"), self.env
+            ),
+            "docker SDK floor": lambda: timed(
+                [PYTHON, str(ROOT / "bench" / "sdk_floor.py"), IMAGE, str(step_count), "5" if with_file else "0"]
+            ),
+        }
+        if self.packer:
+            packer_file = self.write(
+                f"{workload}-packer.json", packer_template(step_count, self.payload if with_file else None)
+            )
+            tools["packer"] = lambda: timed([self.packer or "packer", "build", "-color=false", str(packer_file)])
+        self.alternate(workload, tools)
+
+    def w3(self) -> None:
+        customize = [{"type": "Shell", "name": "big", "inline": ["head -c 200M /dev/urandom > /var/tmp/big.bin"]}]
+        path = self.write("W3.json", template("w3", customize, [{"type": "VHD", "runOutputName": "disk"}]))
+        throughput, memory = [], []
+        for _ in range(self.runs):
+            seconds, rss, stdout = peak_rss_mb(
+                self.aib("build", str(path), "--network", "none", "--deprovision", "skip", "--output", "json"), self.env
+            )
+            events = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+            vhd = next(e for e in events if e["event"] == "step-finished" and "VHD" in e["step"])
+            self.record("W3", "aib-local VHD step", vhd["duration"])
+            self.record("W3", "aib-local whole build", seconds)
+            memory.append(rss)
+            uri = next(e["artifactUri"] for e in events if e["event"] == "artifact")
+            throughput.append(Path(uri.removeprefix("file://")).stat().st_blocks * 512 / vhd["duration"] / 1e6)
+            self.record("W3", "baseline: mke2fs -d + copy", self.vhd_baseline())
+        self.notes.append(
+            f"W3: aib-local peak memory {max(memory):.0f} MB (target < 150 MB); VHD written at "
+            f"{statistics.median(throughput):.0f} MB/s of allocated blocks"
+        )
+
+    def vhd_baseline(self) -> float:
+        """Export the same filesystem, mke2fs -d it into a sparse file, copy the file: the disk's floor."""
+        script = (
+            "set -e; mkdir /r; cd /r; head -c 200M /dev/urandom > /r/big.bin; "
+            "s=$(date +%s.%N); "
+            "tar -C / --one-file-system -cf - --exclude=./proc --exclude=./sys --exclude=./r . | tar -C /r -xf -; "
+            "mke2fs -q -F -t ext4 -d /r /out/base.raw 1G; cp --sparse=always /out/base.raw /out/copy.raw; sync; "
+            "e=$(date +%s.%N); echo $s $e; rm -f /out/base.raw /out/copy.raw"
+        )
+        out = subprocess.run(
+            ["docker", "run", "--rm", "--network", "none", "-v", f"{self.work}:/out", IMAGE, "sh", "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        return float(out[-1]) - float(out[-2])
+
+    def w4(self) -> None:
+        files = [str(self.write(f"v{i}.json", template(f"v{i}", steps(5), managed(f"v{i}")))) for i in range(50)]
+        self.alternate("W4", {"aib-local validate x50": lambda: timed(self.aib("validate", *files), self.env)})
+
+    def w5(self) -> None:
+        self.alternate("W5", {"aib-local --help": lambda: timed(self.aib("--help"), self.env)})
+
+    def report(self) -> str:
+        lines = [
+            f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
+            f"Python {platform.python_version()}, "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {self.runs} alternating runs each",
+            f"packer: {'installed' if self.packer else 'not installed (apt-get install packer)'}",
+            "",
+            "| workload | tool | median s | min-max s |",
+            "| --- | --- | --- | --- |",
+        ]
+        for workload, tools in self.results.items():
+            for tool, values in tools.items():
+                lines.append(
+                    f"| {workload} | {tool} | {statistics.median(values):.3f} | {min(values):.3f}-{max(values):.3f} |"
+                )
+        lines.append("")
+        for workload in ("W1", "W2"):
+            tools = self.results.get(workload, {})
+            ours = statistics.median(tools["aib-local"])
+            floor = statistics.median(tools["docker SDK floor"])
+            text = f"{workload}: aib-local/SDK floor = {ours / floor:.2f}"
+            if "packer" in tools:
+                text += f"; Packer/aib-local = {statistics.median(tools['packer']) / ours:.1f}x"
+            lines.append(text)
+        if "W3" in self.results:
+            w3 = self.results["W3"]
+            lines.append(
+                f"W3: VHD step / (mke2fs -d + copy) = "
+                f"{statistics.median(w3['aib-local VHD step']) / statistics.median(w3['baseline: mke2fs -d + copy']):.2f}"
+                " (1.0 = as fast as the disk's floor; the target is at most 1.25)"
+            )
+        lines += self.notes
+        return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--only", nargs="*", default=["W1", "W2", "W3", "W4", "W5"])
+    parser.add_argument("--write", type=Path, help="also write the report to this file")
+    args = parser.parse_args()
+    bench = Bench(args.runs)
+    try:
+        for workload in args.only:
+            print(f"running {workload} ...", file=sys.stderr, flush=True)
+            if workload == "W1":
+                bench.build_workload("W1", 20, with_file=True)
+            elif workload == "W2":
+                bench.build_workload("W2", 100, with_file=False)
+            else:
+                getattr(bench, workload.lower())()
+        report = bench.report()
+    finally:
+        shutil.rmtree(bench.work, ignore_errors=True)
+    print(report)
+    if args.write:
+        args.write.write_text("# Benchmark results\n\n" + report + "\n")
+
+
+if __name__ == "__main__":
+    main()
