@@ -191,7 +191,7 @@ def build(
     from engine import kept
     from engine.pipeline import Build, BuildOptions, run_all
     from engine.store import Store
-    from engine.targets.ssh import SshOptions, parse_target
+    from engine.targets.endpoint import SshOptions, parse_target
     from engine.validation import load_templates
 
     if target != "docker":

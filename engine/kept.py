@@ -12,7 +12,6 @@ from engine.pipeline import Build, BuildOptions, Continuation
 from engine.store import Store
 from engine.targets import docker as docker_target
 from engine.targets.base import Target
-from engine.targets.ssh import SshTarget
 from engine.validation import LoadedTemplate, load_templates
 
 
@@ -106,6 +105,8 @@ def attach(store: Store, build_id: str) -> Target:
         raise UsageError(f"build {build_id} kept no target", hint="keep one with --on-error abort")
     if info["kind"] == "docker":
         return docker_target.DockerTarget.attach(docker_target.connect(), info)
+    from engine.targets.ssh import SshTarget
+
     return SshTarget.attach(info, build_id)
 
 

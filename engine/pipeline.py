@@ -52,7 +52,7 @@ from engine.gallery import VERSION_TYPE, Galleries
 from engine.store import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, Store
 from engine.targets import docker as docker_target
 from engine.targets.base import Command, CommandTimeout, Target, TargetError
-from engine.targets.ssh import SshOptions, SshTarget, parse_target
+from engine.targets.endpoint import SshOptions, parse_target
 from engine.validation import LoadedTemplate
 
 TEMPLATE_TYPE = "Microsoft.VirtualMachineImages/imageTemplates"
@@ -291,10 +291,13 @@ class Build:
         error: AibLocalError | None = None
         kept = False
         try:
-            for name, sub_state, action in self.phases():
+            sub_state = "Queued"
+            for name, phase_state, action in self.phases():
                 self.current = name
                 self._check_deadline()
-                self._record_template("Running", sub_state, "")
+                if phase_state != sub_state:  # AIB's runSubState changes a few times a build
+                    sub_state = phase_state
+                    self._record_template("Running", sub_state, "")
                 action()
         except KeyboardInterrupt:
             error = Interrupted(f"interrupted during {self.current}")
@@ -524,6 +527,8 @@ class Build:
             if info["kind"] == "docker":
                 target = docker_target.DockerTarget.attach(self.client(), info)
             else:
+                from engine.targets.ssh import SshTarget
+
                 target = SshTarget.attach(info, self.build_id)
         except TargetError as exc:
             raise UsageError(str(exc), hint=f"start again with: aib-local build {self.loaded.path}") from None
@@ -556,6 +561,8 @@ class Build:
     def start_target(self) -> None:
         target: Target
         if self.over_ssh:
+            from engine.targets.ssh import SshTarget  # paramiko is imported only for SSH builds
+
             target = SshTarget(parse_target(self.options.target), self.options.ssh, build_id=self.build_id)
         else:
             target = docker_target.DockerTarget(
@@ -605,7 +612,6 @@ class Build:
             if self.options.pause is not None and not self._pause(name, previous):
                 self.events.info(f"{name} skipped (--debug)", step=name)
                 continue
-            self._record_template("Running", "Customizing", f"running {name}")
             for number, step in enumerate(steps):
                 self._execute(name, index, number, step)
             self._customizer_done(index, name)
@@ -641,7 +647,7 @@ class Build:
             # By tag, so that cleaning up untags it even while later checkpoints build on it.
             self.checkpoints[str(index)] = f"{repository}:{index}"
             self.events.info(f"checkpoint after {name}: {repository}:{index}", step=name)
-        self._record_build("running")
+            self._record_build("running")  # so that --resume finds it even if this process dies
 
     def deprovision(self) -> None:
         self.current = "deprovision"

@@ -19,6 +19,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+# isort: split
+from engine.targets import _docker_import  # noqa: F401 - hides paramiko from docker-py; before `import docker`
+
+# isort: split
 import docker
 import docker.errors
 from docker.models.containers import Container

@@ -21,21 +21,20 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import paramiko
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from engine.errors import EnvironmentProblem, UsageError
+from engine.errors import EnvironmentProblem
 from engine.targets import posix, runner, terminal
 from engine.targets.base import Command, CommandTimeout, OutputSink, Target, TargetError
+from engine.targets.endpoint import SshEndpoint, SshOptions, parse_target
 
 # paramiko logs transport failures with tracebacks; they reach the user as our errors instead.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
-TARGET_PATTERN = re.compile(r"^ssh://(?:(?P<user>[^@/:]+)@)?(?P<host>\[[^\]]+\]|[^:/@]+)(?::(?P<port>\d+))?/?$")
 # Exit codes of `shutdown` that mean a restart is already under way (Windows).
 RESTART_IN_PROGRESS = (1115, 1190)
 EXPORT_EXCLUDES = ("./proc/*", "./sys/*", "./dev/*", "./run/*", "./tmp/.aib-local-*")
@@ -43,41 +42,6 @@ EXPORT_EXCLUDES = ("./proc/*", "./sys/*", "./dev/*", "./run/*", "./tmp/.aib-loca
 
 class ConnectionLost(TargetError):
     """The SSH connection dropped; what ran on the host is unknown."""
-
-
-@dataclass(frozen=True)
-class SshEndpoint:
-    user: str
-    host: str
-    port: int = 22
-
-    def __str__(self) -> str:
-        return f"{self.user}@{self.host}:{self.port}"
-
-
-def parse_target(text: str) -> SshEndpoint:
-    """`ssh://USER@HOST[:PORT]` (USER defaults to the local user name)."""
-    match = TARGET_PATTERN.match(text)
-    if not match:
-        raise UsageError(f"--target {text!r}: expected docker or ssh://USER@HOST[:PORT]")
-    port = int(match["port"] or 22)
-    if not 0 < port < 65536:
-        raise UsageError(f"--target {text!r}: port {port} is out of range")
-    user = match["user"] or os.environ.get("USER") or "root"
-    return SshEndpoint(user, match["host"].strip("[]"), port)
-
-
-@dataclass
-class SshOptions:
-    """How to reach and trust the host."""
-
-    key_file: Path | None = None
-    known_hosts: Path | None = None
-    insecure_accept_host_key: bool = False
-    password_env: str | None = None
-    start_command: str | None = None
-    stop_command: str | None = None
-    connect_timeout: float = 30.0
 
 
 def fingerprint(key: paramiko.PKey) -> str:
