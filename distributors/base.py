@@ -82,6 +82,8 @@ class Distributor(ABC, Generic[S]):
     """One entry of properties.distribute."""
 
     type_name: ClassVar[str]
+    # Reads the exported filesystem (so the target must be stopped first), not a commit.
+    needs_export: ClassVar[bool] = False
 
     def __init__(self, section: S) -> None:
         self.section = section

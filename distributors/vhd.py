@@ -88,6 +88,7 @@ def footer(size: int, unique_id: bytes, timestamp: float) -> bytes:
 
 class Vhd(Distributor[VhdDistribute]):
     type_name = "VHD"
+    needs_export = True
 
     def destination(self, ctx: DistributeContext) -> Path:
         uri = self.section.uri

@@ -59,6 +59,7 @@ class Section(BaseModel):
         extra="allow",
         strict=True,
         frozen=True,
+        defer_build=True,  # one schema for the whole template, built on first use
     )
 
 

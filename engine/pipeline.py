@@ -656,11 +656,13 @@ class Build:
             return
         name = "deprovision"
         script: bytes | None = None
-        if self._run_quiet(f"test -f {OVERRIDE_LINUX}") == 0:
+        # One probe: 10 = a customizer wrote the override, 11 = waagent is there, else neither.
+        found = self._run_quiet(f"test -f {OVERRIDE_LINUX} && exit 10; {FIND_WAAGENT} && exit 11; exit 0")
+        if found == 10:
             self.events.info(f"running the deprovision override {OVERRIDE_LINUX} written by a customizer", step=name)
             self._run_checked(name, ["/bin/sh", OVERRIDE_LINUX], as_root=True, detail=OVERRIDE_LINUX)
             self.state.generalized = True
-        elif self._run_quiet(FIND_WAAGENT) == 0:
+        elif found == 11:
             script, detail = WAAGENT_DEPROVISION.encode(), "waagent -force -deprovision+user"
         elif self.options.deprovision == "generic":
             self.events.warning(
@@ -704,8 +706,12 @@ class Build:
         if not self.distributors:
             self.events.info("no distributions: nothing to capture")
             return
-        detail = "export the live filesystem" if self.over_ssh else "stop the target so its disk is quiescent"
-        self._step("capture", self._target().stop, detail=detail)
+        if self.over_ssh:
+            self._step("capture", self._target().stop, detail="export the live filesystem")
+        elif any(d.needs_export for d in self.distributors):
+            self._step("capture", self._target().stop, detail="stop the container so its disk is quiescent")
+        else:
+            self.events.info("capture: the container is committed paused, as docker commit does", step="capture")
 
     def distribute(self) -> None:
         target = self._target()

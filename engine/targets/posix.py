@@ -31,7 +31,7 @@ def command_line(command: Command) -> str:
     argv = command.argv
     if command.env:
         argv = ["env", *(f"{k}={v}" for k, v in command.env.items()), *argv]
-    line = join(argv)
+    line = f"exec {join(argv)}"  # one shell fewer per step
     if command.workdir:
         line = f"cd {shlex.quote(command.workdir)} && {line}"
     return line

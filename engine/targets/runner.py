@@ -17,17 +17,17 @@ from collections.abc import Callable
 # The end marker starts with a newline of its own, so a last line without one is kept whole.
 MARKER = b"\n\x1eAIB-END "
 
+# Few processes per step: `read` and `echo` are built in; the pid file is left for the
+# capture step's clean-up; a command without newlines comes on the header's next line.
 RUNNER = r"""
-while IFS=' ' read -r id plen slen clen; do
-  path=$(head -c "$plen")
-  if [ "$slen" -gt 0 ]; then head -c "$slen" > "$path"; chmod 0755 "$path"; fi
-  cmd=$(head -c "$clen")
+while IFS=' ' read -r id slen clen path; do
+  [ "$slen" -gt 0 ] && head -c "$slen" > "$path"
+  if [ "$clen" -lt 0 ]; then IFS= read -r cmd; else cmd=$(head -c "$clen"); fi
   /bin/sh -c "$cmd" </dev/null &
   pid=$!
   echo "$pid" > "/tmp/.aib-local-pid-$id"
   wait "$pid"
   code=$?
-  rm -f "/tmp/.aib-local-pid-$id"
   [ "$slen" -gt 0 ] && rm -f "$path"
   printf '\n\036AIB-END %s %s\n' "$id" "$code"
   printf '\n\036AIB-END %s %s\n' "$id" "$code" >&2
@@ -36,11 +36,17 @@ done
 
 
 def request(step_id: str, command: str, script: tuple[str, bytes] | None = None) -> bytes:
-    """The bytes that ask the runner to run `command` (after writing `script`)."""
-    path, data = script if script else ("", b"")
-    encoded_path, encoded_command = path.encode(), command.encode()
-    header = f"{step_id} {len(encoded_path)} {len(data)} {len(encoded_command)}\n".encode()
-    return header + encoded_path + data + encoded_command
+    """The bytes that ask the runner to run `command` (after writing `script`).
+
+    Header: id, script length, command length (-1: one line follows), script path.
+    """
+    path, data = script if script else ("-", b"")
+    if "\n" in path or " " in path:
+        raise ValueError(f"script paths have no spaces or newlines: {path!r}")
+    encoded = command.encode()
+    if b"\n" in encoded:
+        return f"{step_id} {len(data)} {len(encoded)} {path}\n".encode() + data + encoded
+    return f"{step_id} {len(data)} -1 {path}\n".encode() + data + encoded + b"\n"
 
 
 class StepOutput:

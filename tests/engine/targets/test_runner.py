@@ -46,6 +46,7 @@ def test_a_line_is_streamed_before_the_step_ends() -> None:
     assert (lines, code) == (["waiting"], None)
 
 
-def test_request_frames_path_script_and_command() -> None:
-    assert request("ab", "run it", ("/tmp/s.sh", b"#!/bin/sh\n")) == b"ab 9 10 6\n/tmp/s.sh#!/bin/sh\nrun it"
-    assert request("ab", "true") == b"ab 0 0 4\ntrue"
+def test_request_frames_script_and_command() -> None:
+    assert request("ab", "run it", ("/tmp/s.sh", b"#!/bin/sh\n")) == b"ab 10 -1 /tmp/s.sh\n#!/bin/sh\nrun it\n"
+    assert request("ab", "true") == b"ab 0 -1 -\ntrue\n"
+    assert request("ab", "a\nb") == b"ab 0 3 -\na\nb"  # a command with newlines goes by length
