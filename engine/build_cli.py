@@ -18,7 +18,14 @@ from typing import Any
 import click
 
 from engine.errors import UsageError
-from engine.options import any_destination_option, output_option, secret_option, store_option
+from engine.options import (
+    any_destination_option,
+    load_options,
+    output_option,
+    secret_option,
+    store_option,
+    template_options,
+)
 
 DEBUG_CHOICES = {"c": "continue", "s": "shell", "r": "rerun", "k": "skip", "a": "abort"}
 
@@ -162,6 +169,7 @@ def report(results: list[Any], output: str) -> None:
     show_default=True,
     help="Resource group of the image template's local resource ID.",
 )
+@template_options
 @output_option
 def build(
     templates: tuple[Path, ...],
@@ -185,6 +193,10 @@ def build(
     debug: bool,
     parallel: int,
     resource_group: str,
+    parameters: tuple[str, ...],
+    sets: tuple[str, ...],
+    template_name: str | None,
+    location: str,
     output: str,
 ) -> None:
     """Build templates: customize, deprovision and distribute, as AIB would."""
@@ -228,9 +240,15 @@ def build(
     if resume_id:
         builds = [kept.resume(the_store, resume_id, options, make_reporter(output), list(templates))]
     else:
-        loaded = [
-            item for path in templates for item in load_templates(path, allow_any_destination=allow_any_destination)
-        ]
+        reading = load_options(
+            parameters,
+            sets,
+            template_name,
+            location,
+            allow_any_destination=allow_any_destination,
+            resource_group=resource_group,
+        )
+        loaded = [item for path in templates for item in load_templates(path, options=reading)]
         several = len(loaded) > 1 and output == "text"
         builds = [
             Build(item, options, the_store, make_reporter(output, f"[{item.name}] " if several else ""))

@@ -20,7 +20,7 @@ import click
 
 from engine.build_cli import build_commands
 from engine.errors import AibLocalError, TemplateError, UsageError
-from engine.options import any_destination_option, output_option, store_option
+from engine.options import any_destination_option, load_options, output_option, store_option, template_options
 from engine.sig_cli import sig
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -49,7 +49,18 @@ def cli(ctx: click.Context, show_traceback: bool) -> None:
 @click.argument("templates", nargs=-1, required=True, type=click.Path(path_type=Path))
 @output_option
 @any_destination_option
-def validate(templates: tuple[Path, ...], output: str, allow_any_destination: bool) -> None:
+@template_options
+@click.option("--strict", is_flag=True, help="Every finding AIB would reject is an error (for CI).")
+def validate(
+    templates: tuple[Path, ...],
+    output: str,
+    allow_any_destination: bool,
+    parameters: tuple[str, ...],
+    sets: tuple[str, ...],
+    template_name: str | None,
+    location: str,
+    strict: bool,
+) -> None:
     """Check templates as AIB would, before any target starts.
 
     Every error is listed with its JSON path; each finding says whether AIB would
@@ -57,11 +68,14 @@ def validate(templates: tuple[Path, ...], output: str, allow_any_destination: bo
     """
     from engine.validation import load_templates
 
+    options = load_options(
+        parameters, sets, template_name, location, allow_any_destination=allow_any_destination, strict=strict
+    )
     invalid = 0
     results: list[dict[str, Any]] = []
     for path in templates:
         try:
-            loaded = load_templates(path, allow_any_destination=allow_any_destination)
+            loaded = load_templates(path, options=options)
         except TemplateError as exc:
             invalid += 1
             findings = exc.findings

@@ -12,7 +12,7 @@ from engine.pipeline import Build, BuildOptions, Continuation
 from engine.store import Store
 from engine.targets import docker as docker_target
 from engine.targets.base import Target
-from engine.validation import LoadedTemplate, load_templates
+from engine.validation import LoadedTemplate, LoadOptions, load_templates
 
 
 def build_record(store: Store, build_id: str) -> dict[str, Any]:
@@ -25,7 +25,9 @@ def build_record(store: Store, build_id: str) -> dict[str, Any]:
 def reload_template(record: dict[str, Any], allow_any_destination: bool = False) -> LoadedTemplate:
     """The build's template file, read again (so edits are picked up) and validated."""
     path = Path(record["template"])
-    for loaded in load_templates(path, allow_any_destination=allow_any_destination):
+    reading = LoadOptions(**record["reading"]) if record.get("reading") else LoadOptions()
+    reading.allow_any_destination = reading.allow_any_destination or allow_any_destination
+    for loaded in load_templates(path, options=reading):
         if loaded.name == record["templateName"]:
             return loaded
     raise UsageError(f"{path} no longer holds the image template {record['templateName']!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -30,3 +31,68 @@ secret_option = click.option(
     metavar="NAME[=VALUE]",
     help="Export NAME to the customizers (VALUE, or NAME's value in this environment); shown as *** everywhere.",
 )
+
+
+def template_options(func: Any) -> Any:
+    """--parameters, --set, --template-name, --location: how a template file is read."""
+    options = [
+        click.option(
+            "--parameters",
+            "-p",
+            "parameters",
+            multiple=True,
+            metavar="FILE|NAME=VALUE",
+            help="ARM deployment parameters: a parameters file, or NAME=VALUE (as az deployment takes them).",
+        ),
+        click.option(
+            "--set",
+            "sets",
+            multiple=True,
+            metavar="NAME=VALUE",
+            help="Fill the placeholder <NAME> everywhere in the template.",
+        ),
+        click.option("--template-name", help="Of a deployment with several image templates, only this one."),
+        click.option(
+            "--location",
+            default="eastus",
+            show_default=True,
+            help="The region resourceGroup().location stands for in ARM expressions.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def load_options(
+    parameters: tuple[str, ...],
+    sets: tuple[str, ...],
+    template_name: str | None,
+    location: str,
+    *,
+    allow_any_destination: bool = False,
+    strict: bool = False,
+    resource_group: str | None = None,
+) -> Any:
+    """The LoadOptions these command-line values describe."""
+    from engine.arm import read_parameters
+    from engine.errors import UsageError
+    from engine.validation import LoadOptions
+
+    filled = {}
+    for item in sets:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--set {item!r}: expected NAME=VALUE")
+        filled[name] = value
+    options = LoadOptions(
+        allow_any_destination=allow_any_destination,
+        parameters=read_parameters(parameters),
+        sets=filled,
+        template_name=template_name,
+        strict=strict,
+        location=location,
+    )
+    if resource_group:
+        options.resource_group = resource_group
+    return options

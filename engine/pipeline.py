@@ -9,6 +9,7 @@ buildTimeoutInMinutes sets; the target is removed at the end unless the user kee
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import re
 import time
@@ -1018,6 +1019,7 @@ class Build:
             "target": target.info() if target else None,
             "source": self.state.source_record,
             "options": self.options.record(),
+            "reading": dataclasses.asdict(self.loaded.options) if self.loaded.options else {},
             "customizers": [name for name, _ in self.customizers],
             "fingerprints": self.fingerprints,
             "completed": self.completed,

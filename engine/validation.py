@@ -22,8 +22,14 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from engine import arm
 from engine import model as m
 from engine.errors import Finding, TemplateError, UsageError
+from engine.store import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
+
+DEFAULT_LOCATION = "eastus"  # resourceGroup().location when --location does not say
+# Fields whose text is commands, where <word> is shell or markup, not a placeholder.
+COMMAND_FIELDS = ("inline", "filters", "restartCommand", "restartCheckCommand")
 
 RESOURCE_TYPE = "Microsoft.VirtualMachineImages/imageTemplates"
 TAGS = {
@@ -72,6 +78,7 @@ class LoadedTemplate:
     api_version: str
     template: m.ImageTemplate
     findings: list[Finding] = field(default_factory=list)
+    options: LoadOptions | None = None  # how the file was read, so a rerun reads it the same way
 
     @property
     def base_dir(self) -> Path:
@@ -97,6 +104,7 @@ def guess_os(template: m.ImageTemplate) -> str:
 
 
 def read_json(path: Path) -> Any:
+    """JSON, with comments allowed as ARM allows them."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -104,46 +112,83 @@ def read_json(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read it: {exc}") from None
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise TemplateError(
-            str(path), [Finding("", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]
-        ) from None
+        return json.loads(arm.strip_comments(text))
+    except (json.JSONDecodeError, ValueError) as exc:
+        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+        message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise TemplateError(str(path), [Finding("", f"not valid JSON: {message}{where}")]) from None
 
 
-def load_templates(path: Path, *, allow_any_destination: bool = False) -> list[LoadedTemplate]:
-    """Every image template in the file, validated; raises TemplateError with all findings."""
-    raw = read_json(path)
-    documents: list[tuple[str, dict[str, Any]]] = []
-    findings: list[Finding] = []
+@dataclass
+class LoadOptions:
+    """What the command line adds to a template file: values, placeholders, strictness."""
+
+    allow_any_destination: bool = False
+    parameters: dict[str, Any] = field(default_factory=dict)
+    sets: dict[str, str] = field(default_factory=dict)
+    template_name: str | None = None
+    strict: bool = False
+    subscription: str = DEFAULT_SUBSCRIPTION
+    resource_group: str = DEFAULT_RESOURCE_GROUP
+    location: str = DEFAULT_LOCATION
+
+
+def _documents(raw: Any, options: LoadOptions, findings: list[Finding]) -> list[tuple[str, dict[str, Any]]]:
+    """The image-template resources of a file, with ARM expressions resolved."""
     if isinstance(raw, dict) and isinstance(raw.get("resources"), list):
+        ctx = arm.Context(options.subscription, options.resource_group, options.location)
+        values = arm.parameter_values(raw, options.parameters, findings)
+        ctx.parameters = arm.resolve(values, ctx, "parameters", findings)
+        variables = raw.get("variables")
+        ctx.variables = variables if isinstance(variables, dict) else {}
+        documents = []
         for index, resource in enumerate(raw["resources"]):
             kind = resource.get("type") if isinstance(resource, dict) else None
-            if isinstance(kind, str) and kind.lower() == RESOURCE_TYPE.lower():
-                documents.append((f"resources[{index}].", resource))
-            else:
-                findings.append(
-                    Finding(
-                        f"resources[{index}]",
-                        f"skipped: a {kind} resource, not an image template",
-                        "note",
-                        False,
-                    )
-                )
+            if not (isinstance(kind, str) and kind.lower() == RESOURCE_TYPE.lower()):
+                note = f"skipped: a {kind} resource, not an image template"
+                findings.append(Finding(f"resources[{index}]", note, "note", False))
+                continue
+            resolved = arm.resolve(resource, ctx, f"resources[{index}]", findings)
+            documents.append((f"resources[{index}].", resolved))
+        findings += ctx.notes
         if not documents:
             findings.append(Finding("resources", f"no resource of type {RESOURCE_TYPE} in this deployment"))
-    elif isinstance(raw, dict) and "properties" in raw:
-        documents.append(("", raw))
-    elif isinstance(raw, dict) and {"source", "distribute", "customize"} & raw.keys():
-        documents.append(("", {"properties": raw, "__bare__": True}))
-    else:
-        findings.append(
-            Finding(
-                "",
-                "not an image template: expected an imageTemplates resource, "
-                "its 'properties' object, or an ARM deployment",
-            )
+        return documents
+    ctx = arm.Context(options.subscription, options.resource_group, options.location)
+    if isinstance(raw, dict) and "properties" in raw:
+        if "type" not in raw:
+            findings.append(Finding("type", f"absent; read as {RESOURCE_TYPE}", "note", False))
+        return [("", arm.resolve(raw, ctx, "", findings))]
+    if isinstance(raw, dict) and {"source", "distribute", "customize"} & raw.keys():
+        return [("", {"properties": arm.resolve(raw, ctx, "", findings), "__bare__": True})]
+    findings.append(
+        Finding(
+            "",
+            "not an image template: expected an imageTemplates resource, its 'properties' object, or an ARM deployment",
         )
+    )
+    return []
+
+
+def load_templates(
+    path: Path, *, allow_any_destination: bool = False, options: LoadOptions | None = None
+) -> list[LoadedTemplate]:
+    """Every image template in the file, validated; raises TemplateError with all findings."""
+    options = options or LoadOptions(allow_any_destination=allow_any_destination)
+    findings: list[Finding] = []
+    documents = _documents(read_json(path), options, findings)
+    unfilled: list[Finding] = []
+    documents = [
+        (prefix, arm.fill_placeholders(document, options.sets, prefix.rstrip("."), unfilled, skip=COMMAND_FIELDS))
+        for prefix, document in documents
+    ]
+    findings += unfilled
+    if options.template_name is not None:
+        names = [str(d.get("name", "")) for _, d in documents]
+        documents = [(p, d) for p, d in documents if d.get("name") == options.template_name]
+        if not documents:
+            wanted = options.template_name
+            findings.append(Finding("", f"no image template named {wanted!r} here (names: {', '.join(names)})"))
     if any(f.severity == "error" for f in findings):
         raise TemplateError(str(path), findings)
 
@@ -151,11 +196,17 @@ def load_templates(path: Path, *, allow_any_destination: bool = False) -> list[L
     failed: list[Finding] = list(findings)
     for prefix, document in documents:
         result, doc_findings = validate_document(
-            document, path, prefix=prefix, allow_any_destination=allow_any_destination
+            document, path, prefix=prefix, allow_any_destination=options.allow_any_destination
         )
+        if options.strict:
+            doc_findings = [
+                Finding(f.path, f.message, "error", True) if f.severity == "warning" and f.aib_rejects else f
+                for f in doc_findings
+            ]
         failed += doc_findings
-        if result is not None:
+        if result is not None and not any(f.severity == "error" for f in doc_findings):
             result.findings = findings + doc_findings
+            result.options = options
             loaded.append(result)
     if any(f.severity == "error" for f in failed):
         raise TemplateError(str(path), failed)
@@ -198,7 +249,6 @@ def validate_document(
         )
 
     normalized = _check_fields(document, m.ImageTemplate, "", api_version, findings)
-    _check_expressions(normalized, "", findings)
     template: m.ImageTemplate | None = None
     try:
         template = m.ImageTemplate.model_validate(normalized)
@@ -333,19 +383,6 @@ def _too_new(here: str, what: str, first: str, version: str, strict: bool) -> Fi
         "error" if strict else "warning",
         strict,
     )
-
-
-def _check_expressions(raw: Any, path: str, findings: list[Finding]) -> None:
-    if isinstance(raw, dict):
-        for key, value in raw.items():
-            _check_expressions(value, f"{path}.{key}" if path else key, findings)
-    elif isinstance(raw, list):
-        for i, value in enumerate(raw):
-            _check_expressions(value, f"{path}[{i}]", findings)
-    elif isinstance(raw, str) and raw.startswith("[") and raw.endswith("]") and not raw.startswith("[["):
-        findings.append(
-            Finding(path, f"unresolved ARM template expression {raw!r}; give the value itself", "error", False)
-        )
 
 
 # --- pass 2: structure ---------------------------------------------------------------
