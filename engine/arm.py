@@ -249,7 +249,8 @@ def resolve(value: Any, ctx: Context, path: str, errors: list[Finding]) -> Any:
 
     def walk(item: Any, where: str) -> Any:
         if isinstance(item, dict):
-            return {k: walk(v, f"{where}.{k}" if where else k) for k, v in item.items()}
+            # ARM evaluates property names too (userAssignedIdentities keys are resourceId()s).
+            return {_key(walk(k, where)): walk(v, f"{where}.{k}" if where else k) for k, v in item.items()}
         if isinstance(item, list):
             return [walk(v, f"{where}[{i}]") for i, v in enumerate(item)]
         if isinstance(item, str) and item.startswith("[") and item.endswith("]"):
@@ -263,6 +264,10 @@ def resolve(value: Any, ctx: Context, path: str, errors: list[Finding]) -> Any:
         return item
 
     return walk(value, path)
+
+
+def _key(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def parameter_values(deployment: dict[str, Any], given: dict[str, Any], errors: list[Finding]) -> dict[str, Any]:

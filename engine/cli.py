@@ -118,6 +118,39 @@ def validate(
         sys.exit(2)
 
 
+@cli.command(name="export")
+@click.argument("template", type=click.Path(path_type=Path))
+@template_options
+@click.option("--resource-group", "-g", default="myImageBuilderRG", show_default=True, help="For the az commands.")
+@click.option("--output-file", "-o", type=click.Path(path_type=Path), help="Write the template here [default: stdout].")
+def export_(
+    template: Path,
+    parameters: tuple[str, ...],
+    sets: tuple[str, ...],
+    template_name: str | None,
+    location: str,
+    resource_group: str,
+    output_file: Path | None,
+) -> None:
+    """Write the template as AIB takes it (resolved, cleaned for its apiVersion) and the
+    az commands that create and run it."""
+    from engine.export import az_commands, export
+    from engine.store import atomic_write
+    from engine.validation import load_templates
+
+    loaded = load_templates(template, options=load_options(parameters, sets, template_name, location))
+    if len(loaded) != 1:
+        names = ", ".join(t.name for t in loaded)
+        raise UsageError(f"{template} holds {len(loaded)} image templates ({names}): pick one with --template-name")
+    text = json.dumps(export(loaded[0]), indent=2) + "\n"
+    if output_file is None:
+        click.echo(text, nl=False)
+    else:
+        atomic_write(output_file, text.encode())
+    commands = az_commands(loaded[0], resource_group, str(output_file or f"{loaded[0].name}.json"))
+    click.echo("\n".join(["# create and run it in Azure:", *commands]), err=output_file is None)
+
+
 @cli.command()
 @click.argument("resource_id")
 @store_option

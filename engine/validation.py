@@ -150,7 +150,7 @@ def _documents(raw: Any, options: LoadOptions, findings: list[Finding]) -> list[
                 continue
             resolved = arm.resolve(resource, ctx, f"resources[{index}]", findings)
             documents.append((f"resources[{index}].", resolved))
-        findings += ctx.notes
+        findings += list(dict.fromkeys(ctx.notes))
         if not documents:
             findings.append(Finding("resources", f"no resource of type {RESOURCE_TYPE} in this deployment"))
         return documents
