@@ -16,6 +16,7 @@ from tests.conftest import ROOT
 models = pytest.importorskip("azure.mgmt.imagebuilder.models", reason="pip install azure-mgmt-imagebuilder")
 
 GALLERY = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/galleries/g/images/d"
+IDENTITY = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id"
 EVERYTHING = {
     "type": "Microsoft.VirtualMachineImages/imageTemplates",
     "apiVersion": "2024-02-01",
@@ -185,7 +186,7 @@ REALISTIC = [
                 "rgName": "rg",
                 "imageName": "i",
                 "runOutputName": "o",
-                "imgBuilderId": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id",
+                "imgBuilderId": IDENTITY,
             }
         ),
     ),
