@@ -13,7 +13,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TextIO
@@ -54,6 +54,10 @@ class TextReporter:
             text = f"warning: {event['message']}"
         elif kind == "artifact":
             text = f"artifact {event['runOutputName']}: {event.get('artifactId') or event.get('artifactUri')}"
+        elif kind == "progress":
+            text = f"{step} | {event['label']}: {event['bytes'] / 1e6:.0f} MB at {event['rate'] / 1e6:.0f} MB/s" + (
+                " (done)" if event.get("final") else ""
+            )
         elif kind == "build-started":
             text = f"build {event['buildId']} of {event['template']} ({event['target']})"
         elif kind == "build-finished":
@@ -106,6 +110,10 @@ class RichReporter:
         elif kind == "output":
             self.tail = event["line"]
             self.console.print(f"  [dim]{escape(event['step'])} |[/dim] {escape(event['line'])}")
+        elif kind == "progress":
+            self.tail = f"{event['label']}: {event['bytes'] / 1e6:.0f} MB at {event['rate'] / 1e6:.0f} MB/s"
+            if event.get("final"):
+                self.console.print(f"  [dim]{escape(event['step'])} |[/dim] {escape(self.tail)}")
         elif kind == "step-finished":
             self._stop()
             ok = event["status"] == "succeeded"
@@ -218,6 +226,31 @@ class Events:
 
     def warning(self, message: str, **fields: Any) -> None:
         self.emit("warning", message=message, **fields)
+
+    def metered(self, chunks: Iterator[bytes], *, step: str, label: str, every: float = 1.0) -> Iterator[bytes]:
+        """Pass `chunks` through, emitting a progress event (bytes, rate) at most every `every` s."""
+        started = last = time.monotonic()
+        done = 0
+
+        def report(final: bool) -> None:
+            elapsed = max(time.monotonic() - started, 1e-6)
+            self.emit(
+                "progress",
+                step=step,
+                label=label,
+                bytes=done,
+                seconds=round(elapsed, 3),
+                rate=round(done / elapsed),
+                final=final,
+            )
+
+        for chunk in chunks:
+            done += len(chunk)
+            yield chunk
+            if time.monotonic() - last >= every:
+                last = time.monotonic()
+                report(False)
+        report(True)
 
     def info(self, message: str, **fields: Any) -> None:
         self.emit("info", message=message, **fields)

@@ -787,7 +787,8 @@ class Build:
         writer = docker_target.Ext4Writer(self.client(), images, build_id=self.build_id)
 
         def write(stream: Iterator[bytes], image: str, offset: int, size: int | None) -> tuple[int, int]:
-            return writer.write(stream, image, offset=offset, size=size)
+            metered = self.events.metered(stream, step=self.current, label="filesystem export")
+            return writer.write(metered, image, offset=offset, size=size)
 
         return write
 

@@ -236,4 +236,6 @@ def test_vhd_smallest_fit_is_whole_mib(cli: Any, write_template: Any, base_image
     uri = next(line.split(": ", 1)[1] for line in result.stdout.splitlines() if line.startswith("run output disk"))
     size = vhd_path(uri).stat().st_size - 512
     assert size % (1 << 20) == 0
+    progress = [line for line in result.stdout.splitlines() if "filesystem export:" in line]
+    assert progress and progress[-1].endswith("(done)")  # long operations show bytes and rate
     assert 64 << 20 < size < 1 << 30
