@@ -8,7 +8,6 @@ exponential backoff, as AIB retries its own downloads.
 from __future__ import annotations
 
 import hashlib
-import shutil
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -127,7 +126,3 @@ def _download(uri: str, dest: Path) -> tuple[str, int]:
         return attempt()
     except _Retryable as exc:
         raise FetchError(f"{shown}: download failed after {ATTEMPTS} attempts: {exc}") from None
-
-
-def copy_file(source: Path, dest: Path) -> None:
-    shutil.copyfile(source, dest)

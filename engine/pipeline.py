@@ -743,22 +743,9 @@ class Build:
                 output = RunOutput(section.run_output_name, provisioning_state="Failed")
                 hint = getattr(exc, "hint", None)
                 failures.append(f"{name}: {exc}" + (f" ({hint})" if hint else ""))
-                self.events.emit(
-                    "step-finished",
-                    step=name,
-                    status="failed",
-                    exitCode=None,
-                    duration=round(time.monotonic() - started, 3),
-                    message=str(exc),
-                )
+                self._finished(name, started, "failed", message=str(exc))
             else:
-                self.events.emit(
-                    "step-finished",
-                    step=name,
-                    status="succeeded",
-                    exitCode=None,
-                    duration=round(time.monotonic() - started, 3),
-                )
+                self._finished(name, started, "succeeded")
                 self.events.emit(
                     "artifact",
                     runOutputName=output.name,
@@ -805,27 +792,19 @@ class Build:
 
         return sink
 
+    def _finished(self, name: str, started: float, status: str, code: int | None = None, **extra: Any) -> None:
+        duration = round(time.monotonic() - started, 3)
+        self.events.emit("step-finished", step=name, status=status, exitCode=code, duration=duration, **extra)
+
     def _step(self, name: str, action: Callable[[], None], *, detail: str = "") -> None:
         started = time.monotonic()
         self.events.emit("step-started", step=name, detail=detail)
         try:
             action()
         except TargetError as exc:
-            self.events.emit(
-                "step-finished",
-                step=name,
-                status="failed",
-                exitCode=None,
-                duration=round(time.monotonic() - started, 3),
-            )
+            self._finished(name, started, "failed")
             raise BuildFailed(f"{name} failed: {exc}", step=name) from None
-        self.events.emit(
-            "step-finished",
-            step=name,
-            status="succeeded",
-            exitCode=None,
-            duration=round(time.monotonic() - started, 3),
-        )
+        self._finished(name, started, "succeeded")
 
     def _run_quiet(self, script: str) -> int:
         """Run a probe or a clean-up (sh on Linux, PowerShell on Windows); its exit code."""
@@ -877,13 +856,7 @@ class Build:
         except TargetError as exc:
             raise BuildFailed(f"{name} failed: {exc}", step=name) from None
         finally:
-            self.events.emit(
-                "step-finished",
-                step=name,
-                status=status,
-                exitCode=code,
-                duration=round(time.monotonic() - started, 3),
-            )
+            self._finished(name, started, status, code)
         if code not in ok_codes:
             allowed = "" if ok_codes == (0,) else f" (valid exit codes: {list(ok_codes)})"
             meaning = exitcodes.explain(code) if windows_codes or self.state.os_type == "Windows" else ""
