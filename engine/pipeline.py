@@ -958,6 +958,8 @@ class Build:
     # --- records -------------------------------------------------------------------
 
     def _record_template(self, run_state: str, sub_state: str | None, message: str) -> None:
+        if self.continuation is not None and self.continuation.attach and not self.continuation.finish:
+            return  # rerunning customizers on a kept target is debugging, not a run of the template
         status: dict[str, Any] = {"runState": run_state, "message": message}
         if sub_state:
             status["runSubState"] = sub_state
