@@ -561,6 +561,13 @@ class Ext4Writer:
         `size` is the whole disk in bytes, or None for the smallest fit. Returns
         (disk size, bytes of files).
         """
+        host = os.environ.get("DOCKER_HOST", "")
+        if host and not host.startswith("unix://"):
+            raise EnvironmentProblem(
+                f"a VHD needs the Docker engine on this machine (DOCKER_HOST is {host}): "
+                "its helper writes the disk through a bind mount of the store",
+                hint="build VHDs with a local engine, or distribute a ManagedImage instead",
+            )
         folder, _, name = image.rpartition("/")
         container = self._start(folder)
         try:
