@@ -227,30 +227,47 @@ class Events:
     def warning(self, message: str, **fields: Any) -> None:
         self.emit("warning", message=message, **fields)
 
-    def metered(self, chunks: Iterator[bytes], *, step: str, label: str, every: float = 1.0) -> Iterator[bytes]:
-        """Pass `chunks` through, emitting a progress event (bytes, rate) at most every `every` s."""
-        started = last = time.monotonic()
-        done = 0
-
-        def report(final: bool) -> None:
-            elapsed = max(time.monotonic() - started, 1e-6)
-            self.emit(
-                "progress",
-                step=step,
-                label=label,
-                bytes=done,
-                seconds=round(elapsed, 3),
-                rate=round(done / elapsed),
-                final=final,
-            )
-
-        for chunk in chunks:
-            done += len(chunk)
-            yield chunk
-            if time.monotonic() - last >= every:
-                last = time.monotonic()
-                report(False)
-        report(True)
-
     def info(self, message: str, **fields: Any) -> None:
         self.emit("info", message=message, **fields)
+
+    def meter(self, *, step: str, label: str, every: float = 1.0) -> Meter:
+        """A byte counter that emits progress events (bytes, rate) at most every `every` s."""
+        return Meter(self, step, label, every)
+
+    def metered(self, chunks: Iterator[bytes], *, step: str, label: str) -> Iterator[bytes]:
+        """Pass `chunks` through, counting them on a meter."""
+        meter = self.meter(step=step, label=label)
+        for chunk in chunks:
+            meter.add(len(chunk))
+            yield chunk
+        meter.done()
+
+
+class Meter:
+    """Counts bytes of a long operation and reports progress now and then, and at the end."""
+
+    def __init__(self, events: Events, step: str, label: str, every: float) -> None:
+        self.events, self.step, self.label, self.every = events, step, label, every
+        self.started = self.last = time.monotonic()
+        self.bytes = 0
+
+    def add(self, count: int) -> None:
+        self.bytes += count
+        if time.monotonic() - self.last >= self.every:
+            self.last = time.monotonic()
+            self._report(final=False)
+
+    def done(self) -> None:
+        self._report(final=True)
+
+    def _report(self, final: bool) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        self.events.emit(
+            "progress",
+            step=self.step,
+            label=self.label,
+            bytes=self.bytes,
+            seconds=round(elapsed, 3),
+            rate=round(self.bytes / elapsed),
+            final=final,
+        )

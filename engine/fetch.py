@@ -11,6 +11,7 @@ import hashlib
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,12 +54,17 @@ def redact_uri(uri: str) -> str:
     return uri
 
 
-def fetch(uri: str, base_dir: Path, dest: Path, *, expected_sha256: str = "") -> Fetched:
-    """Copy `uri` to `dest`, hashing as it streams; check `expected_sha256` if given."""
+def fetch(
+    uri: str, base_dir: Path, dest: Path, *, expected_sha256: str = "", progress: Callable[[int], None] | None = None
+) -> Fetched:
+    """Copy `uri` to `dest`, hashing as it streams; check `expected_sha256` if given.
+
+    `progress` is told the size of each chunk as it arrives (downloads only).
+    """
     parts = urllib.parse.urlsplit(uri)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if parts.scheme in ("http", "https"):
-        digest, size = _download(uri, dest)
+        digest, size = _download(uri, dest, progress)
     else:
         if parts.scheme == "file":
             source = Path(urllib.request.url2pathname(parts.path))
@@ -92,17 +98,21 @@ def _copy(source: Path, dest: Path, uri: str) -> tuple[str, int]:
         raise FetchError(f"{uri}: cannot read {source}: {exc.strerror}") from None
 
 
-def _stream(read: object, write: object) -> tuple[str, int]:
+def _stream(
+    read: Callable[[int], bytes], write: Callable[[bytes], object], progress: Callable[[int], None] | None = None
+) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
-    while chunk := read(CHUNK):  # type: ignore[operator]
+    while chunk := read(CHUNK):
         digest.update(chunk)
-        write(chunk)  # type: ignore[operator]
+        write(chunk)
         size += len(chunk)
+        if progress is not None:
+            progress(len(chunk))
     return digest.hexdigest(), size
 
 
-def _download(uri: str, dest: Path) -> tuple[str, int]:
+def _download(uri: str, dest: Path, progress: Callable[[int], None] | None) -> tuple[str, int]:
     shown = redact_uri(uri)
 
     @retry(
@@ -114,7 +124,7 @@ def _download(uri: str, dest: Path) -> tuple[str, int]:
     def attempt() -> tuple[str, int]:
         try:
             with urllib.request.urlopen(uri, timeout=60) as response, dest.open("wb") as out:
-                return _stream(response.read, out.write)
+                return _stream(response.read, out.write, progress)
         except urllib.error.HTTPError as exc:
             if exc.code >= 500 or exc.code == 429:
                 raise _Retryable(f"HTTP {exc.code}") from None

@@ -389,11 +389,13 @@ class Build:
                 continue
             started = time.monotonic()
             try:
+                meter = self.events.meter(step="fetch", label=f"download {redact_uri(item.uri)}")
                 got: Fetched = fetch(
                     item.uri,
                     self.loaded.base_dir,
                     self.dir / "inputs" / f"{index}",
                     expected_sha256=item.sha256,
+                    progress=meter.add,
                 )
             except FetchError as exc:
                 raise BuildFailed(str(exc.message), step=f"fetch ({name})", hint=exc.hint) from None

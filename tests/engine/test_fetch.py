@@ -108,3 +108,19 @@ def test_sas_token_is_redacted_in_errors(server: Any, tmp_path: Path) -> None:
 def test_unsupported_scheme(tmp_path: Path) -> None:
     with pytest.raises(FetchError, match="unsupported URI scheme 'ftp'"):
         fetch("ftp://example.org/x", tmp_path, tmp_path / "0")
+
+
+def test_download_progress_counts_every_byte(server: Any, tmp_path: Path) -> None:
+    chunks: list[int] = []
+    got = fetch(f"{server.base}/ok", tmp_path, tmp_path / "0", progress=chunks.append)
+    assert sum(chunks) == got.size == len(BODY)
+
+
+def test_meter_reports_bytes_and_a_final_event() -> None:
+    from engine.events import Events
+
+    seen: list[dict[str, Any]] = []
+    events = Events(seen.append)
+    data = list(events.metered(iter([b"a" * 10, b"b" * 5]), step="capture", label="export"))
+    assert data == [b"a" * 10, b"b" * 5]
+    assert seen[-1]["event"] == "progress" and seen[-1]["bytes"] == 15 and seen[-1]["final"] is True
