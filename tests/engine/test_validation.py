@@ -122,3 +122,11 @@ def test_defaults_are_aibs(tmp_path: Path) -> None:
     assert restart.restart_command == 'shutdown /r /f /t 0 /c "packer restart"'
     assert restart.restart_timeout == "5m"
     assert loaded.properties.vm_profile.vm_size == ""
+
+
+def test_exit_codes_a_linux_target_cannot_return_are_pointed_out(tmp_path: Path) -> None:
+    data = template("t", [{"type": "PowerShell", "inline": ["exit 3010"], "validExitCodes": [0, 3010]}])
+    [loaded] = load(tmp_path, data)
+    [finding] = [f for f in loaded.findings if f.path.endswith("validExitCodes")]
+    assert finding.severity == "warning" and not finding.aib_rejects
+    assert "3010 cannot occur on a Linux target" in finding.message and "arrive as 194" in finding.message

@@ -256,3 +256,27 @@ def test_shell_into_a_kept_build(cli: Any, write_template: Any, store: Path, bas
     assert f"removed container aib-local-{build_id}" in cleaned.stdout
     assert leftovers() == []
     assert cli("shell", build_id).code == 2  # not kept any more (and no terminal)
+
+
+def test_on_error_ask_on_a_terminal_with_the_live_view(
+    write_template: Any, store: Path, base_image: str, leftovers: Any
+) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    path = write_template(template("asked", [{"type": "Shell", "name": "boom", "inline": ["echo live", "exit 4"]}]))
+    env = {**os.environ, "AIB_LOCAL_STORE": str(store), "TERM": "xterm", "COLUMNS": "120"}
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "engine", "build", str(path), "--network", "none", "--on-error", "ask"],
+        env=env,
+        encoding="utf-8",
+        timeout=60,
+        dimensions=(40, 120),
+    )
+    child.expect("Keep docker container")
+    child.sendline("y")
+    child.expect(pexpect.EOF)
+    child.close()
+    output = child.before or ""
+    assert child.exitstatus == 1
+    assert "step" in output and "result" in output and "failed (exit 4)" in output  # the summary table
+    assert len(leftovers()) == 1
