@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
+from engine.journal import Journal
 from engine.store import Store
 
 
@@ -47,6 +48,16 @@ class DistributeContext:
     os_disk_size_gb: int = 0
     location: str | None = None
     write_filesystem: FilesystemWriter | None = None
+    # Images and files are entered here before they exist, and settled once a record owns them.
+    journal: Journal | None = None
+
+    def pending(self, kind: str, ref: str) -> None:
+        if self.journal is not None:
+            self.journal.pending(kind, ref)
+
+    def settled(self, kind: str, ref: str) -> None:
+        if self.journal is not None:
+            self.journal.settled(kind, ref)
 
 
 @dataclass(frozen=True)

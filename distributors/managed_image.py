@@ -9,6 +9,7 @@ import re
 from datetime import UTC, datetime
 
 from distributors.base import DistributeContext, Distributor, RunOutput
+from engine import failpoints
 from engine.model import ManagedImageDistribute
 from engine.store import split_id
 
@@ -27,7 +28,12 @@ class ManagedImage(Distributor[ManagedImageDistribute]):
     def distribute(self, ctx: DistributeContext) -> RunOutput:
         image_id = self.section.image_id
         repository = repository_for(image_id)
-        docker_image = ctx.captured.commit(repository, "latest", ctx.base_image)
+        # A tag of this build's own: a build that dies before its record is written takes
+        # only its own image with it, never the one the record still names.
+        tag = f"build-{ctx.build_id}"
+        ctx.pending("images", f"{repository}:{tag}")
+        docker_image = ctx.captured.commit(repository, tag, ctx.base_image)
+        failpoints.hit("image:committed")
         ctx.store.put(
             image_id,
             {
@@ -47,7 +53,7 @@ class ManagedImage(Distributor[ManagedImageDistribute]):
                 },
                 "aibLocal": {
                     "dockerImage": docker_image,
-                    "reference": f"{repository}:latest",
+                    "reference": f"{repository}:{tag}",
                     "buildId": ctx.build_id,
                     "imageTemplate": ctx.template_id,
                     "source": ctx.source,
@@ -55,4 +61,5 @@ class ManagedImage(Distributor[ManagedImageDistribute]):
                 },
             },
         )
+        ctx.settled("images", f"{repository}:{tag}")
         return RunOutput(self.section.run_output_name, artifact_id=image_id)

@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from distributors.base import DistributeContext, DistributeError, Distributor, RunOutput
+from engine import failpoints
 from engine.gallery import Galleries, GalleryError, parse_version
 from engine.model import SharedImageDistribute
 from engine.store import Store
@@ -110,7 +111,9 @@ class SharedImage(Distributor[SharedImageDistribute]):
         name = definition["name"].lower()
         repository = f"aib-local/sig/{gallery['name'].lower()}/{re.sub(r'[^a-z0-9._-]+', '-', name)}"
         tag = f"build-{ctx.build_id}"
+        ctx.pending("images", f"{repository}:{tag}")
         docker_image = ctx.captured.commit(repository, tag, ctx.base_image)
+        failpoints.hit("image:committed")
         try:
             version_id = galleries.add_version(
                 self.definition_id,
@@ -133,4 +136,5 @@ class SharedImage(Distributor[SharedImageDistribute]):
             )
         except GalleryError as exc:
             raise DistributeError(exc.message, hint=exc.hint) from None
+        ctx.settled("images", f"{repository}:{tag}")
         return RunOutput(self.section.run_output_name, artifact_id=version_id)

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from distributors.base import DistributeContext, DistributeError, Distributor, RunOutput
+from engine import failpoints
 from engine.model import VhdDistribute
 
 SECTOR = 512
@@ -105,6 +106,7 @@ class Vhd(Distributor[VhdDistribute]):
             raise DistributeError(f"osDiskSizeGB {ctx.os_disk_size_gb} is over Azure's VHD limit of 4095 GiB")
         final.parent.mkdir(parents=True, exist_ok=True)
         partial = final.with_name(f".{final.name}.partial")
+        ctx.pending("files", str(partial))
         try:
             disk, _used = ctx.write_filesystem(ctx.captured.export(), str(partial), PARTITION_OFFSET, size)
             with partial.open("r+b") as out:
@@ -114,7 +116,9 @@ class Vhd(Distributor[VhdDistribute]):
                 out.write(footer(disk, uuid.uuid4().bytes, time.time()))
                 out.flush()
                 os.fsync(out.fileno())
+            failpoints.hit("vhd:written")
             partial.replace(final)
         finally:
             partial.unlink(missing_ok=True)
+            ctx.settled("files", str(partial))
         return RunOutput(self.section.run_output_name, artifact_uri=final.as_uri())

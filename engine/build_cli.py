@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from engine.errors import UsageError
+from engine.errors import Interrupted, UsageError
 from engine.options import (
     any_destination_option,
     load_options,
@@ -96,8 +96,9 @@ def report(results: list[Any], output: str) -> None:
         click.echo("\nsummary:")
         for result in results:
             click.echo(f"  {result.build_id}: {result.status}" + (" (kept)" if result.kept else ""))
-    if any(r.error is not None and r.error.exit_code == 130 for r in results):
-        raise click.exceptions.Exit(130)
+    interrupted = [r.error for r in results if isinstance(r.error, Interrupted)]
+    if interrupted:
+        raise click.exceptions.Exit(interrupted[0].exit_code)
     if worst:
         raise click.exceptions.Exit(worst)
 
@@ -340,8 +341,10 @@ def clean(build_id: str | None, store: Path | None) -> None:
     from engine import kept
     from engine.store import Store
 
-    removed = kept.clean(Store.open(store), build_id)
+    removed, live = kept.clean(Store.open(store), build_id)
     click.echo("\n".join(f"removed {item}" for item in removed) or "nothing to remove")
+    for name in live:
+        click.echo(f"left {name}: its build is still running")
 
 
 build_commands = [build, rerun, shell, logs, clean]

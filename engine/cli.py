@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import tempfile
 import traceback
 from pathlib import Path
-from types import FrameType
 from typing import Any, NoReturn
 
 import click
 
+from engine import signals
 from engine.build_cli import build_commands
 from engine.errors import AibLocalError, TemplateError, UsageError
 from engine.options import any_destination_option, load_options, output_option, store_option, template_options
@@ -196,13 +195,9 @@ for command in build_commands:
     cli.add_command(command)
 
 
-def _on_sigterm(_signum: int, _frame: FrameType | None) -> NoReturn:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> NoReturn:
     """The console script: one boundary that turns errors into messages and exit codes."""
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signals.install()
     show_traceback = "--debug" in (argv if argv is not None else sys.argv[1:])[:1]
     try:
         # Without standalone mode click returns the code of a click.exceptions.Exit.
@@ -216,13 +211,13 @@ def main(argv: list[str] | None = None) -> NoReturn:
         sys.exit(2)
     except click.exceptions.Abort:
         _echo_err("interrupted")
-        sys.exit(130)
+        sys.exit(signals.exit_code())
     except AibLocalError as exc:
         _echo_err(f"error: {exc}")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _echo_err("interrupted")
-        sys.exit(130)
+        sys.exit(signals.exit_code())
     except Exception:
         if show_traceback:
             raise

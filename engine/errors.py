@@ -102,6 +102,12 @@ class BuildTimeout(BuildFailed):
 
 
 class Interrupted(AibLocalError):
-    """The user interrupted the build; cleanup has run (exit 130)."""
+    """A signal interrupted the build; cleanup has run (exit 130 for SIGINT, 143 for SIGTERM)."""
 
     exit_code = 130
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        from engine import signals
+
+        super().__init__(message, hint=hint)
+        self.exit_code = signals.exit_code()

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from engine import journal
 from engine.errors import UsageError
 from engine.pipeline import Build, BuildOptions, Continuation
 from engine.store import Store
@@ -112,11 +113,28 @@ def attach(store: Store, build_id: str) -> Target:
     return SshTarget.attach(info, build_id)
 
 
-def clean(store: Store, build_id: str | None = None) -> list[str]:
-    """Remove the containers, checkpoint images and partial files dead or kept builds left."""
-    removed = [f"container {name}" for name in docker_target.remove_labelled(docker_target.connect(), build_id)]
+def sweep(store: Store, build_id: str | None = None) -> list[str]:
+    """Remove what builds killed outright left (see engine.journal); what was removed."""
+
+    def containers(dead_id: str, keep: list[str]) -> list[str]:
+        return docker_target.remove_labelled(docker_target.connect(), dead_id, keep)[0]
+
+    return journal.sweep(store, containers, docker_target.remove_images, build_id=build_id)
+
+
+def clean(store: Store, build_id: str | None = None) -> tuple[list[str], list[str]]:
+    """Remove the containers, checkpoint images and partial files that dead and kept
+    builds left: (what was removed, containers of running builds that were left alone)."""
+    live_ids = set(journal.live_builds(store))
+    if build_id is not None and build_id in live_ids:
+        raise UsageError(f"build {build_id} is still running", hint="stop it (Ctrl-C) or wait for it to end")
+    removed = sweep(store, build_id)
+    names, live = docker_target.remove_labelled(docker_target.connect(), build_id)
+    removed += [f"container {name}" for name in names]
     records = [build_record(store, build_id)] if build_id else list(store.builds())
     for record in records:
+        if record["buildId"] in live_ids:
+            continue
         images = (record.get("checkpoints") or {}).values()
         removed += [f"checkpoint image {image}" for image in docker_target.remove_images(list(images))]
         if record.get("kept") or record.get("status") == "running" or record.get("checkpoints"):
@@ -129,7 +147,8 @@ def clean(store: Store, build_id: str | None = None) -> list[str]:
                     "status": "cleaned" if record.get("status") == "running" else record["status"],
                 },
             )
-    for partial in sorted(store.root.rglob("*.partial")):
-        partial.unlink(missing_ok=True)
-        removed.append(f"partial file {partial}")
-    return removed
+    if not live_ids:  # a running build's partial files are its own
+        for partial in sorted(store.root.rglob("*.partial")):
+            partial.unlink(missing_ok=True)
+            removed.append(f"partial file {partial}")
+    return removed, live

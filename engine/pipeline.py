@@ -36,7 +36,7 @@ from customizers.base import (
     UntilDone,
 )
 from distributors.base import DistributeContext, DistributeError, Distributor, FilesystemWriter, RunOutput
-from engine import exitcodes
+from engine import exitcodes, failpoints, journal
 from engine import model as m
 from engine.catalogue import Catalogue
 from engine.errors import (
@@ -50,6 +50,7 @@ from engine.errors import (
 from engine.events import BuildLog, Events, Redactor, Reporter, utc_now
 from engine.fetch import Fetched, FetchError, fetch, redact_uri
 from engine.gallery import VERSION_TYPE, Galleries
+from engine.journal import Journal
 from engine.store import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, Store
 from engine.targets import docker as docker_target
 from engine.targets.base import Command, CommandTimeout, Target, TargetError
@@ -233,6 +234,7 @@ class Build:
             f"/providers/Microsoft.VirtualMachineImages/imageTemplates/{loaded.name}"
         )
         self._client: docker_target.Client | None = None
+        self.journal = Journal(store, self.build_id, self.template_id)
         self.customizers: list[tuple[str, Customizer[Any]]] = [
             (self._step_name(i, c), customizers.create(c)) for i, c in enumerate(self.props.customize)
         ]
@@ -275,23 +277,28 @@ class Build:
 
     def run(self) -> BuildResult:
         started = time.monotonic()
-        self.events.emit(
-            "build-started",
-            buildId=self.build_id,
-            template=str(self.loaded.path),
-            templateId=self.template_id,
-            target=self.options.target,
-            logPath=str(self.log.path),
-            timeoutMinutes=self.props.timeout_minutes,
-        )
-        for finding in self.loaded.findings:
-            if finding.severity == "warning":
-                self.events.warning(finding.describe())
-        self._record_build("running")
-        self._record_template("Running", "Queued", "")
+        try:
+            self._claim()
+        except UsageError as exc:
+            self.log.close()
+            return BuildResult(self.build_id, "Failed", [], self.log.path, False, exc)
         error: AibLocalError | None = None
         kept = False
         try:
+            self.events.emit(
+                "build-started",
+                buildId=self.build_id,
+                template=str(self.loaded.path),
+                templateId=self.template_id,
+                target=self.options.target,
+                logPath=str(self.log.path),
+                timeoutMinutes=self.props.timeout_minutes,
+            )
+            for finding in self.loaded.findings:
+                if finding.severity == "warning":
+                    self.events.warning(finding.describe())
+            self._record_build("running")
+            self._record_template("Running", "Queued", "")
             sub_state = "Queued"
             for name, phase_state, action in self.phases():
                 self.current = name
@@ -299,13 +306,16 @@ class Build:
                 if phase_state != sub_state:  # AIB's runSubState changes a few times a build
                     sub_state = phase_state
                     self._record_template("Running", sub_state, "")
+                failpoints.hit(f"phase:{name}")
                 action()
         except KeyboardInterrupt:
             error = Interrupted(f"interrupted during {self.current}")
         except AibLocalError as exc:
             error = Interrupted(f"interrupted during {self.current}") if self.cancelled else exc
         finally:
+            failpoints.hit("teardown")
             kept = self._teardown(error)
+            self._discard_pending()
         status = self._status(error)
         message = "" if error is None else str(error)
         self._record_template(status, None, message)
@@ -320,11 +330,50 @@ class Build:
             runOutputs=[{"name": o.name, **o.properties()} for o in self.state.run_outputs],
         )
         self.log.close()
+        self.journal.close()
         if isinstance(error, BuildFailed) and error.log_path is None:
             error.log_path = self.log.path
         if error is not None:
             error.message = self.redact(error.message)
         return BuildResult(self.build_id, status, self.state.run_outputs, self.log.path, kept, error)
+
+    def _claim(self) -> None:
+        """Clear what dead builds left, refuse a second live run of this template, and
+        open this build's journal entry (all before anything is made)."""
+        with self.store.lock():
+            removed = journal.sweep(self.store, self._remove_containers, self._remove_images)
+            if removed:
+                self.events.info("removed what builds that died left: " + ", ".join(removed))
+            going_on = self.continuation
+            for other in journal.live_builds(self.store).values():
+                if other.get("templateId") == self.template_id and other.get("buildId") != self.build_id:
+                    raise UsageError(
+                        f"the image template {self.loaded.name} is being built by build {other['buildId']} "
+                        f"(process {str(other.get('owner', '')).split(':')[1:2]})",
+                        hint="wait for it to end, or build a copy under another name with --template-name NAME",
+                    )
+                if going_on is not None and other.get("buildId") == self.build_id:
+                    raise UsageError(f"build {self.build_id} is already being rerun by another aib-local")
+            self.journal.open()
+
+    def _remove_containers(self, build_id: str, keep: list[str]) -> list[str]:
+        try:
+            client = self.client()
+        except EnvironmentProblem:
+            return []  # no engine here now: `aib-local clean` finds them by label later
+        return docker_target.remove_labelled(client, build_id, keep)[0]
+
+    def _remove_images(self, refs: list[str]) -> list[str]:
+        try:
+            return docker_target.remove_images(refs)
+        except (EnvironmentProblem, TargetError) as exc:
+            self.events.warning(f"could not remove {', '.join(refs)}: {exc}")
+            return []
+
+    def _discard_pending(self) -> None:
+        """Images and files this build began but no record took (it was interrupted or failed)."""
+        for item in self.journal.discard(self._remove_images):
+            self.events.info(f"removed {item}: the build did not finish it")
 
     def cancel(self) -> None:
         """Stop the build from another thread: its target goes, and the build ends Canceled."""
@@ -536,6 +585,7 @@ class Build:
         except TargetError as exc:
             raise UsageError(str(exc), hint=f"start again with: aib-local build {self.loaded.path}") from None
         self.state.target = target
+        self.journal.keep(target.name if isinstance(target, docker_target.DockerTarget) else target.describe())
         self.state.os_type = target.os_type if info["kind"] != "docker" else self.state.os_type
         self.events.info(f"attached to the kept {target.describe()}", step="attach-target")
         if self.state.os_type == "Linux":
@@ -646,11 +696,14 @@ class Build:
         target = self.state.target
         if self.options.checkpoint and isinstance(target, docker_target.DockerTarget):
             repository = f"aib-local/checkpoints/{self.build_id}"
+            ref = f"{repository}:{index}"
+            self.journal.pending("images", ref)
             target.commit(repository, str(index), self.state.image_id)
             # By tag, so that cleaning up untags it even while later checkpoints build on it.
-            self.checkpoints[str(index)] = f"{repository}:{index}"
-            self.events.info(f"checkpoint after {name}: {repository}:{index}", step=name)
+            self.checkpoints[str(index)] = ref
+            self.events.info(f"checkpoint after {name}: {ref}", step=name)
             self._record_build("running")  # so that --resume finds it even if this process dies
+            self.journal.settled("images", ref)
 
     def deprovision(self) -> None:
         self.current = "deprovision"
@@ -736,6 +789,7 @@ class Build:
                 os_disk_size_gb=self.props.vm_profile.os_disk_size_gb,
                 location=self.loaded.template.location,
                 write_filesystem=self._filesystem_writer(),
+                journal=self.journal,
             )
             started = time.monotonic()
             self.events.emit("step-started", step=name)

@@ -20,6 +20,7 @@ from typing import Any
 import platformdirs
 from filelock import FileLock
 
+from engine import failpoints
 from engine.errors import UsageError
 
 ENV_VAR = "AIB_LOCAL_STORE"
@@ -37,6 +38,7 @@ def atomic_write(path: Path, data: bytes) -> None:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
+        failpoints.hit("store:tmp-written")
         Path(tmp).replace(path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

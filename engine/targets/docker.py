@@ -16,7 +16,7 @@ import shlex
 import tarfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 # isort: split
@@ -28,6 +28,7 @@ import docker.errors
 from docker.models.containers import Container
 from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
 
+from engine import failpoints, journal
 from engine.errors import EnvironmentProblem
 from engine.targets import posix, runner, terminal
 from engine.targets.base import Command, CommandTimeout, OutputSink, Target, TargetError
@@ -37,6 +38,9 @@ LABEL_TOOL = "io.aib-local.tool"
 TOOL = "aib-local"
 LABEL_BUILD = "io.aib-local.build-id"
 LABEL_TEMPLATE = "io.aib-local.template"
+# HOST:PID:START of the aib-local process that started the container: `clean` leaves
+# the containers of live builds alone.
+LABEL_OWNER = "io.aib-local.owner"
 BUILD_USER = "packer"
 # Keeps the container alive without depending on anything but sh and sleep.
 KEEPALIVE = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
@@ -197,17 +201,32 @@ def remove_images(images: list[str]) -> list[str]:
     return removed
 
 
-def remove_labelled(client: docker.DockerClient, build_id: str | None = None) -> list[str]:
-    """Remove the containers aib-local started (all, or one build's); their names."""
+def labels(build_id: str, template: str) -> dict[str, str]:
+    """The labels of every container a build starts."""
+    return {LABEL_TOOL: TOOL, LABEL_BUILD: build_id, LABEL_TEMPLATE: template, LABEL_OWNER: journal.identity()}
+
+
+def remove_labelled(
+    client: docker.DockerClient, build_id: str | None = None, keep: Collection[str] = ()
+) -> tuple[list[str], list[str]]:
+    """Remove the containers aib-local started (all, or one build's), but those in `keep`
+    and those whose build is still running: (names removed, names of live builds left)."""
     label = f"{LABEL_BUILD}={build_id}" if build_id else f"{LABEL_TOOL}={TOOL}"
-    removed = []
+    removed, live = [], []
     try:
         for container in client.containers.list(all=True, filters={"label": label}):
-            container.remove(force=True)
+            if container.name in keep:
+                continue
+            owner = (container.labels or {}).get(LABEL_OWNER, "")
+            if owner and journal.alive(owner) is not False:
+                live.append(str(container.name))
+                continue
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
             removed.append(str(container.name))
     except docker.errors.DockerException as exc:
         raise TargetError(f"cannot remove containers labelled {label}: {_reason(exc)}") from None
-    return removed
+    return removed, live
 
 
 class DockerTarget(Target):
@@ -278,7 +297,7 @@ class DockerTarget(Target):
                 name=self.name,
                 detach=True,
                 init=True,
-                labels={LABEL_TOOL: TOOL, LABEL_BUILD: self.build_id, LABEL_TEMPLATE: self.template},
+                labels=labels(self.build_id, self.template),
                 network_mode=network,
                 nano_cpus=int(cpus * 1e9),
                 mem_limit=mem,
@@ -288,6 +307,7 @@ class DockerTarget(Target):
             raise EnvironmentProblem(f"image {self.image} disappeared before the build started") from None
         except docker.errors.DockerException as exc:
             raise TargetError(f"cannot start a container from {self.image}: {_reason(exc)}") from None
+        failpoints.hit("target:started")
         self._prepare_user()
 
     def _prepare_user(self) -> None:
@@ -394,7 +414,37 @@ class DockerTarget(Target):
             raise CommandTimeout(f"timed out after {timeout:.0f}s; the process was killed in the container") from None
         except runner.RunnerGone as exc:
             self._sessions.pop(user, None)
-            raise TargetError(f"lost the step runner in {self.name} ({exc}): did the container stop?") from None
+            gone = self.gone()
+            deadline = time.monotonic() + 3  # the engine updates the state a moment after the stream ends
+            while not gone and time.monotonic() < deadline:
+                time.sleep(0.1)
+                gone = self.gone()
+            if gone:
+                raise TargetError(f"the target went away during the step: {gone}") from None
+            raise TargetError(f"lost the step runner in {self.name} ({exc})") from None
+
+    def gone(self) -> str:
+        """Why the container is no longer running ('' while it runs)."""
+        try:
+            attrs = self.client.api.inspect_container(self._require().id)
+        except docker.errors.NotFound:
+            return f"the container {self.name} was removed (docker rm -f?)"
+        except docker.errors.DockerException as exc:
+            return f"the Docker engine does not answer about {self.name}: {_reason(exc)}"
+        state = attrs.get("State") or {}
+        if state.get("Running") and not state.get("Restarting"):
+            return ""
+        code = state.get("ExitCode")
+        how = (
+            "killed by the kernel's out-of-memory killer (raise vmSize)"
+            if state.get("OOMKilled")
+            else (
+                "killed (docker kill)"
+                if code in (137, 143)
+                else f"stopped (docker stop, or its main process ended; exit code {code})"
+            )
+        )
+        return f"the container {self.name} was {how}"
 
     def _quiet_run(self, argv: list[str]) -> None:
         with contextlib.suppress(docker.errors.DockerException):
@@ -466,7 +516,7 @@ class DockerTarget(Target):
         # The engine merges the container's labels into the image and cannot drop a key,
         # so ours are blanked: containers run from the image later are not taken for
         # build containers (those are found by label *value*).
-        labels = {**(config.get("Labels") or {}), LABEL_TOOL: "", LABEL_BUILD: "", LABEL_TEMPLATE: ""}
+        labels = {**(config.get("Labels") or {}), LABEL_TOOL: "", LABEL_BUILD: "", LABEL_TEMPLATE: "", LABEL_OWNER: ""}
         conf = {
             "Cmd": config.get("Cmd"),
             "Entrypoint": config.get("Entrypoint"),
@@ -532,7 +582,7 @@ class Ext4Writer:
                     detach=True,
                     network_mode="none",
                     user="root",
-                    labels={LABEL_TOOL: TOOL, LABEL_BUILD: self.build_id, LABEL_TEMPLATE: "vhd-helper"},
+                    labels=labels(self.build_id, "vhd-helper"),
                     volumes={folder: {"bind": "/out", "mode": "rw"}},
                 )
             except docker.errors.ImageNotFound:
@@ -576,6 +626,7 @@ class Ext4Writer:
                 container.put_archive("/rootfs", stream)
             except docker.errors.DockerException as exc:
                 raise TargetError(f"cannot unpack the filesystem in the disk helper: {_reason(exc)}") from None
+            failpoints.hit("vhd:unpacked")
             code, out = self._exec(container, "du -sk -x /rootfs | cut -f1; find /rootfs -xdev | wc -l")
             if code != 0:
                 raise TargetError(f"cannot measure the filesystem: {out.strip()}")
