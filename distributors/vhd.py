@@ -20,6 +20,7 @@ from urllib.request import url2pathname
 from distributors.base import DistributeContext, DistributeError, Distributor, RunOutput
 from engine import failpoints
 from engine.model import VhdDistribute
+from engine.store import file_mode
 
 SECTOR = 512
 PARTITION_OFFSET = 1 << 20
@@ -104,21 +105,32 @@ class Vhd(Distributor[VhdDistribute]):
         size = ctx.os_disk_size_gb << 30 if ctx.os_disk_size_gb else None
         if size is not None and size > MAX_SIZE:
             raise DistributeError(f"osDiskSizeGB {ctx.os_disk_size_gb} is over Azure's VHD limit of 4095 GiB")
-        final.parent.mkdir(parents=True, exist_ok=True)
         partial = final.with_name(f".{final.name}.partial")
         ctx.pending("files", str(partial))
         try:
-            disk, _used = ctx.write_filesystem(ctx.captured.export(), str(partial), PARTITION_OFFSET, size)
-            with partial.open("r+b") as out:
-                out.write(mbr(disk, int.from_bytes(os.urandom(4), "little")))
-                out.truncate(disk)
-                out.seek(disk)
-                out.write(footer(disk, uuid.uuid4().bytes, time.time()))
-                out.flush()
-                os.fsync(out.fileno())
-            failpoints.hit("vhd:written")
-            partial.replace(final)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self._write(ctx, partial, final, size)
+        except OSError as exc:
+            raise DistributeError(
+                f"cannot write {final}: {exc.strerror or exc}",
+                hint="free space on that filesystem, or set osDiskSizeGB / the VHD uri elsewhere",
+            ) from None
         finally:
             partial.unlink(missing_ok=True)
             ctx.settled("files", str(partial))
         return RunOutput(self.section.run_output_name, artifact_uri=final.as_uri())
+
+    def _write(self, ctx: DistributeContext, partial: Path, final: Path, size: int | None) -> None:
+        """The filesystem, then the MBR and the footer, then the rename that publishes it."""
+        assert ctx.write_filesystem is not None
+        disk, _used = ctx.write_filesystem(ctx.captured.export(), str(partial), PARTITION_OFFSET, size)
+        with partial.open("r+b") as out:
+            out.write(mbr(disk, int.from_bytes(os.urandom(4), "little")))
+            out.truncate(disk)
+            out.seek(disk)
+            out.write(footer(disk, uuid.uuid4().bytes, time.time()))
+            out.flush()
+            os.fsync(out.fileno())
+        partial.chmod(file_mode())
+        failpoints.hit("vhd:written")
+        partial.replace(final)

@@ -143,6 +143,14 @@ def report(results: list[Any], output: str) -> None:
 )
 @any_destination_option
 @click.option(
+    "--download-timeout",
+    type=click.FloatRange(0.1),
+    default=60,
+    show_default=True,
+    metavar="SECONDS",
+    help="A download attempt that receives nothing for this long fails (and is retried, within the build's time).",
+)
+@click.option(
     "--powershell-strict",
     is_flag=True,
     help="PowerShell customizers stop on the first error ($ErrorActionPreference='Stop') "
@@ -187,6 +195,7 @@ def build(
     on_error: str | None,
     deprovision: str,
     allow_any_destination: bool,
+    download_timeout: float,
     powershell_strict: bool,
     secrets: tuple[str, ...],
     checkpoint: bool,
@@ -198,6 +207,7 @@ def build(
     sets: tuple[str, ...],
     template_name: str | None,
     location: str,
+    allow_outside_template_dir: bool,
     output: str,
 ) -> None:
     """Build templates: customize, deprovision and distribute, as AIB would."""
@@ -230,6 +240,7 @@ def build(
         on_error=on_error,
         deprovision=deprovision,
         allow_any_destination=allow_any_destination,
+        download_timeout=download_timeout,
         powershell_strict=powershell_strict,
         secrets=parse_secrets(secrets),
         checkpoint=checkpoint,
@@ -246,6 +257,7 @@ def build(
             sets,
             template_name,
             location,
+            allow_outside_template_dir,
             allow_any_destination=allow_any_destination,
             resource_group=resource_group,
         )

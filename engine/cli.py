@@ -58,6 +58,7 @@ def validate(
     sets: tuple[str, ...],
     template_name: str | None,
     location: str,
+    allow_outside_template_dir: bool,
     strict: bool,
 ) -> None:
     """Check templates as AIB would, before any target starts.
@@ -68,7 +69,13 @@ def validate(
     from engine.validation import load_templates
 
     options = load_options(
-        parameters, sets, template_name, location, allow_any_destination=allow_any_destination, strict=strict
+        parameters,
+        sets,
+        template_name,
+        location,
+        allow_outside_template_dir,
+        allow_any_destination=allow_any_destination,
+        strict=strict,
     )
     invalid = 0
     results: list[dict[str, Any]] = []
@@ -128,6 +135,7 @@ def export_(
     sets: tuple[str, ...],
     template_name: str | None,
     location: str,
+    allow_outside_template_dir: bool,
     resource_group: str,
     output_file: Path | None,
 ) -> None:
@@ -137,7 +145,9 @@ def export_(
     from engine.store import atomic_write
     from engine.validation import load_templates
 
-    loaded = load_templates(template, options=load_options(parameters, sets, template_name, location))
+    loaded = load_templates(
+        template, options=load_options(parameters, sets, template_name, location, allow_outside_template_dir)
+    )
     if len(loaded) != 1:
         names = ", ".join(t.name for t in loaded)
         raise UsageError(f"{template} holds {len(loaded)} image templates ({names}): pick one with --template-name")
@@ -198,6 +208,7 @@ for command in build_commands:
 def main(argv: list[str] | None = None) -> NoReturn:
     """The console script: one boundary that turns errors into messages and exit codes."""
     signals.install()
+    os.umask(os.umask(0o022) | 0o002)  # the user's umask, but nothing aib-local makes is world-writable
     show_traceback = "--debug" in (argv if argv is not None else sys.argv[1:])[:1]
     try:
         # Without standalone mode click returns the code of a click.exceptions.Exit.

@@ -8,6 +8,7 @@ exponential backoff, as AIB retries its own downloads.
 from __future__ import annotations
 
 import hashlib
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -16,16 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tenacity import (
+    RetryCallState,
     retry,
     retry_if_exception_type,
     stop_after_attempt,
     wait_exponential,
 )
+from tenacity.stop import stop_base
 
 from engine.errors import UsageError
 
 CHUNK = 1 << 20
 ATTEMPTS = 5
+STALL_TIMEOUT = 60.0  # seconds without a byte before an attempt is abandoned
 
 
 class FetchError(UsageError):
@@ -33,6 +37,10 @@ class FetchError(UsageError):
 
 
 class _Retryable(Exception):
+    pass
+
+
+class _OutOfTime(Exception):
     pass
 
 
@@ -55,34 +63,49 @@ def redact_uri(uri: str) -> str:
 
 
 def fetch(
-    uri: str, base_dir: Path, dest: Path, *, expected_sha256: str = "", progress: Callable[[int], None] | None = None
+    uri: str,
+    base_dir: Path,
+    dest: Path,
+    *,
+    expected_sha256: str = "",
+    progress: Callable[[int], None] | None = None,
+    retrying: Callable[[str], None] | None = None,
+    deadline: float | None = None,
+    stall_timeout: float = STALL_TIMEOUT,
 ) -> Fetched:
     """Copy `uri` to `dest`, hashing as it streams; check `expected_sha256` if given.
 
-    `progress` is told the size of each chunk as it arrives (downloads only).
+    Downloads: `progress` is told the size of each chunk as it arrives, `retrying` is
+    told of each failed attempt before the next; an attempt that receives nothing for
+    `stall_timeout` seconds fails, and no attempt outlives `deadline` (time.monotonic()).
+    The file appears at `dest` only whole and verified.
     """
     parts = urllib.parse.urlsplit(uri)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if parts.scheme in ("http", "https"):
-        digest, size = _download(uri, dest, progress)
-    else:
-        if parts.scheme == "file":
-            source = Path(urllib.request.url2pathname(parts.path))
-        elif parts.scheme and len(parts.scheme) > 1:
-            raise FetchError(
-                f"{redact_uri(uri)}: unsupported URI scheme {parts.scheme!r} (use https, http, file or a path)"
-            )
+    partial = dest.with_name(f".{dest.name}.partial")
+    try:
+        if parts.scheme in ("http", "https"):
+            digest, size = _download(uri, partial, progress, retrying, deadline, stall_timeout)
         else:
-            source = Path(uri)
-            if not source.is_absolute():
-                source = base_dir / source
-        digest, size = _copy(source, dest, uri)
-    if expected_sha256 and digest != expected_sha256.lower():
-        dest.unlink(missing_ok=True)
-        raise FetchError(
-            f"{redact_uri(uri)}: sha256 mismatch: expected {expected_sha256.lower()}, got {digest}",
-            hint="update sha256Checksum (sha256sum FILE) or fix the file",
-        )
+            if parts.scheme == "file":
+                source = Path(urllib.request.url2pathname(parts.path))
+            elif parts.scheme and len(parts.scheme) > 1:
+                raise FetchError(
+                    f"{redact_uri(uri)}: unsupported URI scheme {parts.scheme!r} (use https, http, file or a path)"
+                )
+            else:
+                source = Path(uri)
+                if not source.is_absolute():
+                    source = base_dir / source
+            digest, size = _copy(source, partial, uri)
+        if expected_sha256 and digest != expected_sha256.lower():
+            raise FetchError(
+                f"{redact_uri(uri)}: sha256 mismatch: expected {expected_sha256.lower()}, got {digest}",
+                hint="update sha256Checksum (sha256sum FILE) or fix the file",
+            )
+        partial.replace(dest)
+    finally:
+        partial.unlink(missing_ok=True)
     return Fetched(uri, dest, digest, size)
 
 
@@ -99,7 +122,10 @@ def _copy(source: Path, dest: Path, uri: str) -> tuple[str, int]:
 
 
 def _stream(
-    read: Callable[[int], bytes], write: Callable[[bytes], object], progress: Callable[[int], None] | None = None
+    read: Callable[[int], bytes],
+    write: Callable[[bytes], object],
+    progress: Callable[[int], None] | None = None,
+    deadline: float | None = None,
 ) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
@@ -109,30 +135,71 @@ def _stream(
         size += len(chunk)
         if progress is not None:
             progress(len(chunk))
+        if deadline is not None and time.monotonic() > deadline:
+            raise _OutOfTime(f"the build's time ran out after {size} bytes")
     return digest.hexdigest(), size
 
 
-def _download(uri: str, dest: Path, progress: Callable[[int], None] | None) -> tuple[str, int]:
+def _download(
+    uri: str,
+    dest: Path,
+    progress: Callable[[int], None] | None,
+    retrying: Callable[[str], None] | None,
+    deadline: float | None,
+    stall_timeout: float,
+) -> tuple[str, int]:
     shown = redact_uri(uri)
+
+    def left() -> float:
+        return float("inf") if deadline is None else deadline - time.monotonic()
+
+    def tell(state: RetryCallState) -> None:
+        if retrying is not None and state.outcome is not None and state.next_action is not None:
+            why = state.outcome.exception()
+            retrying(
+                f"download {shown}: attempt {state.attempt_number} of {ATTEMPTS} failed ({why}); "
+                f"retrying in {state.next_action.sleep:.1f}s"
+            )
 
     @retry(
         retry=retry_if_exception_type(_Retryable),
-        stop=stop_after_attempt(ATTEMPTS),
+        stop=stop_after_attempt(ATTEMPTS) | stop_before_deadline(left),
         wait=wait_exponential(multiplier=0.5, max=8),
+        before_sleep=tell,
         reraise=True,
     )
     def attempt() -> tuple[str, int]:
+        timeout = max(0.1, min(stall_timeout, left()))
         try:
-            with urllib.request.urlopen(uri, timeout=60) as response, dest.open("wb") as out:
-                return _stream(response.read, out.write, progress)
+            with urllib.request.urlopen(uri, timeout=timeout) as response, dest.open("wb") as out:
+                return _stream(response.read, out.write, progress, deadline)
         except urllib.error.HTTPError as exc:
             if exc.code >= 500 or exc.code == 429:
-                raise _Retryable(f"HTTP {exc.code}") from None
+                raise _Retryable(f"HTTP {exc.code} {exc.reason}") from None
             raise FetchError(f"{shown}: HTTP {exc.code} {exc.reason}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-            raise _Retryable(str(getattr(exc, "reason", exc))) from None
+        except TimeoutError:
+            raise _Retryable(f"no data for {timeout:.0f}s") from None
+        except (urllib.error.URLError, ConnectionError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, TimeoutError):
+                raise _Retryable(f"no answer within {timeout:.0f}s") from None
+            raise _Retryable(str(reason)) from None
 
     try:
         return attempt()
+    except _OutOfTime as exc:
+        raise FetchError(f"{shown}: download stopped: {exc}") from None
     except _Retryable as exc:
+        if left() <= 0:
+            raise FetchError(f"{shown}: download failed and the build's time ran out: {exc}") from None
         raise FetchError(f"{shown}: download failed after {ATTEMPTS} attempts: {exc}") from None
+
+
+class stop_before_deadline(stop_base):
+    """Stop retrying when the next wait would end past the deadline."""
+
+    def __init__(self, left: Callable[[], float]) -> None:
+        self.left = left
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.left() <= retry_state.upcoming_sleep

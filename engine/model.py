@@ -285,7 +285,7 @@ class VnetConfig(Section):
 
 class VmProfile(Section):
     vm_size: str = ""
-    os_disk_size_gb: int = Field(0, ge=0, alias="osDiskSizeGB", json_schema_extra=since("2020-02-14"))
+    os_disk_size_gb: int = Field(0, ge=0, le=4095, alias="osDiskSizeGB", json_schema_extra=since("2020-02-14"))
     user_assigned_identities: list[str] = Field(default_factory=list, json_schema_extra=since("2021-10-01"))
     vnet_config: VnetConfig | None = Field(None, json_schema_extra=since("2020-02-14"))
 

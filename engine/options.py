@@ -58,6 +58,11 @@ def template_options(func: Any) -> Any:
             show_default=True,
             help="The region resourceGroup().location stands for in ARM expressions.",
         ),
+        click.option(
+            "--allow-outside-template-dir",
+            is_flag=True,
+            help="Allow local scriptUri/sourceUri files outside the template's folder (refused by default).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -69,6 +74,7 @@ def load_options(
     sets: tuple[str, ...],
     template_name: str | None,
     location: str,
+    allow_outside_template_dir: bool = False,
     *,
     allow_any_destination: bool = False,
     strict: bool = False,
@@ -87,6 +93,7 @@ def load_options(
         filled[name] = value
     options = LoadOptions(
         allow_any_destination=allow_any_destination,
+        allow_outside_template_dir=allow_outside_template_dir,
         parameters=read_parameters(parameters),
         sets=filled,
         template_name=template_name,

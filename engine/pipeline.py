@@ -48,7 +48,7 @@ from engine.errors import (
     UsageError,
 )
 from engine.events import BuildLog, Events, Redactor, Reporter, utc_now
-from engine.fetch import Fetched, FetchError, fetch, redact_uri
+from engine.fetch import STALL_TIMEOUT, Fetched, FetchError, fetch, redact_uri
 from engine.gallery import VERSION_TYPE, Galleries
 from engine.journal import Journal
 from engine.store import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, Store
@@ -111,6 +111,7 @@ class BuildOptions:
     # --on-error ask: asked whether to keep the target of a failed build (None: no terminal).
     confirm_keep: Callable[[str], bool] | None = None
     allow_any_destination: bool = False
+    download_timeout: float = STALL_TIMEOUT  # seconds without data before a download attempt fails
     subscription: str = DEFAULT_SUBSCRIPTION
     resource_group: str = DEFAULT_RESOURCE_GROUP
 
@@ -318,8 +319,12 @@ class Build:
             self._discard_pending()
         status = self._status(error)
         message = "" if error is None else str(error)
-        self._record_template(status, None, message)
-        self._record_build(status.lower(), error=error, kept=kept)
+        try:
+            self._record_template(status, None, message)
+            self._record_build(status.lower(), error=error, kept=kept)
+        except AibLocalError as exc:  # the store's disk is full, say: the build's own error comes first
+            self.events.warning(f"could not record the outcome: {exc}")
+            error = error or exc
         self.events.emit(
             "build-finished",
             buildId=self.build_id,
@@ -445,6 +450,9 @@ class Build:
                     self.dir / "inputs" / f"{index}",
                     expected_sha256=item.sha256,
                     progress=meter.add,
+                    retrying=lambda message: self.events.warning(message, step="fetch"),
+                    deadline=self.deadline.end,
+                    stall_timeout=self.options.download_timeout,
                 )
             except FetchError as exc:
                 raise BuildFailed(str(exc.message), step=f"fetch ({name})", hint=exc.hint) from None

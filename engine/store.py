@@ -21,7 +21,7 @@ import platformdirs
 from filelock import FileLock
 
 from engine import failpoints
-from engine.errors import UsageError
+from engine.errors import EnvironmentProblem, UsageError
 
 ENV_VAR = "AIB_LOCAL_STORE"
 DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
@@ -29,20 +29,38 @@ DEFAULT_RESOURCE_GROUP = "aib-local"
 RECORD = "resource.json"
 
 
+def file_mode() -> int:
+    """The mode new files get: 0666 less the umask (mkstemp alone would give 0600)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+class StoreError(EnvironmentProblem):
+    """The store's filesystem refused a write (full, read-only, quota)."""
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see the old or the new file, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
         with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), file_mode())
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
         failpoints.hit("store:tmp-written")
         Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as exc:
+        raise StoreError(
+            f"cannot write {path}: {exc.strerror or exc}; the record is unchanged",
+            hint="free space on the store's filesystem (or point --store / AIB_LOCAL_STORE elsewhere)",
+        ) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def split_id(resource_id: str) -> list[str]:

@@ -15,6 +15,8 @@ import json
 import re
 import types
 import typing
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -103,9 +105,32 @@ def guess_os(template: m.ImageTemplate) -> str:
     return "Windows" if kinds & WINDOWS_ONLY and "Shell" not in kinds else "Linux"
 
 
+MAX_TEMPLATE_BYTES = 4 << 20
+MAX_DEPTH = 64  # far beyond any template; deeper nesting is refused before it is walked
+
+
+def _depth(value: Any) -> int:
+    """How deeply `value` nests, without recursion (counting stops past MAX_DEPTH)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if level > MAX_DEPTH:
+            return level
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def read_json(path: Path) -> Any:
     """JSON, with comments allowed as ARM allows them."""
     try:
+        size = path.stat().st_size
+        if size > MAX_TEMPLATE_BYTES:
+            raise TemplateError(
+                str(path),
+                [Finding("", f"{size} bytes: over the 4 MiB Azure Resource Manager accepts for a template")],
+            )
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
@@ -113,6 +138,8 @@ def read_json(path: Path) -> Any:
         raise UsageError(f"{path}: cannot read it: {exc}") from None
     try:
         return json.loads(arm.strip_comments(text))
+    except RecursionError:
+        raise TemplateError(str(path), [Finding("", "not valid JSON: nested too deeply")]) from None
     except (json.JSONDecodeError, ValueError) as exc:
         where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
         message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
@@ -124,6 +151,7 @@ class LoadOptions:
     """What the command line adds to a template file: values, placeholders, strictness."""
 
     allow_any_destination: bool = False
+    allow_outside_template_dir: bool = False
     parameters: dict[str, Any] = field(default_factory=dict)
     sets: dict[str, str] = field(default_factory=dict)
     template_name: str | None = None
@@ -175,8 +203,18 @@ def load_templates(
 ) -> list[LoadedTemplate]:
     """Every image template in the file, validated; raises TemplateError with all findings."""
     options = options or LoadOptions(allow_any_destination=allow_any_destination)
+    try:
+        return _load_templates(path, options)
+    except RecursionError:
+        raise TemplateError(str(path), [Finding("", f"nested more than {MAX_DEPTH} levels deep")]) from None
+
+
+def _load_templates(path: Path, options: LoadOptions) -> list[LoadedTemplate]:
     findings: list[Finding] = []
-    documents = _documents(read_json(path), options, findings)
+    raw = read_json(path)
+    if _depth(raw) > MAX_DEPTH:
+        raise TemplateError(str(path), [Finding("", f"nested more than {MAX_DEPTH} levels deep")])
+    documents = _documents(raw, options, findings)
     unfilled: list[Finding] = []
     documents = [
         (prefix, arm.fill_placeholders(document, options.sets, prefix.rstrip("."), unfilled, skip=COMMAND_FIELDS))
@@ -196,7 +234,11 @@ def load_templates(
     failed: list[Finding] = list(findings)
     for prefix, document in documents:
         result, doc_findings = validate_document(
-            document, path, prefix=prefix, allow_any_destination=options.allow_any_destination
+            document,
+            path,
+            prefix=prefix,
+            allow_any_destination=options.allow_any_destination,
+            local_root=None if options.allow_outside_template_dir else path.resolve().parent,
         )
         if options.strict:
             doc_findings = [
@@ -214,9 +256,17 @@ def load_templates(
 
 
 def validate_document(
-    document: dict[str, Any], path: Path, *, prefix: str = "", allow_any_destination: bool = False
+    document: dict[str, Any],
+    path: Path,
+    *,
+    prefix: str = "",
+    allow_any_destination: bool = False,
+    local_root: Path | None = None,
 ) -> tuple[LoadedTemplate | None, list[Finding]]:
-    """Validate one resource; returns the template (None when invalid) and every finding."""
+    """Validate one resource; returns the template (None when invalid) and every finding.
+
+    `local_root`: local script and file paths must lie under it (None: anywhere).
+    """
     bare = bool(document.pop("__bare__", False))
     findings: list[Finding] = []
 
@@ -254,7 +304,8 @@ def validate_document(
         template = m.ImageTemplate.model_validate(normalized)
     except ValidationError as exc:
         findings += [_from_pydantic(error) for error in exc.errors()]
-    _check_rules(normalized, api_version, bare, findings, allow_any_destination, template)
+    _check_strings(document, "", findings)
+    _check_rules(normalized, api_version, bare, findings, allow_any_destination, template, local_root)
 
     findings = [Finding(where(f.path), f.message, f.severity, f.aib_rejects) for f in findings]
     findings = list(dict.fromkeys(findings))
@@ -475,6 +526,7 @@ def _check_rules(
     findings: list[Finding],
     allow_any_destination: bool,
     template: m.ImageTemplate | None,
+    local_root: Path | None = None,
 ) -> None:
     add = findings.append
     kind = doc.get("type")
@@ -540,7 +592,7 @@ def _check_rules(
     os_type = guess_os(template) if template is not None else "Linux"
     customize = props.get("customize")
     if isinstance(customize, list):
-        _check_customizers(customize, "properties.customize", os_type, allow_any_destination, findings)
+        _check_customizers(customize, "properties.customize", os_type, allow_any_destination, findings, local_root)
     validate = props.get("validate")
     if isinstance(validate, dict) and isinstance(validate.get("inVMValidations"), list):
         _check_customizers(
@@ -549,6 +601,7 @@ def _check_rules(
             os_type,
             allow_any_destination,
             findings,
+            local_root,
         )
     distribute = props.get("distribute")
     if isinstance(distribute, list):
@@ -593,7 +646,12 @@ def _check_checksum(item: dict[str, Any], here: str, findings: list[Finding]) ->
 
 
 def _check_customizers(
-    items: list[Any], path: str, os_type: str, allow_any_destination: bool, findings: list[Finding]
+    items: list[Any],
+    path: str,
+    os_type: str,
+    allow_any_destination: bool,
+    findings: list[Finding],
+    local_root: Path | None = None,
 ) -> None:
     add = findings.append
     seen: dict[str, int] = {}
@@ -627,6 +685,8 @@ def _check_customizers(
             uri = item.get("scriptUri")
             if isinstance(uri, str) and not uri.strip():
                 add(Finding(f"{here}.scriptUri", "empty"))
+            elif isinstance(uri, str) and local_root is not None:
+                _check_local_uri(uri, f"{here}.scriptUri", local_root, findings)
             _check_checksum(item, here, findings)
         codes = item.get("validExitCodes")
         if kind == "PowerShell" and os_type == "Linux" and isinstance(codes, list):
@@ -651,6 +711,48 @@ def _check_customizers(
             uri = item.get("sourceUri")
             if isinstance(uri, str) and not uri.strip():
                 add(Finding(f"{here}.sourceUri", "empty"))
+            elif isinstance(uri, str) and local_root is not None:
+                _check_local_uri(uri, f"{here}.sourceUri", local_root, findings)
+
+
+def _check_local_uri(uri: str, here: str, root: Path, findings: list[Finding]) -> None:
+    """A local script or file (a path or file://) must lie in the template's folder."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme == "file":
+        local = Path(urllib.request.url2pathname(parts.path))
+    elif parts.scheme and len(parts.scheme) > 1:
+        return  # https:// and the like: fetched, not read from this machine
+    else:
+        local = Path(uri)
+    try:
+        resolved = (root / local).resolve()  # an absolute `local` replaces `root`; links are followed
+    except (OSError, RuntimeError, ValueError):
+        resolved = root / local
+    if not resolved.is_relative_to(root):
+        findings.append(
+            Finding(
+                here,
+                f"{uri!r} is outside the template's folder {root}; refused "
+                "(local opt-out: --allow-outside-template-dir)",
+                "error",
+                False,
+            )
+        )
+
+
+def _check_strings(value: Any, here: str, findings: list[Finding]) -> None:
+    """No NUL characters anywhere: no command line, path or name can carry one."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            findings.append(Finding(here or "(top)", "contains a NUL character (\\u0000)"))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                findings.append(Finding(f"{here}.{key!r}".lstrip("."), "a property name contains a NUL character"))
+            _check_strings(item, f"{here}.{key}" if here else str(key), findings)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_strings(item, f"{here}[{index}]", findings)
 
 
 def _check_destination(destination: str, here: str, os_type: str, allow_any: bool, findings: list[Finding]) -> None:

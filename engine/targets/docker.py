@@ -647,11 +647,25 @@ class Ext4Writer:
                 f"mke2fs -q -F -t ext4 -L rootfs -N {inodes} -d /rootfs -E offset={offset} "
                 f"/out/{shlex.quote(name)} {fs_kib}k && chown {os.getuid()}:{os.getgid()} /out/{shlex.quote(name)}",
             )
+            if code != 0 and "No space left" in out:
+                raise TargetError(f"the disk holding {folder} is full: mke2fs could not write the VHD there")
             if code != 0:
                 raise TargetError(f"mke2fs failed: {out.strip()[-500:]}")
             return disk, used_kib * 1024
         finally:
-            container.remove(force=True)
+            _remove_quietly(container)
+
+
+def _remove_quietly(container: Container) -> None:
+    """Remove a helper container; one already gone (or going) is fine, and an error here
+    must not hide the one that brought the caller to its `finally`."""
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409:  # 409: its removal is already in progress
+            raise TargetError(f"cannot remove the helper container {container.short_id}: {_reason(exc)}") from None
 
 
 class _DockerSession(runner.Session):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import UsageError
-from engine.store import Store
+from engine.store import Store, StoreError
 
 IMAGE = "/subscriptions/S/resourceGroups/RG/providers/Microsoft.Compute/images/Img"
 
@@ -45,8 +45,9 @@ def test_a_failed_write_leaves_the_old_record_and_no_partial_file(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", broken_fsync)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(StoreError, match="No space left on device; the record is unchanged") as raised:
         store.put(IMAGE, {"version": 2})
+    assert raised.value.exit_code == 3
     monkeypatch.undo()
     assert store.get(IMAGE) == {"id": IMAGE, "version": 1}
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".partial")]
