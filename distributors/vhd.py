@@ -9,6 +9,7 @@ under a temporary name and renamed into place.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import time
@@ -118,6 +119,9 @@ class Vhd(Distributor[VhdDistribute]):
         finally:
             partial.unlink(missing_ok=True)
             ctx.settled("files", str(partial))
+            if not final.exists() and final.parent == ctx.store.root / "artifacts" / ctx.build_id:
+                with contextlib.suppress(OSError):
+                    final.parent.rmdir()  # the build's own folder, empty
         return RunOutput(self.section.run_output_name, artifact_uri=final.as_uri())
 
     def _write(self, ctx: DistributeContext, partial: Path, final: Path, size: int | None) -> None:

@@ -35,6 +35,11 @@ done
 """
 
 
+def pidfile(step_id: str) -> str:
+    """Where the runner keeps the pid of step `step_id` (see RUNNER)."""
+    return f"/tmp/.aib-local-pid-{step_id}"
+
+
 def request(step_id: str, command: str, script: tuple[str, bytes] | None = None) -> bytes:
     """The bytes that ask the runner to run `command` (after writing `script`).
 
@@ -132,7 +137,7 @@ def run_step(
     while not all(o.done for o in outputs.values()):
         now = time.monotonic()
         if end is not None and now >= end and killed_at is None:
-            kill(f"/tmp/.aib-local-pid-{step_id}")
+            kill(pidfile(step_id))
             killed_at = now
         if killed_at is not None and now - killed_at > 10:
             raise RunnerGone("the runner did not report the killed step")

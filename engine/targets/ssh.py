@@ -37,6 +37,7 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 # Exit codes of `shutdown` that mean a restart is already under way (Windows).
 RESTART_IN_PROGRESS = (1115, 1190)
+RECONNECT_WITHIN = 30.0  # seconds of reconnect attempts after the link drops mid-step
 EXPORT_EXCLUDES = ("./proc/*", "./sys/*", "./dev/*", "./run/*", "./tmp/.aib-local-*")
 
 
@@ -76,6 +77,7 @@ class SshTarget(Target):
         self.os_type = "Linux"
         self._started = False
         self._sessions: dict[bool, runner.Session] = {}
+        self._running: tuple[str, bool] | None = None  # (pid file, as root) of the step in progress
 
     @property
     def name(self) -> str:
@@ -229,10 +231,12 @@ class SshTarget(Target):
             finally:
                 self._quiet(f'powershell -NoProfile -Command "Remove-Item -Force -ErrorAction SilentlyContinue {path}"')
         root = command.as_root and self.endpoint.user != "root"
+        step_id = uuid.uuid4().hex[:12]
+        self._running = (runner.pidfile(step_id), root)
         try:
-            return runner.run_step(
+            code = runner.run_step(
                 self._session(root),
-                uuid.uuid4().hex[:12],
+                step_id,
                 posix.command_line(command),
                 command.script,
                 sink,
@@ -240,10 +244,40 @@ class SshTarget(Target):
                 lambda pidfile: self._kill(pidfile, root),
             )
         except runner.StepTimedOut:
+            self._running = None
             raise CommandTimeout(f"timed out after {timeout:.0f}s; the process was killed on the host") from None
         except runner.RunnerGone as exc:
             self._sessions.pop(root, None)
-            raise ConnectionLost(f"lost the step runner on {self.endpoint} ({exc})") from None
+            raise ConnectionLost(self._after_drop(str(exc), timeout)) from None
+        self._running = None
+        return code
+
+    def _after_drop(self, why: str, timeout: float | None) -> str:
+        """The link dropped mid-step: reconnect (bounded) to stop the step's process; what happened."""
+        within = min(RECONNECT_WITHIN, timeout if timeout is not None else RECONNECT_WITHIN)
+        self._close_sessions()
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        try:
+            self._connect(within)
+        except EnvironmentProblem:
+            return (
+                f"the SSH connection to {self.endpoint} dropped during the step ({why}), and reconnecting "
+                f"failed for {within:.0f}s: the host or its sshd is down"
+            )
+        self._stop_running()
+        return (
+            f"the SSH connection to {self.endpoint} dropped during the step ({why}); "
+            "reconnected and stopped the step's process: the step did not complete"
+        )
+
+    def _stop_running(self) -> None:
+        """Kill the process tree of the step that was running when the build was stopped."""
+        if self._running is not None and self.client is not None:
+            pidfile, root = self._running
+            self._running = None
+            self._kill(pidfile, root)
 
     def _session(self, root: bool) -> runner.Session:
         """The step runner (as the SSH user, or under sudo), one SSH channel for the build."""
@@ -508,6 +542,7 @@ class SshTarget(Target):
         return docker_target.import_filesystem(docker_target.connect(), self.export(), repository, tag)
 
     def remove(self) -> None:
+        self._stop_running()  # an interrupted step: closing its channel alone would orphan it
         self._close_sessions()
         if self.client is not None:
             self.client.close()
