@@ -10,6 +10,8 @@ reaches the point NAME (it is a no-op when the variable is unset):
               can send a real signal or kill a target from outside at that moment
   error       raise OSError(ENOSPC) as a full disk would
 
+ACTION@N acts on the Nth time the point is reached only (1 is the first).
+
 The points are listed in POINTS; the README's "Guarantees" section says which test
 injects which.
 """
@@ -41,6 +43,9 @@ POINTS = (
 )
 
 
+_hits: dict[str, int] = {}
+
+
 def _actions() -> dict[str, str]:
     spec = os.environ.get(ENV_VAR, "")
     actions = {}
@@ -56,6 +61,10 @@ def hit(name: str) -> None:
         return
     action = _actions().get(name)
     if not action:
+        return
+    _hits[name] = _hits.get(name, 0) + 1
+    action, _, nth = action.partition("@")
+    if nth and int(nth) != _hits[name]:
         return
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)

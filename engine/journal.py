@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.events import utc_now
-from engine.store import Store, atomic_write
+from engine.store import PARTIAL, Store, atomic_write
 
 FOLDER = "inflight"
 # (build id, container names to leave) -> names removed; (image refs) -> refs removed
@@ -142,8 +142,30 @@ def sweep(
             continue
         removed += [f"container {name}" for name in remove_containers(dead_id, list(entry.get("keep") or []))]
         removed += _discard(entry, remove_images)
+        for partial in sorted((store.root / "builds" / dead_id).rglob(f"*{PARTIAL}")):
+            partial.unlink(missing_ok=True)
+            removed.append(f"partial file {partial}")
         _mark_dead(store, entry)
         path.unlink(missing_ok=True)
+    if build_id is None:
+        removed += _orphaned_writes(store)
+    return removed
+
+
+def _orphaned_writes(store: Store) -> list[str]:
+    """Temporary files of record writes whose process died between write and rename."""
+    removed = []
+    for partial in sorted(store.root.rglob(f".*-*{PARTIAL}")):
+        pid = partial.name.removesuffix(PARTIAL).rpartition("-")[0].rpartition(".")[2]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            partial.unlink(missing_ok=True)
+            removed.append(f"partial file {partial}")
+        except (PermissionError, ValueError, OverflowError):
+            continue
     return removed
 
 

@@ -27,6 +27,7 @@ ENV_VAR = "AIB_LOCAL_STORE"
 DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 DEFAULT_RESOURCE_GROUP = "aib-local"
 RECORD = "resource.json"
+PARTIAL = ".partial"
 
 
 def file_mode() -> int:
@@ -45,7 +46,8 @@ def atomic_write(path: Path, data: bytes) -> None:
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+        # The pid in the name tells a sweep whether the writer is still alive.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=PARTIAL, dir=path.parent)
         with os.fdopen(fd, "wb") as out:
             os.fchmod(out.fileno(), file_mode())
             out.write(data)

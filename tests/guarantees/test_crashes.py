@@ -1,0 +1,138 @@
+"""Guarantee 2: after SIGKILL of the engine at any point, `aib-local clean` and the next
+build find and remove what the dead build left (by label and by the store's journal),
+and no partial artifact is ever visible as finished."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import managed_image_id, template
+from tests.guarantees.support import (
+    Running,
+    build_ids,
+    build_record,
+    containers_of,
+    images_named,
+    record,
+    store_problems,
+)
+from tests.integration.test_distribute_docker import make_gallery
+
+pytestmark = pytest.mark.docker
+
+STEP = {"type": "Shell", "name": "step", "inline": ["echo step ran"]}
+IMAGE = managed_image_id("crashed")
+TEMPLATE_ID = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/aib-local/providers/"
+    "Microsoft.VirtualMachineImages/imageTemplates/crash"
+)
+
+# failpoint -> (distribution, what the dead build must have left for the test to mean anything)
+KILL_POINTS: dict[str, tuple[str, set[str]]] = {
+    "phase:customize=kill": ("managed", {"container"}),
+    "vhd:unpacked=kill": ("vhd", {"container"}),  # the target and the disk helper
+    "vhd:written=kill": ("vhd", {"container", "partial"}),  # a whole VHD, not yet renamed
+    "image:committed=kill": ("managed", {"image"}),  # committed, no record yet
+    "image:committed=kill ": ("gallery", {"image"}),
+    "store:tmp-written=kill@5": ("managed", {"container", "partial"}),  # a record half-written
+}
+
+
+def distribution(kind: str, cli: Any) -> list[dict[str, Any]]:
+    if kind == "vhd":
+        return [{"type": "VHD", "runOutputName": "disk"}]
+    if kind == "gallery":
+        return [{"type": "SharedImage", "galleryImageId": make_gallery(cli), "runOutputName": "sig"}]
+    return [{"type": "ManagedImage", "imageId": IMAGE, "location": "westeurope", "runOutputName": "img"}]
+
+
+def leftovers(store: Path, docker_client: Any, build_id: str) -> set[str]:
+    found = set()
+    if containers_of(docker_client, build_id):
+        found.add("container")
+    if images_named(docker_client, build_id):
+        found.add("image")
+    if [p for p in store.rglob("*.partial")]:
+        found.add("partial")
+    return found
+
+
+@pytest.mark.parametrize("then", ["clean", "next-build"])
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_what_a_killed_build_left_is_found_and_removed(
+    point: str, then: str, cli: Any, store: Path, write_template: Any, docker_client: Any, base_image: str
+) -> None:
+    kind, expected = KILL_POINTS[point]
+    path = write_template(template("crash", [STEP], distribute=distribution(kind, cli)))
+    running = Running(["build", str(path), "--network", "none"], store, {"AIB_LOCAL_FAILPOINTS": point.strip()})
+    code, output = running.finish()
+    assert code == -9, output  # killed outright: no Python cleanup ran
+    (build_id,) = build_ids(store)
+    assert expected <= leftovers(store, docker_client, build_id), output
+    assert (store / "inflight" / f"{build_id}.json").exists()
+    # Nothing half-made is visible as finished.
+    assert record(store, IMAGE) is None
+    assert [p for p in store.rglob("*.vhd")] == []
+    assert cli("sig", "image-version", "list", "-g", "rg", "-r", "gal", "-i", "debian").stdout.strip() in ("", "[]")
+
+    if then == "clean":
+        cleaned = cli("clean")
+        assert cleaned.code == 0, cleaned.output
+        assert "removed" in cleaned.stdout
+    else:
+        other = write_template(template("next", [STEP]), "next.json")
+        result = cli("build", str(other), "--network", "none")
+        assert result.code == 0, result.output
+        assert "removed what builds that died left" in result.stdout
+
+    assert leftovers(store, docker_client, build_id) == set()
+    assert store_problems(store) == []
+    dead = build_record(store, build_id)
+    assert dead["status"] == "failed"
+    assert "ended without finishing this build" in dead["message"]
+    status = record(store, TEMPLATE_ID)
+    assert status is None or status["properties"]["lastRunStatus"]["runState"] == "Failed"
+
+
+def test_clean_leaves_a_running_build_alone(
+    cli: Any, store: Path, write_template: Any, docker_client: Any, base_image: str
+) -> None:
+    path = write_template(template("alive", [STEP]))
+    running = Running(
+        ["build", str(path), "--network", "none"], store, {"AIB_LOCAL_FAILPOINTS": "phase:customize=wait:4"}
+    )
+    running.wait_for("failpoint phase:customize reached")
+    (build_id,) = build_ids(store)
+    cleaned = cli("clean")
+    assert cleaned.code == 0, cleaned.output
+    assert "its build is still running" in cleaned.stdout
+    assert containers_of(docker_client, build_id) != []
+    refused = cli("clean", "--build", build_id)
+    assert refused.code == 2 and "is still running" in refused.stderr
+    code, output = running.finish()
+    assert code == 0, output
+    assert "step ran" in output
+    assert containers_of(docker_client, build_id) == []
+    assert store_problems(store) == []
+
+
+def test_the_same_template_cannot_run_twice_at_once(
+    cli: Any, store: Path, write_template: Any, base_image: str
+) -> None:
+    path = write_template(template("once", [STEP]))
+    running = Running(
+        ["build", str(path), "--network", "none"], store, {"AIB_LOCAL_FAILPOINTS": "phase:customize=wait:4"}
+    )
+    running.wait_for("failpoint phase:customize reached")
+    second = cli("build", str(path), "--network", "none")
+    assert second.code == 2, second.output
+    assert "is being built by build once-" in second.stderr
+    assert "one build of a template at a time" in second.stderr
+    code, output = running.finish()
+    assert code == 0, output
+    template_record = json.loads(cli("show", TEMPLATE_ID.replace("crash", "once")).stdout)
+    assert template_record["properties"]["lastRunStatus"]["runState"] == "Succeeded"
