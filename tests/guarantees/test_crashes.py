@@ -56,7 +56,7 @@ def leftovers(store: Path, docker_client: Any, build_id: str) -> set[str]:
         found.add("container")
     if images_named(docker_client, build_id):
         found.add("image")
-    if [p for p in store.rglob("*.partial")]:
+    if list(store.rglob("*.partial")):
         found.add("partial")
     return found
 
@@ -76,7 +76,7 @@ def test_what_a_killed_build_left_is_found_and_removed(
     assert (store / "inflight" / f"{build_id}.json").exists()
     # Nothing half-made is visible as finished.
     assert record(store, IMAGE) is None
-    assert [p for p in store.rglob("*.vhd")] == []
+    assert list(store.rglob("*.vhd")) == []
     assert cli("sig", "image-version", "list", "-g", "rg", "-r", "gal", "-i", "debian").stdout.strip() in ("", "[]")
 
     if then == "clean":
