@@ -172,7 +172,7 @@ def _download(
         timeout = max(0.1, min(stall_timeout, left()))
         try:
             with urllib.request.urlopen(uri, timeout=timeout) as response, dest.open("wb") as out:
-                return _stream(response.read, out.write, progress, deadline)
+                return _stream(response.read1, out.write, progress, deadline)
         except urllib.error.HTTPError as exc:
             if exc.code >= 500 or exc.code == 429:
                 raise _Retryable(f"HTTP {exc.code} {exc.reason}") from None
