@@ -354,8 +354,9 @@ class Build:
                 if other.get("templateId") == self.template_id and other.get("buildId") != self.build_id:
                     raise UsageError(
                         f"the image template {self.loaded.name} is being built by build {other['buildId']} "
-                        f"(process {str(other.get('owner', '')).split(':')[1:2]})",
-                        hint="wait for it to end (AIB runs one build of a template at a time), or give a copy another 'name'",
+                        f"(pid {(str(other.get('owner', '')).split(':') + ['?', '?'])[1]})",
+                        hint="wait for it to end (AIB runs one build of a template at a time), "
+                        "or give a copy another 'name'",
                     )
                 if going_on is not None and other.get("buildId") == self.build_id:
                     raise UsageError(f"build {self.build_id} is already being rerun by another aib-local")

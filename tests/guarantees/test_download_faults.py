@@ -109,7 +109,7 @@ def test_a_server_that_always_fails_is_a_clear_error_and_nothing_starts(
 def test_a_stalled_download_is_abandoned_after_the_download_timeout(
     cli: Any, write_template: Any, server: Any, store: Path, base_image: str
 ) -> None:
-    base, httpd = server
+    base, _httpd = server
     path = write_template(downloading(f"{base}/stall.sh"))
     started = time.monotonic()
     result = cli("build", str(path), "--network", "none", "--download-timeout", "1")
