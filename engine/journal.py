@@ -64,6 +64,12 @@ def alive(owner: str) -> bool | None:
     return not start or _start_time(pid) == start
 
 
+def owner_pid(entry: dict[str, Any]) -> str:
+    """The pid of the process an entry names ('?' if it names none)."""
+    parts = str(entry.get("owner", "")).split(":")
+    return parts[1] if len(parts) > 1 and parts[1] else "?"
+
+
 class Journal:
     """The in-flight entry of one build."""
 
@@ -181,8 +187,7 @@ def _discard(entry: dict[str, Any], remove_images: RemoveImages) -> list[str]:
 
 def _mark_dead(store: Store, entry: dict[str, Any]) -> None:
     build_id = str(entry["buildId"])
-    pid = str(entry.get("owner", "")).split(":")[1:2] or ["?"]
-    message = f"the aib-local process (pid {pid[0]}) ended without finishing this build; what it left was removed"
+    message = f"the aib-local process (pid {owner_pid(entry)}) ended without finishing this build; what it left was removed"
     with store.lock():
         record = store.get_build(build_id)
         if record is not None and record.get("status") == "running":

@@ -354,7 +354,7 @@ class Build:
                 if other.get("templateId") == self.template_id and other.get("buildId") != self.build_id:
                     raise UsageError(
                         f"the image template {self.loaded.name} is being built by build {other['buildId']} "
-                        f"(pid {(str(other.get('owner', '')).split(':') + ['?', '?'])[1]})",
+                        f"(pid {journal.owner_pid(other)})",
                         hint="wait for it to end (AIB runs one build of a template at a time), "
                         "or give a copy another 'name'",
                     )
