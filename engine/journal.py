@@ -188,8 +188,7 @@ def _discard(entry: dict[str, Any], remove_images: RemoveImages) -> list[str]:
 def _mark_dead(store: Store, entry: dict[str, Any]) -> None:
     build_id = str(entry["buildId"])
     message = (
-        f"the aib-local process (pid {owner_pid(entry)}) ended without finishing this build; "
-        "what it left was removed"
+        f"the aib-local process (pid {owner_pid(entry)}) ended without finishing this build; what it left was removed"
     )
     with store.lock():
         record = store.get_build(build_id)
