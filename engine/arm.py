@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import Finding, UsageError
+from engine.errors import Finding, UsageError, key_path
 
 SUPPORTED = (
     "parameters",
@@ -250,7 +250,7 @@ def resolve(value: Any, ctx: Context, path: str, errors: list[Finding]) -> Any:
     def walk(item: Any, where: str) -> Any:
         if isinstance(item, dict):
             # ARM evaluates property names too (userAssignedIdentities keys are resourceId()s).
-            return {_key(walk(k, where)): walk(v, f"{where}.{k}" if where else k) for k, v in item.items()}
+            return {_key(walk(k, where)): walk(v, key_path(where, str(k))) for k, v in item.items()}
         if isinstance(item, list):
             return [walk(v, f"{where}[{i}]") for i, v in enumerate(item)]
         if isinstance(item, str) and item.startswith("[") and item.endswith("]"):
@@ -344,9 +344,7 @@ def fill_placeholders(
 
     def walk(item: Any, where: str) -> Any:
         if isinstance(item, dict):
-            return {
-                text(k, where): v if k in skip else walk(v, f"{where}.{k}" if where else k) for k, v in item.items()
-            }
+            return {text(k, where): v if k in skip else walk(v, key_path(where, str(k))) for k, v in item.items()}
         if isinstance(item, list):
             return [walk(v, f"{where}[{i}]") for i, v in enumerate(item)]
         return text(item, where) if isinstance(item, str) else item

@@ -7,6 +7,8 @@ turns them into the exit codes of the contract (1 build failed, 2 invalid input,
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,13 @@ class AibLocalError(Exception):
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+def key_path(path: str, key: str) -> str:
+    """`path.key`, or `path["key"]` when the key is not a plain word (so the path stays readable)."""
+    if re.fullmatch(r"[A-Za-z_$@][A-Za-z0-9_$@-]*", key):
+        return f"{path}.{key}" if path else key
+    return f"{path}[{json.dumps(key)}]"
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from engine import arm
 from engine import model as m
-from engine.errors import Finding, TemplateError, UsageError
+from engine.errors import Finding, TemplateError, UsageError, key_path
 from engine.store import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
 
 DEFAULT_LOCATION = "eastus"  # resourceGroup().location when --location does not say
@@ -215,12 +215,16 @@ def _load_templates(path: Path, options: LoadOptions) -> list[LoadedTemplate]:
     if _depth(raw) > MAX_DEPTH:
         raise TemplateError(str(path), [Finding("", f"nested more than {MAX_DEPTH} levels deep")])
     documents = _documents(raw, options, findings)
-    unfilled: list[Finding] = []
-    documents = [
-        (prefix, arm.fill_placeholders(document, options.sets, prefix.rstrip("."), unfilled, skip=COMMAND_FIELDS))
-        for prefix, document in documents
-    ]
-    findings += unfilled
+    filled = []
+    for prefix, document in documents:
+        unfilled: list[Finding] = []
+        filled.append(
+            (prefix, arm.fill_placeholders(document, options.sets, prefix.rstrip("."), unfilled, skip=COMMAND_FIELDS))
+        )
+        if document.get("__bare__"):  # the file holds what is under "properties"
+            unfilled = [Finding(_unbare(f.path), f.message, f.severity, f.aib_rejects) for f in unfilled]
+        findings += unfilled
+    documents = filled
     if options.template_name is not None:
         names = [str(d.get("name", "")) for _, d in documents]
         documents = [(p, d) for p, d in documents if d.get("name") == options.template_name]
@@ -255,6 +259,10 @@ def _load_templates(path: Path, options: LoadOptions) -> list[LoadedTemplate]:
     return loaded
 
 
+def _unbare(path: str) -> str:
+    return path.removeprefix("properties").lstrip(".")
+
+
 def validate_document(
     document: dict[str, Any],
     path: Path,
@@ -272,7 +280,7 @@ def validate_document(
 
     def where(json_path: str) -> str:
         if bare and json_path.startswith("properties"):
-            json_path = json_path[len("properties") :].lstrip(".")
+            json_path = _unbare(json_path)
         return prefix + json_path if json_path else prefix.rstrip(".")
 
     api_version = document.get("apiVersion")
@@ -359,7 +367,7 @@ def _check_fields(raw: Any, cls: type[BaseModel], path: str, version: str, findi
         )
     result: dict[str, Any] = {}
     for key, value in raw.items():
-        here = f"{path}.{key}" if path else key
+        here = key_path(path, key)
         alias = key if key in fields else by_lower.get(key.lower())
         if alias is None:
             findings.append(_unknown(key, here, cls, list(fields), version, strict))
@@ -462,7 +470,7 @@ def _loc_to_path(loc: tuple[int | str, ...]) -> str:
         elif "[" in part or part.startswith("function-"):
             pass
         else:
-            path += f".{part}" if path else part
+            path = key_path(path, part)
         previous = part
     return path
 
@@ -747,9 +755,9 @@ def _check_strings(value: Any, here: str, findings: list[Finding]) -> None:
             findings.append(Finding(here or "(top)", "contains a NUL character (\\u0000)"))
     elif isinstance(value, dict):
         for key, item in value.items():
-            if isinstance(key, str) and "\x00" in key:
-                findings.append(Finding(f"{here}.{key!r}".lstrip("."), "a property name contains a NUL character"))
-            _check_strings(item, f"{here}.{key}" if here else str(key), findings)
+            if "\x00" in str(key):
+                findings.append(Finding(key_path(here, str(key)), "its property name contains a NUL character"))
+            _check_strings(item, key_path(here, str(key)), findings)
     elif isinstance(value, list):
         for index, item in enumerate(value):
             _check_strings(item, f"{here}[{index}]", findings)

@@ -48,8 +48,14 @@ def distribution(kind: str, definition: str) -> list[dict[str, Any]]:
         return [{"type": "VHD", "runOutputName": "disk"}]
     if kind == "gallery":
         return [{"type": "SharedImage", "galleryImageId": definition, "runOutputName": "sig"}]
-    return [{"type": "ManagedImage", "imageId": managed_image_id("interrupted"), "location": "westeurope",
-             "runOutputName": "managed"}]  # fmt: skip
+    return [
+        {
+            "type": "ManagedImage",
+            "imageId": managed_image_id("interrupted"),
+            "location": "westeurope",
+            "runOutputName": "managed",
+        }
+    ]
 
 
 @pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])

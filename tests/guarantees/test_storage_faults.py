@@ -69,9 +69,24 @@ def test_a_full_store_refuses_a_record_cleanly_and_keeps_the_old_one(cli: Any, s
             pass
     os.close(fd)
     result = cli(
-        "sig", "image-definition", "create", "-g", "rg", "-r", "gal", "-i", "another",
-        "--publisher", "tests", "--offer", "another", "--sku", "1", "--os-type", "Linux",
-    )  # fmt: skip
+        "sig",
+        "image-definition",
+        "create",
+        "-g",
+        "rg",
+        "-r",
+        "gal",
+        "-i",
+        "another",
+        "--publisher",
+        "tests",
+        "--offer",
+        "another",
+        "--sku",
+        "1",
+        "--os-type",
+        "Linux",
+    )
 
     assert result.code == 3, result.output
     assert "No space left on device; the record is unchanged" in result.stderr
