@@ -1032,7 +1032,8 @@ class Build:
         if run_state != "Running":
             status["endTime"] = utc_now()
         template = self.loaded.template
-        properties = template.properties.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        # As Azure keeps it, but without SAS signatures or secret values: `show` prints it.
+        properties = self.redact.deep(template.properties.model_dump(mode="json", by_alias=True, exclude_unset=True))
         properties["lastRunStatus"] = status
         properties["provisioningState"] = "Succeeded"
         self.store.put(

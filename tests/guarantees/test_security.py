@@ -1,0 +1,152 @@
+"""Guarantee 7: secrets and SAS signatures never reach the screen, the JSON events, the
+logs or the store; containers run unprivileged with only the mounts the build needs; the
+store's files follow the user's umask and are never world-writable. (Unknown and changed
+SSH host keys are refused by default: tests/integration/test_build_ssh.py.)"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import managed_image_id, template
+from tests.guarantees.support import Running, build_ids, store_problems
+
+pytestmark = pytest.mark.docker
+
+SECRET = "s3cr3t-value-4711"
+SAS_SIG = "SASsignatureXYZ%2Bq"
+SCRIPT = b'#!/bin/sh\necho "script sees $API_TOKEN"\n'
+
+
+class ScriptHandler(BaseHTTPRequestHandler):
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(SCRIPT)))
+        self.end_headers()
+        self.wfile.write(SCRIPT)
+
+
+@pytest.fixture
+def sas_url() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), ScriptHandler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/script.sh?sv=2022-11-02&sr=b&sp=r&sig={SAS_SIG}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def every_text(store: Path) -> Iterator[tuple[Path, str]]:
+    for path in store.rglob("*"):
+        if path.is_file() and path.suffix != ".vhd":
+            yield path, path.read_bytes().decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_secrets_and_sas_signatures_appear_nowhere(
+    output: str, cli: Any, write_template: Any, store: Path, sas_url: str, base_image: str
+) -> None:
+    steps = [
+        {
+            "type": "Shell",
+            "name": "downloaded",
+            "scriptUri": sas_url,
+            "sha256Checksum": hashlib.sha256(SCRIPT).hexdigest(),
+        },
+        {"type": "Shell", "name": "echoes", "inline": ['echo "token is $API_TOKEN"', 'echo "$API_TOKEN" >&2']},
+        {"type": "Shell", "name": "fails", "inline": ['echo "failing with $API_TOKEN"', "exit 3"]},
+    ]
+    distribute = [{"type": "ManagedImage", "imageId": managed_image_id("secret"), "location": "westeurope",
+                   "runOutputName": "img"}]  # fmt: skip
+    path = write_template(template("secret", steps, distribute=distribute))
+    result = cli(
+        "build", str(path), "--network", "none", "--output", output, "--secret", f"API_TOKEN={SECRET}",
+    )  # fmt: skip
+
+    assert result.code == 1, result.output  # the last step fails, with the secret in its output
+    assert "script sees ***" in result.stdout and "token is ***" in result.stdout
+    assert "script.sh?***" in result.output
+    if output == "json":
+        events = [json.loads(line) for line in result.stdout.splitlines()]
+        assert any(e.get("line") == "failing with ***" for e in events)
+    shown = [cli("show", f"{r}") for r in (managed_image_id("secret"),)]
+    builds = cli("list", "--type", "builds")
+    logs = cli("logs", build_ids(store)[0])
+    for text in [result.stdout, result.stderr, builds.output, logs.output, *(s.output for s in shown)]:
+        assert SECRET not in text and SAS_SIG not in text
+    for file, text in every_text(store):
+        assert SECRET not in text, file
+        assert SAS_SIG not in text, file
+
+
+def test_containers_run_unprivileged_with_only_the_mounts_they_need(
+    store: Path, write_template: Any, docker_client: Any, base_image: str
+) -> None:
+    step = {"type": "Shell", "name": "step", "inline": ["echo step"]}
+    path = write_template(template("sec", [step], distribute=[{"type": "VHD", "runOutputName": "disk"}]))
+    running = Running(
+        ["build", str(path), "--network", "none"],
+        store,
+        {"AIB_LOCAL_FAILPOINTS": "phase:customize=wait:3,vhd:unpacked=wait:3"},
+    )
+    running.wait_for("failpoint phase:customize reached")
+    (build_id,) = build_ids(store)
+    target = docker_client.containers.get(f"aib-local-{build_id}")
+    running.wait_for("failpoint vhd:unpacked reached")
+    (helper,) = [
+        c
+        for c in docker_client.containers.list(filters={"label": f"io.aib-local.build-id={build_id}"})
+        if c.labels.get("io.aib-local.template") == "vhd-helper"
+    ]
+    code, output = running.finish()
+    assert code == 0, output
+
+    for container in (target, helper):
+        host = container.attrs["HostConfig"]
+        assert host["Privileged"] is False
+        assert not host.get("CapAdd")
+        assert not host.get("Devices")
+        assert host["NetworkMode"] == "none"
+    assert target.attrs["Mounts"] == []
+    (mount,) = helper.attrs["Mounts"]
+    assert mount["Type"] == "bind"
+    assert mount["Source"] == str(store / "artifacts" / build_id)
+    assert mount["Destination"] == "/out"
+
+
+@pytest.mark.parametrize(("umask", "record_mode"), [(0o000, 0o664), (0o022, 0o644), (0o077, 0o600)])
+def test_store_files_follow_the_umask_and_are_never_world_writable(
+    umask: int, record_mode: int, store: Path, write_template: Any, base_image: str
+) -> None:
+    step = {"type": "Shell", "name": "step", "inline": ["echo step"]}
+    distribute = [{"type": "VHD", "runOutputName": "disk"}]
+    path = write_template(template("modes", [step], distribute=distribute))
+    before = os.umask(umask)
+    try:
+        running = Running(["build", str(path), "--network", "none"], store)
+    finally:
+        os.umask(before)
+    code, output = running.finish()
+    assert code == 0, output
+
+    for file in [store, *store.rglob("*")]:
+        mode = stat.S_IMODE(file.stat().st_mode)
+        assert not mode & stat.S_IWOTH, f"{file} is world-writable ({oct(mode)})"
+        assert not mode & ~(0o777 & ~umask), f"{file} has bits the umask removes ({oct(mode)})"
+    records = [p for p in store.rglob("*.json") if "inflight" not in p.parts]
+    assert records
+    assert {stat.S_IMODE(p.stat().st_mode) for p in records} == {record_mode}
+    (vhd,) = store.rglob("*.vhd")
+    assert stat.S_IMODE(vhd.stat().st_mode) == record_mode
+    assert store_problems(store) == []
