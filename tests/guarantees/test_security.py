@@ -31,7 +31,7 @@ class ScriptHandler(BaseHTTPRequestHandler):
     def log_message(self, *_args: Any) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+    def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("Content-Length", str(len(SCRIPT)))
         self.end_headers()
