@@ -67,12 +67,25 @@ def test_secrets_and_sas_signatures_appear_nowhere(
         {"type": "Shell", "name": "echoes", "inline": ['echo "token is $API_TOKEN"', 'echo "$API_TOKEN" >&2']},
         {"type": "Shell", "name": "fails", "inline": ['echo "failing with $API_TOKEN"', "exit 3"]},
     ]
-    distribute = [{"type": "ManagedImage", "imageId": managed_image_id("secret"), "location": "westeurope",
-                   "runOutputName": "img"}]  # fmt: skip
+    distribute = [
+        {
+            "type": "ManagedImage",
+            "imageId": managed_image_id("secret"),
+            "location": "westeurope",
+            "runOutputName": "img",
+        }
+    ]
     path = write_template(template("secret", steps, distribute=distribute))
     result = cli(
-        "build", str(path), "--network", "none", "--output", output, "--secret", f"API_TOKEN={SECRET}",
-    )  # fmt: skip
+        "build",
+        str(path),
+        "--network",
+        "none",
+        "--output",
+        output,
+        "--secret",
+        f"API_TOKEN={SECRET}",
+    )
 
     assert result.code == 1, result.output  # the last step fails, with the secret in its output
     assert "script sees ***" in result.stdout and "token is ***" in result.stdout
