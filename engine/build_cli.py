@@ -52,12 +52,20 @@ def debug_prompt(step: str) -> str:
         "  [c]ontinue  [s]hell in the target  [r]erun the previous customizer  s[k]ip it  [a]bort (keep the target)",
         err=True,
     )
-    answer = click.prompt("choice", default="c", show_choices=False, type=click.Choice(list(DEBUG_CHOICES)), err=True)
+    try:
+        answer = click.prompt(
+            "choice", default="c", show_choices=False, type=click.Choice(list(DEBUG_CHOICES)), err=True
+        )
+    except click.exceptions.Abort:
+        raise KeyboardInterrupt from None  # Ctrl-C at the prompt: the build's own cleanup runs
     return DEBUG_CHOICES[answer]
 
 
 def confirm_keep(question: str) -> bool:
-    return click.confirm(question, default=True, err=True)
+    try:
+        return click.confirm(question, default=True, err=True)
+    except click.exceptions.Abort:
+        return False  # Ctrl-C at the question: remove the target, as cleanup would
 
 
 def make_reporter(output: str, prefix: str = "") -> Any:

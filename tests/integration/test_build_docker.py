@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -341,31 +337,3 @@ def test_on_error_abort_keeps_the_container(cli: Any, write_template: Any, base_
     cleaned = cli("clean", "--build", build_id)
     assert cleaned.code == 0 and f"aib-local-{build_id}" in cleaned.stdout
     assert leftovers() == []
-
-
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_cleans_up_and_exits_130(
-    write_template: Any, base_image: str, leftovers: Any, store: Path, signum: int
-) -> None:
-    path = write_template(
-        template("interrupted", [{"type": "Shell", "name": "wait", "inline": ["echo waiting", "sleep 600"]}])
-    )
-    env = {**os.environ, "AIB_LOCAL_STORE": str(store)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "engine", "build", str(path), "--network", "none"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if "waiting" in line:
-            break
-    proc.send_signal(signum)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
-    assert "interrupted during customize[0] wait" in stderr
-    assert leftovers() == []
-    record = json.loads(next(store.glob("resources/**/imagetemplates/interrupted/resource.json")).read_text())
-    assert record["properties"]["lastRunStatus"]["runState"] == "Canceled"
