@@ -99,6 +99,44 @@ def store_problems(store: Path) -> list[str]:
     return problems
 
 
+def template_id(name: str) -> str:
+    """The resource ID of a test template built into the default resource group."""
+    return (
+        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/aib-local/providers/"
+        f"Microsoft.VirtualMachineImages/imageTemplates/{name}"
+    )
+
+
+class Reader(threading.Thread):
+    """Reads every record of the store, over and over, until stopped; keeps what it could not parse."""
+
+    def __init__(self, store: Path) -> None:
+        super().__init__(daemon=True)
+        self.store = store
+        self.stop = threading.Event()
+        self.torn: list[str] = []
+        self.reads = 0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for path in list(self.store.rglob("*.json")):
+                try:
+                    json.loads(path.read_text())
+                    self.reads += 1
+                except FileNotFoundError:
+                    continue
+                except json.JSONDecodeError as exc:
+                    self.torn.append(f"{path}: {exc}")
+
+    def __enter__(self) -> Reader:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop.set()
+        self.join()
+
+
 def containers_of(docker_client: Any, build_id: str) -> list[str]:
     found = docker_client.containers.list(all=True, filters={"label": f"{LABEL_BUILD}={build_id}"})
     return [str(c.name) for c in found]

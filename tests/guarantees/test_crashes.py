@@ -19,6 +19,7 @@ from tests.guarantees.support import (
     images_named,
     record,
     store_problems,
+    template_id,
 )
 from tests.integration.test_distribute_docker import make_gallery
 
@@ -26,10 +27,7 @@ pytestmark = pytest.mark.docker
 
 STEP = {"type": "Shell", "name": "step", "inline": ["echo step ran"]}
 IMAGE = managed_image_id("crashed")
-TEMPLATE_ID = (
-    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/aib-local/providers/"
-    "Microsoft.VirtualMachineImages/imageTemplates/crash"
-)
+TEMPLATE_ID = template_id("crash")
 
 # failpoint -> (distribution, what the dead build must have left for the test to mean anything)
 KILL_POINTS: dict[str, tuple[str, set[str]]] = {
@@ -134,5 +132,5 @@ def test_the_same_template_cannot_run_twice_at_once(
     assert "one build of a template at a time" in second.stderr
     code, output = running.finish()
     assert code == 0, output
-    template_record = json.loads(cli("show", TEMPLATE_ID.replace("crash", "once")).stdout)
+    template_record = json.loads(cli("show", template_id("once")).stdout)
     assert template_record["properties"]["lastRunStatus"]["runState"] == "Succeeded"

@@ -21,6 +21,7 @@ from tests.guarantees.support import (
     images_named,
     record,
     store_problems,
+    template_id,
 )
 from tests.integration.test_distribute_docker import make_gallery
 
@@ -28,10 +29,6 @@ pytestmark = pytest.mark.docker
 
 SLOW_STEP = {"type": "Shell", "name": "slow", "inline": ["echo STEP-STARTED", "sleep 120", "echo NEVER"]}
 QUICK_STEP = {"type": "Shell", "name": "quick", "inline": ["echo quick step"]}
-TEMPLATE_ID = (
-    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/aib-local/providers/"
-    "Microsoft.VirtualMachineImages/imageTemplates/{name}"
-)
 
 # phase -> (customizers, distribute kind, failpoint, what to wait for before signalling)
 PHASES: dict[str, tuple[list[dict[str, Any]], str, str, str]] = {
@@ -81,7 +78,7 @@ def test_a_signal_in_any_phase_cleans_up_and_exits_128_plus_signal(
     assert images_named(docker_client, build_id) == []  # no committed image outlives the build
     assert store_problems(store) == []
     assert build_record(store, build_id)["status"] == "canceled"
-    status = record(store, TEMPLATE_ID.format(name=name))
+    status = record(store, template_id(name))
     assert status is not None
     assert status["properties"]["lastRunStatus"]["runState"] == "Canceled"
     assert "NEVER" not in output

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import template
-from tests.guarantees.support import build_ids, containers_of, record, store_problems
+from tests.guarantees.support import build_ids, containers_of, record, store_problems, template_id
 from tests.integration.test_distribute_docker import GALLERY, make_gallery
 
 pytestmark = pytest.mark.docker
@@ -46,13 +46,10 @@ def test_a_disk_that_fills_during_vhd_writing_leaves_no_vhd_and_intact_records(
     assert record(small_store, GALLERY) == gallery_before
     (build_id,) = build_ids(small_store)
     assert containers_of(docker_client, build_id) == []  # the VHD helper too
-    template_id = (
-        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/aib-local/providers/"
-        "Microsoft.VirtualMachineImages/imageTemplates/full"
-    )
-    status = record(small_store, template_id)
+    full_id = template_id("full")
+    status = record(small_store, full_id)
     assert status is not None and status["properties"]["lastRunStatus"]["runState"] == "Failed"
-    output = record(small_store, f"{template_id}/runOutputs/disk")
+    output = record(small_store, f"{full_id}/runOutputs/disk")
     assert output is not None and output["properties"]["provisioningState"] == "Failed"
 
 
