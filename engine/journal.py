@@ -18,10 +18,12 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engine.errors import AibLocalError
 from engine.events import utc_now
 from engine.store import PARTIAL, Store, atomic_write
 
@@ -29,6 +31,8 @@ FOLDER = "inflight"
 # (build id, container names to leave) -> names removed; (image refs) -> refs removed
 RemoveContainers = Callable[[str, list[str]], list[str]]
 RemoveImages = Callable[[list[str]], list[str]]
+# (build id) -> what was stopped on the build's SSH host
+ReleaseHost = Callable[[str], list[str]]
 
 
 def _start_time(pid: int) -> str:
@@ -139,8 +143,12 @@ def sweep(
     remove_images: RemoveImages,
     *,
     build_id: str | None = None,
+    release_host: ReleaseHost | None = None,
 ) -> list[str]:
-    """Remove what dead builds left; a description of each thing removed."""
+    """Remove what dead builds left; a description of each thing removed.
+
+    `release_host` stops what a dead build left running on its SSH host, if it had one.
+    """
     removed: list[str] = []
     for path, entry in entries(store):
         dead_id = str(entry.get("buildId", ""))
@@ -148,6 +156,8 @@ def sweep(
             continue
         removed += [f"container {name}" for name in remove_containers(dead_id, list(entry.get("keep") or []))]
         removed += _discard(entry, remove_images)
+        if release_host is not None:
+            removed += release_host(dead_id)
         for partial in sorted((store.root / "builds" / dead_id).rglob(f"*{PARTIAL}")):
             partial.unlink(missing_ok=True)
             removed.append(f"partial file {partial}")
@@ -203,3 +213,32 @@ def _mark_dead(store: Store, entry: dict[str, Any]) -> None:
                 status.pop("runSubState", None)
                 template["properties"]["lastRunStatus"] = status
                 store.put(template_id, template)
+
+
+def release_host(store: Store, warn: Callable[[str], None] | None = None) -> Callable[[str], list[str]]:
+    """For a sweep: stop the step a dead build left running on its SSH host, remove its scripts."""
+
+    def release(build_id: str) -> list[str]:
+        record = store.get_build(build_id) or {}
+        info = record.get("target") or {}
+        if info.get("kind") != "ssh" or record.get("kept"):
+            return []
+        from engine.targets.ssh import SshTarget  # paramiko only when a dead build used SSH
+
+        try:
+            target = SshTarget.attach(info, build_id, within=10)
+            try:
+                stopped = target.stop_leftovers()
+            finally:
+                target.remove()
+        except AibLocalError as exc:
+            message = f"could not reach {info.get('target')} to stop what build {build_id} left there: {exc}"
+            (warn or _stderr)(message)
+            return []
+        return [f"{stopped} running step(s) of build {build_id} on {info.get('target')}"] if stopped else []
+
+    return release
+
+
+def _stderr(message: str) -> None:
+    sys.stderr.write(f"warning: {message}\n")

@@ -119,7 +119,9 @@ def sweep(store: Store, build_id: str | None = None) -> list[str]:
     def containers(dead_id: str, keep: list[str]) -> list[str]:
         return docker_target.remove_labelled(docker_target.connect(), dead_id, keep)[0]
 
-    return journal.sweep(store, containers, docker_target.remove_images, build_id=build_id)
+    return journal.sweep(
+        store, containers, docker_target.remove_images, build_id=build_id, release_host=journal.release_host(store)
+    )
 
 
 def clean(store: Store, build_id: str | None = None) -> tuple[list[str], list[str]]:

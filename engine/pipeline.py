@@ -346,7 +346,12 @@ class Build:
         """Clear what dead builds left, refuse a second live run of this template, and
         open this build's journal entry (all before anything is made)."""
         with self.store.lock():
-            removed = journal.sweep(self.store, self._remove_containers, self._remove_images)
+            removed = journal.sweep(
+                self.store,
+                self._remove_containers,
+                self._remove_images,
+                release_host=journal.release_host(self.store, self.events.warning),
+            )
             if removed:
                 self.events.info("removed what builds that died left: " + ", ".join(removed))
             going_on = self.continuation

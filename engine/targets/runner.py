@@ -17,8 +17,9 @@ from collections.abc import Callable
 # The end marker starts with a newline of its own, so a last line without one is kept whole.
 MARKER = b"\n\x1eAIB-END "
 
-# Few processes per step: `read` and `echo` are built in; the pid file is left for the
-# capture step's clean-up; a command without newlines comes on the header's next line.
+# Few processes per step: `read` and `echo` are built in; a command without newlines
+# comes on the header's next line. The pid file exists only while its step runs, so a
+# sweep after a crash kills that step and never a reused pid.
 RUNNER = r"""
 while IFS=' ' read -r id slen clen path; do
   [ "$slen" -gt 0 ] && head -c "$slen" > "$path"
@@ -28,7 +29,7 @@ while IFS=' ' read -r id slen clen path; do
   echo "$pid" > "/tmp/.aib-local-pid-$id"
   wait "$pid"
   code=$?
-  [ "$slen" -gt 0 ] && rm -f "$path"
+  if [ "$slen" -gt 0 ]; then rm -f "$path" "/tmp/.aib-local-pid-$id"; else rm -f "/tmp/.aib-local-pid-$id"; fi
   printf '\n\036AIB-END %s %s\n' "$id" "$code"
   printf '\n\036AIB-END %s %s\n' "$id" "$code" >&2
 done

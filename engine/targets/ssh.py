@@ -78,6 +78,7 @@ class SshTarget(Target):
         self._started = False
         self._sessions: dict[bool, runner.Session] = {}
         self._running: tuple[str, bool] | None = None  # (pid file, as root) of the step in progress
+        self._tag = re.sub(r"[^A-Za-z0-9]", "", build_id)[-6:]
 
     @property
     def name(self) -> str:
@@ -231,7 +232,7 @@ class SshTarget(Target):
             finally:
                 self._quiet(f'powershell -NoProfile -Command "Remove-Item -Force -ErrorAction SilentlyContinue {path}"')
         root = command.as_root and self.endpoint.user != "root"
-        step_id = uuid.uuid4().hex[:12]
+        step_id = self._tag + uuid.uuid4().hex[:8]  # the build's tag first: see stop_leftovers
         self._running = (runner.pidfile(step_id), root)
         try:
             code = runner.run_step(
@@ -371,6 +372,22 @@ class SshTarget(Target):
             line = f"sudo -n {line}"
         self._quiet(line)
 
+    def stop_leftovers(self) -> int:
+        """After the engine of this build died: kill its running step, remove its scripts;
+        how many steps were still running."""
+        kill = shlex.quote(posix.KILL_TREE)
+        script = (
+            f'n=0; for f in /tmp/.aib-local-pid-{self._tag}*; do [ -e "$f" ] || continue; '
+            f'sh -c {kill} kill-tree "$f"; n=$((n+1)); done; '
+            f"rm -f /tmp/aib-local-script-{self._tag}-*; echo $n"
+        )
+        line = posix.join(["/bin/sh", "-c", script])
+        if self.endpoint.user != "root":
+            line = f"sudo -n {line} || {line}"
+        code, out = self._capture(line, timeout=60)
+        words = out.split()
+        return int(words[-1]) if code == 0 and words and words[-1].isdigit() else 0
+
     # --- files ---------------------------------------------------------------------
 
     def put(self, data: bytes, destination: str, *, mode: int = 0o644, owner: str | None = None) -> None:
@@ -507,8 +524,8 @@ class SshTarget(Target):
         }
 
     @classmethod
-    def attach(cls, info: dict[str, Any], build_id: str) -> SshTarget:
-        """Connect again to the host of a kept build."""
+    def attach(cls, info: dict[str, Any], build_id: str, *, within: float | None = None) -> SshTarget:
+        """Connect again to the host of a kept (or dead) build."""
         options = SshOptions(
             key_file=Path(info["keyFile"]) if info.get("keyFile") else None,
             known_hosts=Path(info["knownHosts"]) if info.get("knownHosts") else None,
@@ -516,7 +533,7 @@ class SshTarget(Target):
             password_env=info.get("passwordEnv"),
         )
         target = cls(parse_target(info["target"]), options, build_id=build_id)
-        target._connect(options.connect_timeout)
+        target._connect(options.connect_timeout if within is None else within)
         target.os_type = info.get("osType", "Linux")
         return target
 

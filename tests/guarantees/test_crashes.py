@@ -134,3 +134,33 @@ def test_the_same_template_cannot_run_twice_at_once(
     assert code == 0, output
     template_record = json.loads(cli("show", template_id("once")).stdout)
     assert template_record["properties"]["lastRunStatus"]["runState"] == "Succeeded"
+
+
+@pytest.mark.ssh
+@pytest.mark.parametrize("then", ["clean", "next-build"])
+def test_the_step_a_killed_ssh_build_left_running_is_stopped(
+    then: str, cli: Any, store: Path, write_template: Any, sshd: Any
+) -> None:
+    step = {"type": "Shell", "name": "slow", "inline": ["echo STEP-STARTED", "exec sleep 4242"]}
+    path = write_template(template("ssh-crash", [step]))
+    running = Running(["build", str(path), *sshd.cli_args()], store)
+    running.wait_for("STEP-STARTED")
+    running.proc.kill()
+    running.finish()
+
+    def sleeping() -> bool:
+        return sshd.container.exec_run(["pgrep", "-f", "sleep 4242"]).exit_code == 0
+
+    assert sleeping()  # an SSH host does not stop a step when its client dies
+    (build_id,) = build_ids(store)
+    if then == "clean":
+        result = cli("clean")
+    else:
+        result = cli("build", str(write_template(template("next", [STEP]), "next.json")), *sshd.cli_args())
+    assert result.code == 0, result.output
+    assert f"1 running step(s) of build {build_id} on {sshd.target}" in result.stdout
+    assert not sleeping()
+    scripts = sshd.container.exec_run(["sh", "-c", f"ls /tmp/aib-local-script-{build_id[-6:]}-* 2>/dev/null"])
+    assert scripts.output == b""
+    assert store_problems(store) == []
+    assert build_record(store, build_id)["status"] == "failed"
