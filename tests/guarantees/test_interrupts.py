@@ -131,3 +131,24 @@ def test_an_interrupted_ssh_build_stops_the_remote_step(
     assert running.seconds_since_signal() < 10
     assert not sleeping()
     assert store_problems(store) == []
+
+
+def test_ctrl_c_stops_parallel_builds_and_their_targets(
+    store: Path, write_template: Any, docker_client: Any, base_image: str
+) -> None:
+    paths = [write_template(template(f"par-{n}", [SLOW_STEP]), f"t{n}.json") for n in range(3)]
+    running = Running(["build", *map(str, paths), "--network", "none", "--parallel", "3"], store)
+    for _ in paths:
+        running.wait_for("STEP-STARTED")
+    running.send(signal.SIGINT)
+    code, output = running.finish()
+
+    assert code == 130, output
+    assert running.seconds_since_signal() < 10
+    ids = build_ids(store)
+    assert len(ids) == 3
+    for build_id in ids:
+        assert containers_of(docker_client, build_id) == []
+        assert build_record(store, build_id)["status"] == "canceled"
+    assert store_problems(store) == []
+    assert "NEVER" not in output
