@@ -334,7 +334,7 @@ def shell(build_id: str, store: Path | None) -> None:
 @store_option
 def logs(build_id: str, follow: bool, store: Path | None) -> None:
     """Print a build's customization.log."""
-    from engine import kept
+    from engine import journal, kept
     from engine.pipeline import LOG_NAME
     from engine.store import Store
 
@@ -348,6 +348,10 @@ def logs(build_id: str, follow: bool, store: Path | None) -> None:
                 click.echo(chunk, nl=False)
             elif not follow or (the_store.get_build(build_id) or {}).get("status") != "running":
                 click.echo(log.read(), nl=False)
+                return
+            elif not journal.is_running(the_store, build_id):
+                click.echo(log.read(), nl=False)
+                click.echo(f"(the process of build {build_id} has died; aib-local clean removes what it left)")
                 return
             else:
                 time.sleep(0.5)  # a follow loop, not a retry: it ends with the build

@@ -186,13 +186,17 @@ LIST_TYPES = {
 @store_option
 def list_(kind: str | None, store: Path | None) -> None:
     """List stored resources (or builds)."""
+    from engine import journal
     from engine.store import Store
 
     the_store = Store.open(store)
     if kind == "builds":
         for build_record in the_store.builds():
+            status = build_record["status"]
+            if status == "running" and not journal.is_running(the_store, build_record["buildId"]):
+                status = "died (aib-local clean)"
             kept = " (kept)" if build_record.get("kept") else ""
-            click.echo(f"{build_record['buildId']}  {build_record['status']}{kept}  {build_record['template']}")
+            click.echo(f"{build_record['buildId']}  {status}{kept}  {build_record['template']}")
         return
     suffix = LIST_TYPES.get(kind) if kind else None
     for record in the_store.records(suffix):

@@ -132,6 +132,15 @@ def entries(store: Store) -> list[tuple[Path, dict[str, Any]]]:
     return found
 
 
+def is_running(store: Store, build_id: str) -> bool:
+    """Whether a live process is building `build_id` (an unknown owner on another host counts)."""
+    try:
+        entry = json.loads((store.root / FOLDER / f"{build_id}.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return alive(str(entry.get("owner", ""))) is not False
+
+
 def live_builds(store: Store) -> dict[str, dict[str, Any]]:
     """Entries of builds whose process still runs (or may: those on other hosts)."""
     return {entry["buildId"]: entry for _, entry in entries(store) if alive(str(entry.get("owner", ""))) is not False}

@@ -419,7 +419,9 @@ class Build:
             ask = self.options.confirm_keep
             self.keep_target = ask is not None and ask(f"{error}\nKeep {target.describe()} for inspection?")
         keep = self.keep_target or (failed and (self.on_error == "abort" or rerun))
-        keep = keep or (rerun and self.continuation is not None and not self.continuation.finish)
+        # A rerun never removes the kept target it came to, unless it finished the build.
+        finishing = self.continuation is not None and self.continuation.finish and error is None
+        keep = keep or (rerun and not finishing)
         if keep:
             why = "on-error abort" if failed and self.on_error == "abort" else "kept"
             self.events.info(

@@ -164,3 +164,22 @@ def test_the_step_a_killed_ssh_build_left_running_is_stopped(
     assert scripts.output == b""
     assert store_problems(store) == []
     assert build_record(store, build_id)["status"] == "failed"
+
+
+def test_a_dead_build_is_shown_as_dead_until_cleaned(
+    cli: Any, store: Path, write_template: Any, base_image: str
+) -> None:
+    path = write_template(template("crash", [STEP]))
+    running = Running(
+        ["build", str(path), "--network", "none"], store, {"AIB_LOCAL_FAILPOINTS": "phase:deprovision=kill"}
+    )
+    assert running.finish()[0] == -9
+    (build_id,) = build_ids(store)
+    listed = cli("list", "--type", "builds")
+    assert f"{build_id}  died (aib-local clean)" in listed.stdout
+    followed = cli("logs", build_id, "--follow", timeout=20)  # ends: nobody will finish this log
+    assert followed.code == 0, followed.output
+    assert "step ran" in followed.stdout
+    assert f"the process of build {build_id} has died" in followed.stdout
+    assert cli("clean").code == 0
+    assert f"{build_id}  failed" in cli("list", "--type", "builds").stdout

@@ -152,3 +152,26 @@ def test_ctrl_c_stops_parallel_builds_and_their_targets(
         assert build_record(store, build_id)["status"] == "canceled"
     assert store_problems(store) == []
     assert "NEVER" not in output
+
+
+def test_an_interrupted_rerun_keeps_the_target_it_came_to(
+    cli: Any, store: Path, write_template: Any, docker_client: Any, base_image: str
+) -> None:
+    failing = {"type": "Shell", "name": "slow", "inline": ["exit 7"]}
+    path = write_template(template("rerun-int", [failing]))
+    first = cli("build", str(path), "--network", "none", "--on-error", "abort")
+    assert first.code == 1, first.output
+    (build_id,) = build_ids(store)
+    assert containers_of(docker_client, build_id) != []
+    write_template(template("rerun-int", [SLOW_STEP]))  # the fix being tried is slow
+
+    running = Running(["rerun", build_id, "--finish"], store)
+    running.wait_for("STEP-STARTED")
+    running.send(signal.SIGINT)
+    code, output = running.finish()
+    assert code == 130, output
+    assert containers_of(docker_client, build_id) != []  # still there to debug
+    assert build_record(store, build_id)["kept"] is True
+    assert store_problems(store) == []
+    assert cli("clean", "--build", build_id).code == 0
+    assert containers_of(docker_client, build_id) == []
