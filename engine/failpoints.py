@@ -8,6 +8,9 @@ reaches the point NAME (it is a no-op when the variable is unset):
   sigterm     deliver SIGTERM to this process
   wait:SECS   print "failpoint NAME reached" on stderr and sleep SECS, so that a test
               can send a real signal or kill a target from outside at that moment
+  wait-file:PATH
+              print "failpoint NAME reached" and wait (at most 120 s) until PATH exists,
+              so that a test can release several builds at the same moment
   error       raise OSError(ENOSPC) as a full disk would
 
 ACTION@N acts on the Nth time the point is reached only (1 is the first).
@@ -23,6 +26,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 ENV_VAR = "AIB_LOCAL_FAILPOINTS"
 POINTS = (
@@ -77,5 +81,12 @@ def hit(name: str) -> None:
         end = time.monotonic() + float(action.partition(":")[2])
         while time.monotonic() < end:
             time.sleep(0.05)
+    elif action.startswith("wait-file:"):
+        sys.stderr.write(f"failpoint {name} reached\n")
+        sys.stderr.flush()
+        release = Path(action.partition(":")[2])
+        end = time.monotonic() + 120
+        while not release.exists() and time.monotonic() < end:
+            time.sleep(0.01)
     elif action == "error":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -60,11 +60,17 @@ def check_outcome(cli: Any, store: Path, docker_client: Any, reader: Reader) -> 
 
 
 def test_four_processes_distributing_to_one_gallery_and_resource_group(
-    cli: Any, store: Path, write_template: Any, docker_client: Any, base_image: str
+    cli: Any, store: Path, write_template: Any, docker_client: Any, base_image: str, tmp_path: Path
 ) -> None:
     paths = templates(write_template, make_gallery(cli))
+    go = tmp_path / "go"
+    # All four reach the gallery write, then are let go at the same moment.
+    env = {"AIB_LOCAL_FAILPOINTS": f"image:committed=wait-file:{go}"}
     with Reader(store) as reader:
-        running = [Running(["build", str(path), "--network", "none"], store) for path in paths]
+        running = [Running(["build", str(path), "--network", "none"], store, env) for path in paths]
+        for build in running:
+            build.wait_for("failpoint image:committed reached")
+        go.touch()
         results = [build.finish(within=300) for build in running]
     for code, output in results:
         assert code == 0, output
@@ -72,10 +78,16 @@ def test_four_processes_distributing_to_one_gallery_and_resource_group(
 
 
 def test_parallel_builds_in_one_process_do_the_same(
-    cli: Any, store: Path, write_template: Any, docker_client: Any, base_image: str
+    cli: Any, store: Path, write_template: Any, docker_client: Any, base_image: str, tmp_path: Path
 ) -> None:
     paths = templates(write_template, make_gallery(cli))
+    go = tmp_path / "go"
+    env = {"AIB_LOCAL_FAILPOINTS": f"image:committed=wait-file:{go}"}
     with Reader(store) as reader:
-        result = cli("build", *map(str, paths), "--network", "none", "--parallel", str(BUILDS))
-    assert result.code == 0, result.output
+        running = Running(["build", *map(str, paths), "--network", "none", "--parallel", str(BUILDS)], store, env)
+        for _ in paths:
+            running.wait_for("failpoint image:committed reached")
+        go.touch()
+        code, output = running.finish(within=300)
+    assert code == 0, output
     check_outcome(cli, store, docker_client, reader)
