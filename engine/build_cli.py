@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from engine import signals
 from engine.errors import Interrupted, UsageError
 from engine.options import (
     any_destination_option,
@@ -105,8 +106,8 @@ def report(results: list[Any], output: str) -> None:
         for result in results:
             click.echo(f"  {result.build_id}: {result.status}" + (" (kept)" if result.kept else ""))
     interrupted = [r.error for r in results if isinstance(r.error, Interrupted)]
-    if interrupted:
-        raise click.exceptions.Exit(interrupted[0].exit_code)
+    if interrupted or signals.received():  # a signal during the cleanup decides the exit code too
+        raise click.exceptions.Exit(interrupted[0].exit_code if interrupted else signals.exit_code())
     if worst:
         raise click.exceptions.Exit(worst)
 

@@ -36,7 +36,7 @@ from customizers.base import (
     UntilDone,
 )
 from distributors.base import DistributeContext, DistributeError, Distributor, FilesystemWriter, RunOutput
-from engine import exitcodes, failpoints, journal
+from engine import exitcodes, failpoints, journal, signals
 from engine import model as m
 from engine.catalogue import Catalogue
 from engine.errors import (
@@ -284,7 +284,6 @@ class Build:
             self.log.close()
             return BuildResult(self.build_id, "Failed", [], self.log.path, False, exc)
         error: AibLocalError | None = None
-        kept = False
         try:
             self.events.emit(
                 "build-started",
@@ -313,10 +312,24 @@ class Build:
             error = Interrupted(f"interrupted during {self.current}")
         except AibLocalError as exc:
             error = Interrupted(f"interrupted during {self.current}") if self.cancelled else exc
-        finally:
+        except BaseException:  # a defect: still nothing left behind
+            with signals.held():
+                self._teardown(None)
+                self._discard_pending()
+            raise
+        with signals.held():  # from here on, a signal cannot break into the cleanup
             failpoints.hit("teardown")
             kept = self._teardown(error)
             self._discard_pending()
+            error = self._finish(error, kept, started)
+        if isinstance(error, BuildFailed) and error.log_path is None:
+            error.log_path = self.log.path
+        if error is not None:
+            error.message = self.redact(error.message)
+        return BuildResult(self.build_id, self._status(error), self.state.run_outputs, self.log.path, kept, error)
+
+    def _finish(self, error: AibLocalError | None, kept: bool, started: float) -> AibLocalError | None:
+        """Record the outcome, report it, close the log and the journal entry."""
         status = self._status(error)
         message = "" if error is None else str(error)
         try:
@@ -336,11 +349,7 @@ class Build:
         )
         self.log.close()
         self.journal.close()
-        if isinstance(error, BuildFailed) and error.log_path is None:
-            error.log_path = self.log.path
-        if error is not None:
-            error.message = self.redact(error.message)
-        return BuildResult(self.build_id, status, self.state.run_outputs, self.log.path, kept, error)
+        return error
 
     def _claim(self) -> None:
         """Clear what dead builds left, refuse a second live run of this template, and

@@ -175,3 +175,21 @@ def test_an_interrupted_rerun_keeps_the_target_it_came_to(
     assert store_problems(store) == []
     assert cli("clean", "--build", build_id).code == 0
     assert containers_of(docker_client, build_id) == []
+
+
+def test_a_signal_during_the_cleanup_of_a_failed_build_cannot_break_into_it(
+    store: Path, write_template: Any, docker_client: Any, base_image: str
+) -> None:
+    failing = {"type": "Shell", "name": "fails", "inline": ["exit 4"]}
+    path = write_template(template("fail-then-term", [failing]))
+    running = Running(["build", str(path), "--network", "none"], store, {"AIB_LOCAL_FAILPOINTS": "teardown=wait:2"})
+    running.wait_for("failpoint teardown reached")
+    running.send(signal.SIGTERM)
+    code, output = running.finish()
+
+    assert code == 143, output
+    assert "still cleaning up" in output
+    (build_id,) = build_ids(store)
+    assert containers_of(docker_client, build_id) == []
+    assert build_record(store, build_id)["status"] == "failed"  # what happened to the build
+    assert store_problems(store) == []
