@@ -312,9 +312,9 @@ class Build:
             error = Interrupted(f"interrupted during {self.current}")
         except AibLocalError as exc:
             error = Interrupted(f"interrupted during {self.current}") if self.cancelled else exc
-        except BaseException:  # a defect: still nothing left behind
+        except BaseException:  # a defect: still nothing left behind (a rerun's target stays)
             with signals.held():
-                self._teardown(None)
+                self._teardown(Interrupted("stopped by an internal error"))
                 self._discard_pending()
             raise
         with signals.held():  # from here on, a signal cannot break into the cleanup
