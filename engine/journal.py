@@ -8,8 +8,8 @@ once a store record owns it (or it is gone), so after SIGKILL at any point the e
 covers whatever was left. Containers need no entry: each carries the build's label.
 
 `sweep` removes what dead owners left: their labelled containers (except a kept target
-a rerun had attached to), pending images and partial files; it marks their build
-records failed and drops the entries. `aib-local clean` and every build start run it;
+a rerun had attached to), pending images, partial files, and the step still running on
+an SSH host; it marks their build records failed and drops the entries. `aib-local clean` and every build start run it;
 entries of live processes, and of processes on other hosts, are never touched.
 """
 
@@ -113,6 +113,8 @@ class Journal:
 
     def discard(self, remove_images: RemoveImages) -> list[str]:
         """Remove what is still pending (nothing owns it: the build did not get that far)."""
+        if not self.entry["images"] and not self.entry["files"]:
+            return []
         removed = _discard(self.entry, remove_images)
         self.entry["images"], self.entry["files"] = [], []
         self._write()
