@@ -354,15 +354,17 @@ class Build:
     def _claim(self) -> None:
         """Clear what dead builds left, refuse a second live run of this template, and
         open this build's journal entry (all before anything is made)."""
+        # Outside the store lock (reaching a dead build's SSH host may take seconds); two
+        # builds sweeping the same dead build at once remove the same things harmlessly.
+        removed = journal.sweep(
+            self.store,
+            self._remove_containers,
+            self._remove_images,
+            release_host=journal.release_host(self.store, self.events.warning),
+        )
+        if removed:
+            self.events.info("removed what builds that died left: " + ", ".join(removed))
         with self.store.lock():
-            removed = journal.sweep(
-                self.store,
-                self._remove_containers,
-                self._remove_images,
-                release_host=journal.release_host(self.store, self.events.warning),
-            )
-            if removed:
-                self.events.info("removed what builds that died left: " + ", ".join(removed))
             going_on = self.continuation
             for other in journal.live_builds(self.store).values():
                 if other.get("templateId") == self.template_id and other.get("buildId") != self.build_id:
