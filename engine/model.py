@@ -37,7 +37,7 @@ MAX_BUILD_TIMEOUT_MINUTES = 960
 NAME_PATTERN = r"^[A-Za-z0-9\-_.]{1,64}$"
 DURATION_PATTERN = re.compile(r"^(\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$")
 # An exit code: int32 as the AIB schema types it, or the same 32 bits unsigned (a Windows DWORD).
-Int32 = Annotated[int, Field(ge=-(2**31), le=2**32 - 1)]
+ExitCode = Annotated[int, Field(ge=-(2**31), le=2**32 - 1)]
 
 
 def since(version: str) -> dict[str, Any]:
@@ -90,7 +90,7 @@ class PowerShellCustomizer(CustomizerBase):
     sha256_checksum: str = ""
     run_elevated: bool = False
     run_as_system: bool = Field(False, json_schema_extra=since("2020-02-14"))
-    valid_exit_codes: list[Int32] = Field(default_factory=lambda: [0])
+    valid_exit_codes: list[ExitCode] = Field(default_factory=lambda: [0])
 
 
 class FileCustomizer(CustomizerBase):
@@ -151,7 +151,7 @@ class PowerShellValidator(CustomizerBase):
     sha256_checksum: str = ""
     run_elevated: bool = False
     run_as_system: bool = False
-    valid_exit_codes: list[Int32] = Field(default_factory=lambda: [0])
+    valid_exit_codes: list[ExitCode] = Field(default_factory=lambda: [0])
 
 
 class FileValidator(CustomizerBase):

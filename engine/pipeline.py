@@ -312,10 +312,11 @@ class Build:
             error = Interrupted(f"interrupted during {self.current}")
         except AibLocalError as exc:
             error = Interrupted(f"interrupted during {self.current}") if self.cancelled else exc
-        except BaseException:  # a defect: still nothing left behind (a rerun's target stays)
+        except BaseException as exc:  # a defect: still nothing left behind (a rerun's target stays)
             with signals.held():
-                self._teardown(Interrupted("stopped by an internal error"))
+                kept = self._teardown(Interrupted("stopped by an internal error"))
                 self._discard_pending()
+                self._finish(BuildFailed(f"internal error: {exc!r}", step=self.current), kept, started)
             raise
         with signals.held():  # from here on, a signal cannot break into the cleanup
             failpoints.hit("teardown")

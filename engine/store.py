@@ -10,6 +10,7 @@ half-written record. Builds (logs, records) live under `ROOT/builds/BUILD_ID/`.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -56,9 +57,11 @@ def atomic_write(path: Path, data: bytes) -> None:
         failpoints.hit("store:tmp-written")
         Path(tmp).replace(path)
     except OSError as exc:
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
         raise StoreError(
             f"cannot write {path}: {exc.strerror or exc}; the record is unchanged",
-            hint="free space on the store's filesystem (or point --store / AIB_LOCAL_STORE elsewhere)",
+            hint=("free space on the store's filesystem" if full else "check the store folder's permissions")
+            + " (or point --store / AIB_LOCAL_STORE elsewhere)",
         ) from None
     finally:
         if tmp is not None:

@@ -203,13 +203,6 @@ def load_templates(
 ) -> list[LoadedTemplate]:
     """Every image template in the file, validated; raises TemplateError with all findings."""
     options = options or LoadOptions(allow_any_destination=allow_any_destination)
-    try:
-        return _load_templates(path, options)
-    except RecursionError:
-        raise TemplateError(str(path), [Finding("", f"nested more than {MAX_DEPTH} levels deep")]) from None
-
-
-def _load_templates(path: Path, options: LoadOptions) -> list[LoadedTemplate]:
     findings: list[Finding] = []
     raw = read_json(path)
     if _depth(raw) > MAX_DEPTH:

@@ -35,19 +35,24 @@ def test_bad_resource_ids_are_refused(tmp_path: Path, bad: str) -> None:
         Store(tmp_path).get(bad)
 
 
+@pytest.mark.parametrize(
+    ("errno_", "hint"),
+    [(28, "free space on the store's filesystem"), (13, "check the store folder's permissions")],
+)
 def test_a_failed_write_leaves_the_old_record_and_no_partial_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    errno_: int, hint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = Store(tmp_path)
     store.put(IMAGE, {"version": 1})
 
     def broken_fsync(_fd: int) -> None:
-        raise OSError(28, "No space left on device")
+        raise OSError(errno_, os.strerror(errno_))
 
     monkeypatch.setattr(os, "fsync", broken_fsync)
-    with pytest.raises(StoreError, match="No space left on device; the record is unchanged") as raised:
+    with pytest.raises(StoreError, match=f"{os.strerror(errno_)}; the record is unchanged") as raised:
         store.put(IMAGE, {"version": 2})
     assert raised.value.exit_code == 3
+    assert raised.value.hint is not None and raised.value.hint.startswith(hint)
     monkeypatch.undo()
     assert store.get(IMAGE) == {"id": IMAGE, "version": 1}
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".partial")]

@@ -59,35 +59,25 @@ def check_outcome(cli: Any, store: Path, docker_client: Any, reader: Reader) -> 
         assert containers_of(docker_client, f"load-{number}") == []
 
 
-def test_four_processes_distributing_to_one_gallery_and_resource_group(
-    cli: Any, store: Path, write_template: Any, docker_client: Any, base_image: str, tmp_path: Path
+@pytest.mark.parametrize("how", ["processes", "parallel"])
+def test_four_builds_distributing_to_one_gallery_and_resource_group(
+    how: str, cli: Any, store: Path, write_template: Any, docker_client: Any, base_image: str, tmp_path: Path
 ) -> None:
     paths = templates(write_template, make_gallery(cli))
     go = tmp_path / "go"
     # All four reach the gallery write, then are let go at the same moment.
     env = {"AIB_LOCAL_FAILPOINTS": f"image:committed=wait-file:{go}"}
     with Reader(store) as reader:
-        running = [Running(["build", str(path), "--network", "none"], store, env) for path in paths]
-        for build in running:
+        if how == "processes":
+            running = [Running(["build", str(path), "--network", "none"], store, env) for path in paths]
+            waiting = running
+        else:  # --parallel: one process, four threads
+            running = [Running(["build", *map(str, paths), "--network", "none", "--parallel", str(BUILDS)], store, env)]
+            waiting = running * BUILDS
+        for build in waiting:
             build.wait_for("failpoint image:committed reached")
         go.touch()
         results = [build.finish(within=300) for build in running]
     for code, output in results:
         assert code == 0, output
-    check_outcome(cli, store, docker_client, reader)
-
-
-def test_parallel_builds_in_one_process_do_the_same(
-    cli: Any, store: Path, write_template: Any, docker_client: Any, base_image: str, tmp_path: Path
-) -> None:
-    paths = templates(write_template, make_gallery(cli))
-    go = tmp_path / "go"
-    env = {"AIB_LOCAL_FAILPOINTS": f"image:committed=wait-file:{go}"}
-    with Reader(store) as reader:
-        running = Running(["build", *map(str, paths), "--network", "none", "--parallel", str(BUILDS)], store, env)
-        for _ in paths:
-            running.wait_for("failpoint image:committed reached")
-        go.touch()
-        code, output = running.finish(within=300)
-    assert code == 0, output
     check_outcome(cli, store, docker_client, reader)

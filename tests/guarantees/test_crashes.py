@@ -183,3 +183,37 @@ def test_a_dead_build_is_shown_as_dead_until_cleaned(
     assert f"the process of build {build_id} has died" in followed.stdout
     assert cli("clean").code == 0
     assert f"{build_id}  failed" in cli("list", "--type", "builds").stdout
+
+
+def test_a_build_is_not_rerun_twice_at_once(
+    cli: Any, store: Path, write_template: Any, docker_client: Any, base_image: str
+) -> None:
+    path = write_template(template("rerun-twice", [{"type": "Shell", "name": "fails", "inline": ["exit 5"]}]))
+    assert cli("build", str(path), "--network", "none", "--on-error", "abort").code == 1
+    (build_id,) = build_ids(store)
+    write_template(template("rerun-twice", [STEP]))
+    running = Running(["rerun", build_id], store, {"AIB_LOCAL_FAILPOINTS": "phase:customize=wait:4"})
+    running.wait_for("failpoint phase:customize reached")
+    second = cli("rerun", build_id)
+    assert second.code == 2, second.output
+    assert f"build {build_id} is already being rerun by another aib-local" in second.stderr
+    code, output = running.finish()
+    assert code == 0, output
+    assert "step ran" in output
+    assert cli("clean", "--build", build_id).code == 0
+    assert containers_of(docker_client, build_id) == []
+
+
+def test_a_defect_mid_build_still_leaves_nothing_behind(
+    cli: Any, store: Path, write_template: Any, docker_client: Any, base_image: str
+) -> None:
+    path = write_template(template("defect", [STEP]))
+    # An exception that is none of aib-local's own errors, as a bug would raise.
+    result = cli("build", str(path), "--network", "none", env={"AIB_LOCAL_FAILPOINTS": "phase:customize=error"})
+    assert result.code == 1, result.output
+    assert "internal error" in result.stderr and "rerun with --debug" in result.stderr
+    assert "Traceback" not in result.output
+    (build_id,) = build_ids(store)
+    assert containers_of(docker_client, build_id) == []
+    assert build_record(store, build_id)["status"] == "failed"
+    assert store_problems(store) == []  # the journal entry closed too

@@ -4,7 +4,9 @@ partial files, leaves the store unchanged or fully updated, and exits 130/143 wi
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -192,4 +194,31 @@ def test_a_signal_during_the_cleanup_of_a_failed_build_cannot_break_into_it(
     (build_id,) = build_ids(store)
     assert containers_of(docker_client, build_id) == []
     assert build_record(store, build_id)["status"] == "failed"  # what happened to the build
+    assert store_problems(store) == []
+
+
+def test_ctrl_c_at_a_debug_prompt_runs_the_cleanup(
+    store: Path, write_template: Any, docker_client: Any, base_image: str
+) -> None:
+    import pexpect
+
+    path = write_template(template("debug-int", [QUICK_STEP]))
+    env = {**os.environ, "AIB_LOCAL_STORE": str(store), "TERM": "dumb"}
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "engine", "build", str(path), "--network", "none", "--debug"],
+        env=env,
+        encoding="utf-8",
+        timeout=60,
+    )
+    child.expect("choice")
+    (build_id,) = build_ids(store)
+    assert containers_of(docker_client, build_id) != []
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    child.close()
+
+    assert child.exitstatus == 130, child.before
+    assert containers_of(docker_client, build_id) == []
+    assert build_record(store, build_id)["status"] == "canceled"
     assert store_problems(store) == []
