@@ -40,6 +40,19 @@ class RunScript:
 
 
 @dataclass(frozen=True)
+class RunCommand:
+    """Run `argv` as it is (a script already on the target, a check)."""
+
+    argv: tuple[str, ...]
+    as_root: bool = False
+    ok_codes: tuple[int, ...] = (0,)
+    label: str = ""
+    windows_codes: bool = False  # explain a failing code as a Windows error (HRESULT, Win32)
+    # (path, content): written before the command runs, removed after it.
+    script: tuple[str, bytes] | None = None
+
+
+@dataclass(frozen=True)
 class PutFile:
     """Copy a fetched local file to `destination` on the target."""
 
@@ -66,7 +79,7 @@ class UntilDone:
     max_rounds: int = 50
 
 
-Step = RunScript | PutFile | Restart | UntilDone
+Step = RunScript | RunCommand | PutFile | Restart | UntilDone
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,8 @@ class Customizer(ABC, Generic[S]):
     """One entry of properties.customize."""
 
     type_name: ClassVar[str]
+    # The largest input AIB takes for this type, in bytes (None: no limit); larger is warned.
+    input_limit: ClassVar[int | None] = None
 
     def __init__(self, section: S) -> None:
         self.section = section

@@ -10,6 +10,7 @@ AIB_FILE_LIMIT = 20 * 1024 * 1024
 
 class File(Customizer[FileCustomizer | FileValidator]):
     type_name = "File"
+    input_limit = AIB_FILE_LIMIT
 
     def inputs(self) -> list[Input]:
         return [Input(self.section.source_uri, self.section.sha256_checksum)]

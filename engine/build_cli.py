@@ -220,14 +220,14 @@ def build(
     output: str,
 ) -> None:
     """Build templates: customize, deprovision and distribute, as AIB would."""
-    from engine import kept
-    from engine.pipeline import Build, BuildOptions, run_all
+    from engine.build import BuildOptions, BuildRun, run_all
+    from engine.build.revisit import resume
     from engine.store import Store
-    from engine.targets.endpoint import SshOptions, parse_target
+    from engine.targets.endpoint import SshOptions
+    from engine.targets.registry import for_spec
     from engine.validation import load_templates
 
-    if target != "docker":
-        parse_target(target)  # refuse a malformed target before anything else
+    for_spec(target)  # refuse a malformed target before anything else
     if not templates and not resume_id:
         raise UsageError("give one or more TEMPLATE files (or --resume BUILD_ID)")
     interactive = sys.stdin.isatty()
@@ -259,7 +259,7 @@ def build(
     )
     the_store = Store.open(store)
     if resume_id:
-        builds = [kept.resume(the_store, resume_id, options, make_reporter(output), list(templates))]
+        builds = [resume(the_store, resume_id, options, make_reporter(output), list(templates))]
     else:
         reading = load_options(
             parameters,
@@ -273,7 +273,7 @@ def build(
         loaded = [item for path in templates for item in load_templates(path, options=reading)]
         several = len(loaded) > 1 and output == "text"
         builds = [
-            Build(item, options, the_store, make_reporter(output, f"[{item.name}] " if several else ""))
+            BuildRun(item, options, the_store, make_reporter(output, f"[{item.name}] " if several else ""))
             for item in loaded
         ]
     report(run_all(builds, parallel), output)
@@ -302,12 +302,12 @@ def rerun(
     (and its sha256 checked again). Without --from/--only it starts at the customizer
     that failed. The target stays kept unless --finish completes the build.
     """
-    from engine import kept
-    from engine.pipeline import BuildOptions
+    from engine.build import BuildOptions
+    from engine.build.revisit import rerun as rerun_build
     from engine.store import Store
 
     options = BuildOptions(secrets=parse_secrets(secrets))
-    build_ = kept.rerun(
+    build_ = rerun_build(
         Store.open(store), build_id, options, make_reporter(output), start=start, only=only, finish=finish
     )
     report([build_.run()], output)
@@ -318,12 +318,12 @@ def rerun(
 @store_option
 def shell(build_id: str, store: Path | None) -> None:
     """Open an interactive shell in a kept build's target."""
-    from engine import kept
+    from engine.cleanup import kept_target
     from engine.store import Store
 
     if not sys.stdin.isatty():
         raise UsageError("aib-local shell needs a terminal")
-    target = kept.attach(Store.open(store), build_id)
+    target = kept_target(Store.open(store), build_id)
     click.echo(f"shell in {target.describe()} as {target.build_user} (exit to leave; the target stays kept)", err=True)
     code = target.interactive_shell()
     raise click.exceptions.Exit(code)
@@ -335,19 +335,20 @@ def shell(build_id: str, store: Path | None) -> None:
 @store_option
 def logs(build_id: str, follow: bool, store: Path | None) -> None:
     """Print a build's customization.log."""
-    from engine import journal, kept
-    from engine.pipeline import LOG_NAME
+    from engine import journal
+    from engine.build.options import LOG_NAME
+    from engine.records import read_build, require_build
     from engine.store import Store
 
     the_store = Store.open(store)
-    kept.build_record(the_store, build_id)
+    require_build(the_store, build_id)
     path = the_store.build_dir(build_id) / LOG_NAME
     with path.open(encoding="utf-8") as log:
         while True:
             chunk = log.read()
             if chunk:
                 click.echo(chunk, nl=False)
-            elif not follow or (the_store.get_build(build_id) or {}).get("status") != "running":
+            elif not follow or not getattr(read_build(the_store, build_id), "running", False):
                 click.echo(log.read(), nl=False)
                 return
             elif not journal.is_running(the_store, build_id):
@@ -363,10 +364,10 @@ def logs(build_id: str, follow: bool, store: Path | None) -> None:
 @store_option
 def clean(build_id: str | None, store: Path | None) -> None:
     """Remove the containers, checkpoint images and partial files that dead or kept builds left."""
-    from engine import kept
+    from engine.cleanup import clean as clean_up
     from engine.store import Store
 
-    removed, live = kept.clean(Store.open(store), build_id)
+    removed, live = clean_up(Store.open(store), build_id)
     click.echo("\n".join(f"removed {item}" for item in removed) or "nothing to remove")
     for name in live:
         click.echo(f"left {name}: its build is still running")

@@ -187,16 +187,17 @@ LIST_TYPES = {
 def list_(kind: str | None, store: Path | None) -> None:
     """List stored resources (or builds)."""
     from engine import journal
+    from engine.records import builds
     from engine.store import Store
 
     the_store = Store.open(store)
     if kind == "builds":
-        for build_record in the_store.builds():
-            status = build_record["status"]
-            if status == "running" and not journal.is_running(the_store, build_record["buildId"]):
+        for build in builds(the_store):
+            status = build.status
+            if build.running and not journal.is_running(the_store, build.build_id):
                 status = "died (aib-local clean)"
-            kept = " (kept)" if build_record.get("kept") else ""
-            click.echo(f"{build_record['buildId']}  {status}{kept}  {build_record['template']}")
+            kept = " (kept)" if build.kept else ""
+            click.echo(f"{build.build_id}  {status}{kept}  {build.template}")
         return
     suffix = LIST_TYPES.get(kind) if kind else None
     for record in the_store.records(suffix):

@@ -8,70 +8,36 @@ once a store record owns it (or it is gone), so after SIGKILL at any point the e
 covers whatever was left. Containers need no entry: each carries the build's label.
 
 `sweep` removes what dead owners left: their labelled containers (except a kept target
-a rerun had attached to), pending images, partial files, and the step still running on
-an SSH host; it marks their build records failed and drops the entries. `aib-local clean` and every build start run it;
-entries of live processes, and of processes on other hosts, are never touched.
+a rerun had attached to), pending images, partial files, and what their target left
+running elsewhere (a step on an SSH host); it marks their build records failed and
+drops the entries. `aib-local clean` and every build start run it; entries of live
+processes, and of processes on other hosts, are never touched.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine.errors import AibLocalError
+from engine import records
 from engine.events import utc_now
+from engine.process import alive, identity, pid_of
 from engine.store import PARTIAL, Store, atomic_write
 
 FOLDER = "inflight"
 # (build id, container names to leave) -> names removed; (image refs) -> refs removed
 RemoveContainers = Callable[[str, list[str]], list[str]]
 RemoveImages = Callable[[list[str]], list[str]]
-# (build id) -> what was stopped on the build's SSH host
-ReleaseHost = Callable[[str], list[str]]
-
-
-def _start_time(pid: int) -> str:
-    """The pid's start time in clock ticks since boot ('' where /proc is not there)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rpartition(")")[2].split()[19]
-
-
-def identity(pid: int | None = None) -> str:
-    """HOST:PID:START of a process (this one by default)."""
-    pid = os.getpid() if pid is None else pid
-    return f"{socket.gethostname()}:{pid}:{_start_time(pid)}"
-
-
-def alive(owner: str) -> bool | None:
-    """Whether the process `owner` names still runs; None when it is on another host."""
-    host, _, rest = owner.partition(":")
-    pid_text, _, start = rest.partition(":")
-    if host != socket.gethostname():
-        return None
-    try:
-        pid = int(pid_text)
-        os.kill(pid, 0)
-    except ValueError:
-        return False
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, owned by somebody else
-    return not start or _start_time(pid) == start
+# (build id) -> what was stopped on the dead build's target (a step left running on a host)
+ReleaseTarget = Callable[[str], list[str]]
 
 
 def owner_pid(entry: dict[str, Any]) -> str:
     """The pid of the process an entry names ('?' if it names none)."""
-    parts = str(entry.get("owner", "")).split(":")
-    return parts[1] if len(parts) > 1 and parts[1] else "?"
+    return pid_of(str(entry.get("owner", "")))
 
 
 class Journal:
@@ -154,11 +120,12 @@ def sweep(
     remove_images: RemoveImages,
     *,
     build_id: str | None = None,
-    release_host: ReleaseHost | None = None,
+    release_target: ReleaseTarget | None = None,
 ) -> list[str]:
     """Remove what dead builds left; a description of each thing removed.
 
-    `release_host` stops what a dead build left running on its SSH host, if it had one.
+    `release_target` stops what a dead build left running on its target (engine.targets
+    knows how, per kind of target); the journal itself never reaches into a target.
     """
     removed: list[str] = []
     for path, entry in entries(store):
@@ -167,8 +134,8 @@ def sweep(
             continue
         removed += [f"container {name}" for name in remove_containers(dead_id, list(entry.get("keep") or []))]
         removed += _discard(entry, remove_images)
-        if release_host is not None:
-            removed += release_host(dead_id)
+        if release_target is not None:
+            removed += release_target(dead_id)
         for partial in sorted((store.root / "builds" / dead_id).rglob(f"*{PARTIAL}")):
             partial.unlink(missing_ok=True)
             removed.append(f"partial file {partial}")
@@ -207,49 +174,7 @@ def _discard(entry: dict[str, Any], remove_images: RemoveImages) -> list[str]:
 
 
 def _mark_dead(store: Store, entry: dict[str, Any]) -> None:
-    build_id = str(entry["buildId"])
     message = (
         f"the aib-local process (pid {owner_pid(entry)}) ended without finishing this build; what it left was removed"
     )
-    with store.lock():
-        record = store.get_build(build_id)
-        if record is not None and record.get("status") == "running":
-            store.put_build(build_id, {**record, "status": "failed", "message": message, "updatedAt": utc_now()})
-        template_id = str(entry.get("templateId") or "")
-        template = store.get(template_id) if template_id else None
-        if template is not None and (template.get("aibLocal") or {}).get("lastBuildId") == build_id:
-            status = (template.get("properties") or {}).get("lastRunStatus") or {}
-            if status.get("runState") == "Running":
-                status = {**status, "runState": "Failed", "message": message, "endTime": utc_now()}
-                status.pop("runSubState", None)
-                template["properties"]["lastRunStatus"] = status
-                store.put(template_id, template)
-
-
-def release_host(store: Store, warn: Callable[[str], None] | None = None) -> Callable[[str], list[str]]:
-    """For a sweep: stop the step a dead build left running on its SSH host, remove its scripts."""
-
-    def release(build_id: str) -> list[str]:
-        record = store.get_build(build_id) or {}
-        info = record.get("target") or {}
-        if info.get("kind") != "ssh" or record.get("kept"):
-            return []
-        from engine.targets.ssh import SshTarget  # paramiko only when a dead build used SSH
-
-        try:
-            target = SshTarget.attach(info, build_id, within=10)
-            try:
-                stopped = target.stop_leftovers()
-            finally:
-                target.remove()
-        except AibLocalError as exc:
-            message = f"could not reach {info.get('target')} to stop what build {build_id} left there: {exc}"
-            (warn or _stderr)(message)
-            return []
-        return [f"{stopped} running step(s) of build {build_id} on {info.get('target')}"] if stopped else []
-
-    return release
-
-
-def _stderr(message: str) -> None:
-    sys.stderr.write(f"warning: {message}\n")
+    records.mark_failed(store, str(entry["buildId"]), str(entry.get("templateId") or ""), message)

@@ -1,8 +1,11 @@
-"""The target interface: everything the pipeline needs from a place that builds an image.
+"""The target interface: everything a build needs from a place that builds an image.
 
-A target starts, runs a command with streamed output and a timeout, takes files,
-restarts, exports its filesystem as a tar stream and stops. It knows nothing of
-customizers or distributors; the pipeline drives it.
+A target is opened from the command line's --target, starts, runs a command with
+streamed output and a timeout, takes files, restarts, exports its filesystem as a tar
+stream and stops; a kept one is attached to again, and what a dead build left on one is
+released. What differs between targets is said by capability flags, never by type
+checks outside engine/targets/. A target knows nothing of customizers or distributors;
+the build drives it.
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from engine.errors import AibLocalError
+from engine.targets.endpoint import SshOptions
 
 # (stream, line) with stream "stdout" or "stderr"; lines come without their newline.
 OutputSink = Callable[[str, str], None]
@@ -38,11 +42,67 @@ class Command:
     script: tuple[str, bytes] | None = None
 
 
+@dataclass(frozen=True)
+class OpenRequest:
+    """What a build asks for when it opens its target."""
+
+    spec: str  # --target: docker | ssh://USER@HOST[:PORT]
+    build_id: str
+    template: str = ""
+    image: str = ""  # the source image's ID, for targets that start from an image
+    os_type: str = "Linux"
+    vm_size: str = ""
+    network: str | None = None
+    ssh: SshOptions = field(default_factory=SshOptions)
+
+
+@dataclass(frozen=True)
+class OwnSource:
+    """A target that is its own source (a host the user runs): how the build records it."""
+
+    record: dict[str, str]
+    description: str
+
+
 class Target(ABC):
     """A running machine (container, VM, host) that an image is built on."""
 
-    kind: str = "target"
+    kind: ClassVar[str] = "target"
     build_user: str = "root"
+    # Capabilities: what the build may ask of this kind of target.
+    starts_from_image: ClassVar[bool] = True  # False: the machine is its own source
+    can_checkpoint: ClassVar[bool] = False  # cheap commits after each customizer (--checkpoint)
+    export_needs_stop: ClassVar[bool] = True  # a quiescent disk to export needs the machine stopped
+
+    @classmethod
+    @abstractmethod
+    def open(cls, request: OpenRequest) -> Target:
+        """A target for a new build (not started yet)."""
+
+    @classmethod
+    @abstractmethod
+    def attach(cls, info: dict[str, Any], build_id: str, *, within: float | None = None) -> Target:
+        """The target an earlier build kept (or left), connected again, from its `info()`."""
+
+    @classmethod  # noqa: B027 - a target named by its kind alone checks nothing
+    def check_spec(cls, spec: str) -> None:
+        """Refuse a malformed --target before anything starts (UsageError)."""
+
+    @classmethod
+    def own_source(cls, spec: str) -> OwnSource | None:
+        """For targets that are their own source image; None for those started from one."""
+        return None
+
+    @classmethod
+    def release(cls, info: dict[str, Any], build_id: str) -> list[str]:
+        """Stop what a dead build left running on its target (containers are found by label
+        elsewhere); a description of each thing stopped."""
+        return []
+
+    @property
+    def name(self) -> str:
+        """What names this target among others of its kind (a container name, a host)."""
+        return self.kind
 
     @abstractmethod
     def start(self) -> None:

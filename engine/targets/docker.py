@@ -1,8 +1,9 @@
 """The Docker target: a container started from the source image, through the Docker SDK.
 
-This is the only module that catches `docker.errors.*`; each is re-raised as one of
-the project's errors with a hint. `DOCKER_HOST` (and the TLS variables) are honoured
-through `docker.from_env()`, so a remote engine serves as well as the local one.
+Docker SDK errors of the container are caught here (those of images and helper
+containers in engine.images); each is re-raised as one of the project's errors with a
+hint. `DOCKER_HOST` (and the TLS variables) are honoured through `docker.from_env()`, so
+a remote engine serves as well as the local one.
 """
 
 from __future__ import annotations
@@ -12,15 +13,14 @@ import io
 import os
 import re
 import select
-import shlex
 import tarfile
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 # isort: split
-from engine.targets import _docker_import  # noqa: F401 - hides paramiko from docker-py; before `import docker`
+from engine import _docker_import  # noqa: F401 - hides paramiko from docker-py; before `import docker`
 
 # isort: split
 import docker
@@ -28,22 +28,23 @@ import docker.errors
 from docker.models.containers import Container
 from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
 
-from engine import failpoints, journal
-from engine.errors import EnvironmentProblem
+from engine import failpoints
+from engine.errors import EnvironmentProblem, UsageError
+from engine.images import (
+    KEEPALIVE,
+    LABEL_BUILD,
+    LABEL_OWNER,
+    LABEL_TEMPLATE,
+    LABEL_TOOL,
+    connect,
+    image_config,
+    labels,
+    reason,
+)
 from engine.targets import posix, runner, terminal
-from engine.targets.base import Command, CommandTimeout, OutputSink, Target, TargetError
+from engine.targets.base import Command, CommandTimeout, OpenRequest, OutputSink, Target, TargetError
 
-Client = docker.DockerClient  # the engine connection, as other modules name it
-LABEL_TOOL = "io.aib-local.tool"
-TOOL = "aib-local"
-LABEL_BUILD = "io.aib-local.build-id"
-LABEL_TEMPLATE = "io.aib-local.template"
-# HOST:PID:START of the aib-local process that started the container: `clean` leaves
-# the containers of live builds alone.
-LABEL_OWNER = "io.aib-local.owner"
 BUILD_USER = "packer"
-# Keeps the container alive without depending on anything but sh and sleep.
-KEEPALIVE = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
 # Gives the image an AIB-like build user: with sudo, a non-root user with passwordless
 # sudo; without sudo, root and a pass-through `sudo` so that AIB scripts run unchanged.
 PREPARE_USER = r"""
@@ -129,110 +130,11 @@ def vm_limits(vm_size: str) -> tuple[float, float, str]:
     return cpus, cpus * 4, f"{size}: not in the size table, using {cpus:g} CPU, {cpus * 4:g} GiB"
 
 
-def connect() -> docker.DockerClient:
-    """A client for the engine named by the environment (DOCKER_HOST etc.)."""
-    try:
-        client = docker.from_env(timeout=120)
-        client.ping()
-    except docker.errors.DockerException as exc:
-        where = os.environ.get("DOCKER_HOST", "the local socket (unix:///var/run/docker.sock)")
-        raise EnvironmentProblem(
-            f"no Docker engine answers at {where}: {_reason(exc)}",
-            hint="start one (sudo systemctl start docker, or fixtures/ensure-docker.sh), or set DOCKER_HOST",
-        ) from None
-    return client
-
-
-def _reason(exc: Exception) -> str:
-    text = str(getattr(exc, "explanation", None) or exc)
-    return text.splitlines()[0][:300] if text else type(exc).__name__
-
-
-def ensure_image(client: docker.DockerClient, ref: str, make_hint: str) -> str:
-    """The image ID for `ref`: local, else pulled; EnvironmentProblem with `make_hint`."""
-    try:
-        return str(client.images.get(ref).id)
-    except docker.errors.ImageNotFound:
-        pass
-    except docker.errors.DockerException as exc:
-        raise EnvironmentProblem(f"cannot inspect image {ref}: {_reason(exc)}") from None
-    try:
-        return str(client.images.pull(ref).id)
-    except docker.errors.DockerException as exc:
-        raise EnvironmentProblem(
-            f"image {ref} is not present locally and could not be pulled ({_reason(exc)})",
-            hint=make_hint,
-        ) from None
-
-
-def image_config(client: docker.DockerClient, image_id: str) -> dict[str, Any]:
-    try:
-        config: dict[str, Any] = client.api.inspect_image(image_id).get("Config") or {}
-    except docker.errors.DockerException as exc:
-        raise TargetError(f"cannot inspect image {image_id}: {_reason(exc)}") from None
-    return config
-
-
-def import_filesystem(client: docker.DockerClient, stream: Iterator[bytes], repository: str, tag: str) -> str:
-    """A local image made from a root filesystem tar stream (an SSH host's, say)."""
-    try:
-        client.api.import_image(
-            src=stream, repository=repository, tag=tag, changes=['CMD ["/bin/sh"]'], stream_src=True
-        )
-        return str(client.images.get(f"{repository}:{tag}").id)
-    except docker.errors.DockerException as exc:
-        raise TargetError(f"cannot import the filesystem as {repository}:{tag}: {_reason(exc)}") from None
-
-
-def remove_images(images: list[str]) -> list[str]:
-    """Remove local images by reference (checkpoints: untagged, layers go with their last user)."""
-    if not images:
-        return []
-    client = connect()
-    removed = []
-    for image in images:
-        try:
-            client.images.remove(image)
-            removed.append(image)
-        except docker.errors.ImageNotFound:
-            continue
-        except docker.errors.DockerException as exc:
-            raise TargetError(f"cannot remove image {image}: {_reason(exc)}") from None
-    return removed
-
-
-def labels(build_id: str, template: str) -> dict[str, str]:
-    """The labels of every container a build starts."""
-    return {LABEL_TOOL: TOOL, LABEL_BUILD: build_id, LABEL_TEMPLATE: template, LABEL_OWNER: journal.identity()}
-
-
-def remove_labelled(
-    client: docker.DockerClient, build_id: str | None = None, keep: Collection[str] = ()
-) -> tuple[list[str], list[str]]:
-    """Remove the containers aib-local started (all, or one build's), but those in `keep`
-    and those whose build is still running: (names removed, names of live builds left)."""
-    label = f"{LABEL_BUILD}={build_id}" if build_id else f"{LABEL_TOOL}={TOOL}"
-    removed, live = [], []
-    try:
-        for container in client.containers.list(all=True, filters={"label": label}):
-            if container.name in keep:
-                continue
-            owner = (container.labels or {}).get(LABEL_OWNER, "")
-            if owner and journal.alive(owner) is not False:
-                live.append(str(container.name))
-                continue
-            with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True)
-            removed.append(str(container.name))
-    except docker.errors.DockerException as exc:
-        raise TargetError(f"cannot remove containers labelled {label}: {_reason(exc)}") from None
-    return removed, live
-
-
 class DockerTarget(Target):
     """A container from `image`, labelled with the build so that nothing is orphaned."""
 
     kind = "docker"
+    can_checkpoint = True
 
     def __init__(
         self,
@@ -243,6 +145,7 @@ class DockerTarget(Target):
         template: str,
         vm_size: str = "",
         network: str | None = None,
+        os_type: str = "Linux",
     ) -> None:
         self.client = client
         self.image = image
@@ -250,6 +153,7 @@ class DockerTarget(Target):
         self.template = template
         self.vm_size = vm_size
         self.network = network
+        self.os_type = os_type
         self.container: Container | None = None
         self.build_user = "root"
         self._uid = 0
@@ -306,7 +210,7 @@ class DockerTarget(Target):
         except docker.errors.ImageNotFound:
             raise EnvironmentProblem(f"image {self.image} disappeared before the build started") from None
         except docker.errors.DockerException as exc:
-            raise TargetError(f"cannot start a container from {self.image}: {_reason(exc)}") from None
+            raise TargetError(f"cannot start a container from {self.image}: {reason(exc)}") from None
         failpoints.hit("target:started")
         self._prepare_user()
 
@@ -327,8 +231,26 @@ class DockerTarget(Target):
             self.notes.append("the image has no sudo: customizers run as root with a pass-through 'sudo'")
 
     @classmethod
-    def attach(cls, client: docker.DockerClient, info: dict[str, Any]) -> DockerTarget:
+    def open(cls, request: OpenRequest) -> DockerTarget:
+        return cls(
+            connect(),
+            request.image,
+            build_id=request.build_id,
+            template=request.template,
+            vm_size=request.vm_size,
+            network=request.network,
+            os_type=request.os_type,
+        )
+
+    @classmethod
+    def check_spec(cls, spec: str) -> None:
+        if spec != cls.kind:
+            raise UsageError(f"--target {spec!r}: expected docker or ssh://USER@HOST[:PORT]")
+
+    @classmethod
+    def attach(cls, info: dict[str, Any], build_id: str, *, within: float | None = None) -> DockerTarget:
         """The kept container of an earlier build, from its build record's target info."""
+        client = connect()
         try:
             container = client.containers.get(info["name"])
         except docker.errors.NotFound:
@@ -336,15 +258,21 @@ class DockerTarget(Target):
                 f"the kept container {info['name']} no longer exists (removed by aib-local clean?)"
             ) from None
         except docker.errors.DockerException as exc:
-            raise TargetError(f"cannot find container {info['name']}: {_reason(exc)}") from None
-        target = cls(client, info["image"], build_id=info["buildId"], template=info.get("template", ""))
+            raise TargetError(f"cannot find container {info['name']}: {reason(exc)}") from None
+        target = cls(
+            client,
+            info["image"],
+            build_id=info.get("buildId", build_id),
+            template=info.get("template", ""),
+            os_type=info.get("osType", "Linux"),
+        )
         target.container = container
         target.build_user, target._uid, target._gid = info["buildUser"], info["uid"], info["gid"]
         if container.status != "running":
             try:
                 container.start()
             except docker.errors.DockerException as exc:
-                raise TargetError(f"cannot start the kept container {info['name']}: {_reason(exc)}") from None
+                raise TargetError(f"cannot start the kept container {info['name']}: {reason(exc)}") from None
         return target
 
     def info(self) -> dict[str, Any]:
@@ -358,6 +286,7 @@ class DockerTarget(Target):
             "buildUser": self.build_user,
             "uid": self._uid,
             "gid": self._gid,
+            "osType": self.os_type,
         }
 
     def interactive_shell(self) -> int:
@@ -380,7 +309,7 @@ class DockerTarget(Target):
             terminal.pump(raw.fileno(), lambda: raw.recv(4096), raw.sendall)
             return int(self.client.api.exec_inspect(exec_id).get("ExitCode") or 0)
         except docker.errors.DockerException as exc:
-            raise TargetError(f"cannot open a shell in {self.name}: {_reason(exc)}") from None
+            raise TargetError(f"cannot open a shell in {self.name}: {reason(exc)}") from None
 
     def _require(self) -> Container:
         if self.container is None:
@@ -394,7 +323,7 @@ class DockerTarget(Target):
             try:
                 session = _DockerSession(self.client, self._require().id, user)
             except docker.errors.DockerException as exc:
-                raise TargetError(f"cannot start the step runner in {self.name}: {_reason(exc)}") from None
+                raise TargetError(f"cannot start the step runner in {self.name}: {reason(exc)}") from None
             self._sessions[user] = session
         return session
 
@@ -430,7 +359,7 @@ class DockerTarget(Target):
         except docker.errors.NotFound:
             return f"the container {self.name} was removed (docker rm -f?)"
         except docker.errors.DockerException as exc:
-            return f"the Docker engine does not answer about {self.name}: {_reason(exc)}"
+            return f"the Docker engine does not answer about {self.name}: {reason(exc)}"
         state = attrs.get("State") or {}
         if state.get("Running") and not state.get("Restarting"):
             return ""
@@ -471,7 +400,7 @@ class DockerTarget(Target):
         except docker.errors.NotFound:
             raise TargetError(f"cannot write {destination}: the directory {directory} does not exist") from None
         except docker.errors.DockerException as exc:
-            raise TargetError(f"cannot write {destination}: {_reason(exc)}") from None
+            raise TargetError(f"cannot write {destination}: {reason(exc)}") from None
 
     def restart(self, command: str, timeout: float, report: Callable[[str], None]) -> None:
         """Restart the container itself (the restart command does not apply to a container)."""
@@ -481,7 +410,7 @@ class DockerTarget(Target):
         try:
             container.restart(timeout=max(1, int(min(timeout, 30))))
         except docker.errors.DockerException as exc:
-            raise TargetError(f"cannot restart {self.name}: {_reason(exc)}") from None
+            raise TargetError(f"cannot restart {self.name}: {reason(exc)}") from None
 
         @retry(retry=retry_if_result(lambda up: not up), stop=stop_after_delay(timeout), wait=wait_fixed(0.2))
         def running() -> bool:
@@ -499,7 +428,7 @@ class DockerTarget(Target):
         try:
             yield from container.export(chunk_size=1 << 20)
         except docker.errors.DockerException as exc:
-            raise TargetError(f"cannot export the filesystem of {self.name}: {_reason(exc)}") from None
+            raise TargetError(f"cannot export the filesystem of {self.name}: {reason(exc)}") from None
 
     def prepare_capture(self) -> None:
         """Take the build user, its sudoers entry or the sudo shim back out of the image."""
@@ -528,7 +457,7 @@ class DockerTarget(Target):
         try:
             image = container.commit(repository=repository, tag=tag, conf=conf)
         except docker.errors.DockerException as exc:
-            raise TargetError(f"cannot commit {self.name}: {_reason(exc)}") from None
+            raise TargetError(f"cannot commit {self.name}: {reason(exc)}") from None
         return str(image.id)
 
     def stop(self) -> None:
@@ -537,7 +466,7 @@ class DockerTarget(Target):
         try:
             container.stop(timeout=10)
         except docker.errors.DockerException as exc:
-            raise TargetError(f"cannot stop {self.name}: {_reason(exc)}") from None
+            raise TargetError(f"cannot stop {self.name}: {reason(exc)}") from None
 
     def remove(self) -> None:
         self._close_sessions()
@@ -548,124 +477,8 @@ class DockerTarget(Target):
         except docker.errors.NotFound:
             pass
         except docker.errors.DockerException as exc:
-            raise TargetError(f"cannot remove {self.name}: {_reason(exc)}") from None
+            raise TargetError(f"cannot remove {self.name}: {reason(exc)}") from None
         self.container = None
-
-
-HELPER_IMAGES_ENV = "AIB_LOCAL_HELPER_IMAGE"
-FALLBACK_HELPER = "debian:12"
-
-
-class Ext4Writer:
-    """Writes an ext4 filesystem holding a tar stream into a disk image file.
-
-    The privileged part (unpacking a root filesystem with its owners and device nodes,
-    then `mke2fs -d`) happens in a short-lived helper container: the Docker engine
-    unpacks the stream (`put_archive`), so the engine itself never needs root. The
-    image file is written through a bind mount of its folder, sparse, and handed back
-    to the calling user.
-    """
-
-    def __init__(self, client: docker.DockerClient, candidates: list[str], *, build_id: str) -> None:
-        self.client = client
-        env = os.environ.get(HELPER_IMAGES_ENV)
-        self.candidates = [env] if env else [*candidates, FALLBACK_HELPER]
-        self.build_id = build_id
-
-    def _start(self, folder: str) -> Container:
-        for image in dict.fromkeys(self.candidates):
-            try:
-                container = self.client.containers.run(
-                    image,
-                    entrypoint=KEEPALIVE,
-                    command=[],
-                    detach=True,
-                    network_mode="none",
-                    user="root",
-                    labels=labels(self.build_id, "vhd-helper"),
-                    volumes={folder: {"bind": "/out", "mode": "rw"}},
-                )
-            except docker.errors.ImageNotFound:
-                continue
-            except docker.errors.DockerException as exc:
-                raise TargetError(f"cannot start the disk helper from {image}: {_reason(exc)}") from None
-            if self._exec(container, "command -v mke2fs && mke2fs -V 2>&1 | grep -q 'mke2fs 1.4[3-9]'")[0] == 0:
-                return container
-            container.remove(force=True)
-        raise EnvironmentProblem(
-            "no image with mke2fs (e2fsprogs 1.43 or newer) to write the VHD's filesystem: "
-            f"tried {', '.join(dict.fromkeys(self.candidates))}",
-            hint=f"make one: fixtures/images/build-image.sh debian:12, or set {HELPER_IMAGES_ENV}=IMAGE",
-        )
-
-    def _exec(self, container: Container, script: str) -> tuple[int, str]:
-        try:
-            code, output = container.exec_run(["/bin/sh", "-c", script], user="root")
-        except docker.errors.DockerException as exc:
-            raise TargetError(f"the disk helper failed: {_reason(exc)}") from None
-        return int(code), output.decode("utf-8", "replace")
-
-    def write(self, stream: Iterator[bytes], image: str, *, offset: int, size: int | None) -> tuple[int, int]:
-        """Write the filesystem of `stream` at `offset` in `image` (a path on this machine).
-
-        `size` is the whole disk in bytes, or None for the smallest fit. Returns
-        (disk size, bytes of files).
-        """
-        host = os.environ.get("DOCKER_HOST", "")
-        if host and not host.startswith("unix://"):
-            raise EnvironmentProblem(
-                f"a VHD needs the Docker engine on this machine (DOCKER_HOST is {host}): "
-                "its helper writes the disk through a bind mount of the store",
-                hint="build VHDs with a local engine, or distribute a ManagedImage instead",
-            )
-        folder, _, name = image.rpartition("/")
-        container = self._start(folder)
-        try:
-            self._exec(container, "mkdir -p /rootfs")
-            try:
-                container.put_archive("/rootfs", stream)
-            except docker.errors.DockerException as exc:
-                raise TargetError(f"cannot unpack the filesystem in the disk helper: {_reason(exc)}") from None
-            failpoints.hit("vhd:unpacked")
-            code, out = self._exec(container, "du -sk -x /rootfs | cut -f1; find /rootfs -xdev | wc -l")
-            if code != 0:
-                raise TargetError(f"cannot measure the filesystem: {out.strip()}")
-            used_kib, files = (int(x) for x in out.split())
-            inodes = files + files // 5 + 1024
-            # ext4 metadata (inode tables at 256 bytes each, journal, reserve) on top of the data.
-            needed = used_kib * 1024 * 6 // 5 + inodes * 256 + 64 * 1024 * 1024
-            disk = size if size is not None else offset + needed
-            disk = -(-disk // (1 << 20)) * (1 << 20)
-            if disk - offset < needed * 9 // 10:
-                raise TargetError(
-                    f"osDiskSizeGB is too small: the files take {used_kib // 1024} MiB, "
-                    f"the filesystem needs about {needed // (1 << 20)} MiB"
-                )
-            fs_kib = (disk - offset) // 1024
-            code, out = self._exec(
-                container,
-                f"mke2fs -q -F -t ext4 -L rootfs -N {inodes} -d /rootfs -E offset={offset} "
-                f"/out/{shlex.quote(name)} {fs_kib}k && chown {os.getuid()}:{os.getgid()} /out/{shlex.quote(name)}",
-            )
-            if code != 0 and "No space left" in out:
-                raise TargetError(f"the disk holding {folder} is full: mke2fs could not write the VHD there")
-            if code != 0:
-                raise TargetError(f"mke2fs failed: {out.strip()[-500:]}")
-            return disk, used_kib * 1024
-        finally:
-            _remove_quietly(container)
-
-
-def _remove_quietly(container: Container) -> None:
-    """Remove a helper container; one already gone (or going) is fine, and an error here
-    must not hide the one that brought the caller to its `finally`."""
-    try:
-        container.remove(force=True)
-    except docker.errors.NotFound:
-        pass
-    except docker.errors.APIError as exc:
-        if exc.status_code != 409:  # 409: its removal is already in progress
-            raise TargetError(f"cannot remove the helper container {container.short_id}: {_reason(exc)}") from None
 
 
 class _DockerSession(runner.Session):

@@ -27,9 +27,9 @@ from typing import Any
 import paramiko
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from engine.errors import EnvironmentProblem
+from engine.errors import AibLocalError, EnvironmentProblem
 from engine.targets import posix, runner, terminal
-from engine.targets.base import Command, CommandTimeout, OutputSink, Target, TargetError
+from engine.targets.base import Command, CommandTimeout, OpenRequest, OutputSink, OwnSource, Target, TargetError
 from engine.targets.endpoint import SshEndpoint, SshOptions, parse_target
 
 # paramiko logs transport failures with tracebacks; they reach the user as our errors instead.
@@ -66,6 +66,8 @@ class SshTarget(Target):
     """A host reached over SSH; the build runs on it as the SSH user (with sudo for root)."""
 
     kind = "ssh"
+    starts_from_image = False  # the host is the source image
+    export_needs_stop = False  # the host keeps running; its filesystem is exported as it is
 
     def __init__(self, endpoint: SshEndpoint, options: SshOptions, *, build_id: str) -> None:
         self.endpoint = endpoint
@@ -524,6 +526,34 @@ class SshTarget(Target):
         }
 
     @classmethod
+    def open(cls, request: OpenRequest) -> SshTarget:
+        return cls(parse_target(request.spec), request.ssh, build_id=request.build_id)
+
+    @classmethod
+    def check_spec(cls, spec: str) -> None:
+        parse_target(spec)
+
+    @classmethod
+    def own_source(cls, spec: str) -> OwnSource:
+        endpoint = parse_target(spec)
+        return OwnSource({"type": "SshHost", "host": str(endpoint)}, f"SSH host {endpoint}")
+
+    @classmethod
+    def release(cls, info: dict[str, Any], build_id: str) -> list[str]:
+        """Stop the step a dead build left running on the host, and remove its scripts."""
+        try:
+            target = cls.attach(info, build_id, within=10)
+            try:
+                stopped = target.stop_leftovers()
+            finally:
+                target.remove()
+        except AibLocalError as exc:
+            raise TargetError(
+                f"could not reach {info.get('target')} to stop what build {build_id} left there: {exc}"
+            ) from None
+        return [f"{stopped} running step(s) of build {build_id} on {info.get('target')}"] if stopped else []
+
+    @classmethod
     def attach(cls, info: dict[str, Any], build_id: str, *, within: float | None = None) -> SshTarget:
         """Connect again to the host of a kept (or dead) build."""
         options = SshOptions(
@@ -551,12 +581,13 @@ class SshTarget(Target):
     # --- capture and teardown ------------------------------------------------------
 
     def stop(self) -> None:
-        """The host keeps running; its filesystem is exported as it is."""
+        """Nothing to stop: the host keeps running (export_needs_stop is False)."""
 
     def commit(self, repository: str, tag: str, base_image: str) -> str:
-        from engine.targets import docker as docker_target
+        """The host's filesystem, imported into the local image store."""
+        from engine import images
 
-        return docker_target.import_filesystem(docker_target.connect(), self.export(), repository, tag)
+        return images.import_filesystem(images.connect(), self.export(), repository, tag)
 
     def remove(self) -> None:
         self._stop_running()  # an interrupted step: closing its channel alone would orphan it

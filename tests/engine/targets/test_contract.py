@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from engine.targets.base import Command, CommandTimeout, Target, TargetError
-from engine.targets.docker import DockerTarget
-from engine.targets.ssh import SshOptions, SshTarget, parse_target
+from engine.targets.base import Command, CommandTimeout, OpenRequest, Target, TargetError
+from engine.targets.endpoint import SshOptions
+from engine.targets.registry import attach, for_spec
 from tests.conftest import start_sshd
 
 
@@ -21,12 +21,13 @@ def target(request: Any, docker_client: Any, base_image: str, tmp_path: Path) ->
     created: Target
     server = None
     if request.param == "docker":
-        created = DockerTarget(docker_client, base_image, build_id="contract-test", template="t", network="none")
+        request = OpenRequest("docker", "contract-test", template="t", image=base_image, network="none")
+        created = for_spec("docker").open(request)
     else:
         image = request.getfixturevalue("sshd_image")
         server = start_sshd(docker_client, image, tmp_path / "sshd")
         options = SshOptions(key_file=server.key_file, known_hosts=server.known_hosts)
-        created = SshTarget(parse_target(server.target), options, build_id="contract-test")
+        created = for_spec(server.target).open(OpenRequest(server.target, "contract-test", ssh=options))
     created.start()
     yield created
     created.remove()
@@ -121,3 +122,14 @@ def test_restart_and_reconnect(target: Target) -> None:
     assert run(target, "cat /tmp/marker")[1] == [("stdout", "kept")]
     assert run(target, "cut -d' ' -f22 /proc/1/stat")[1] != before
     assert phases and ("back up" in phases[-1] or "running again" in phases[-1])
+
+
+def test_a_kept_target_is_attached_again_from_its_info(target: Target) -> None:
+    assert run(target, "echo kept > /tmp/kept-marker")[0] == 0
+    again = attach(target.info(), "contract-test", within=10)
+    try:
+        assert again.kind == target.kind and again.os_type == target.os_type
+        assert again.build_user == target.build_user
+        assert run(again, "cat /tmp/kept-marker")[1] == [("stdout", "kept")]
+    finally:
+        again.remove()  # the fixture's own remove() after it is then a no-op

@@ -29,7 +29,7 @@ def test_labels_name_the_build(target: DockerTarget, docker_client: Any) -> None
 
 def test_a_vhd_needs_a_local_engine(docker_client: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     from engine.errors import EnvironmentProblem
-    from engine.targets.docker import Ext4Writer
+    from engine.ext4 import Ext4Writer
 
     monkeypatch.setenv("DOCKER_HOST", "tcp://build-server:2376")
     writer = Ext4Writer(docker_client, ["debian:12"], build_id="remote-test")

@@ -1,0 +1,136 @@
+"""The state of one build, shared by its phases: what it was given, what it has made."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import customizers
+from customizers.base import Customizer, Step
+from distributors.base import Distributor, RunOutput
+from engine.build.options import LOG_NAME, BuildOptions, Continuation, Deadline, new_build_id
+from engine.errors import BuildFailed
+from engine.events import BuildLog, Events, Redactor, Reporter, utc_now
+from engine.journal import Journal
+from engine.records import TEMPLATE_TYPE
+from engine.store import Store
+from engine.targets.base import Target
+from engine.validation import LoadedTemplate
+
+if TYPE_CHECKING:
+    from engine.images import Client
+
+
+@dataclass
+class Source:
+    """Where the build starts from: a local image (and its ID), or a target that is its own."""
+
+    record: dict[str, Any] = field(default_factory=dict)  # as the build record keeps it
+    image_ref: str = ""
+    image_id: str = ""
+    os_type: str | None = None  # when the source says it (a stored image's osType)
+
+
+@dataclass
+class BuildContext:
+    """One build of one template: its inputs, its target, and what it has done so far."""
+
+    loaded: LoadedTemplate
+    options: BuildOptions
+    store: Store
+    build_id: str
+    template_id: str
+    events: Events
+    log: BuildLog
+    redact: Redactor
+    deadline: Deadline
+    journal: Journal
+    continuation: Continuation | None = None
+    customizers: list[tuple[str, Customizer[Any]]] = field(default_factory=list)
+    distributors: list[Distributor[Any]] = field(default_factory=list)
+    target: Target | None = None
+    source: Source = field(default_factory=Source)
+    os_type: str = "Linux"
+    has_pwsh: bool = False
+    fetched: dict[str, Path] = field(default_factory=dict)
+    fingerprints: list[str] = field(default_factory=list)
+    plans: list[tuple[str, list[Step]]] = field(default_factory=list)
+    completed: list[int] = field(default_factory=list)
+    checkpoints: dict[str, str] = field(default_factory=dict)
+    generalized: bool = False
+    run_outputs: list[RunOutput] = field(default_factory=list)
+    current: str = "validate"  # the phase or step under way, for messages and statuses
+    keep_target: bool = False  # the user asked to keep it (--debug abort, --on-error ask)
+    cancelled: bool = False
+    started_at: str = field(default_factory=utc_now)
+    _docker: Client | None = None
+
+    @classmethod
+    def create(
+        cls,
+        loaded: LoadedTemplate,
+        options: BuildOptions,
+        store: Store,
+        reporter: Reporter,
+        *,
+        build_id: str | None = None,
+        continuation: Continuation | None = None,
+    ) -> BuildContext:
+        build_id = build_id or new_build_id(loaded.name)
+        log = BuildLog(store.build_dir(build_id) / LOG_NAME, build_id)
+        redact = Redactor(options.secrets.values())
+        template_id = (
+            f"/subscriptions/{options.subscription}/resourceGroups/{options.resource_group}"
+            f"/providers/{TEMPLATE_TYPE}/{loaded.name}"
+        )
+        return cls(
+            loaded=loaded,
+            options=options,
+            store=store,
+            build_id=build_id,
+            template_id=template_id,
+            events=Events(log, reporter, redact=redact),
+            log=log,
+            redact=redact,
+            deadline=Deadline(loaded.properties.timeout_minutes),
+            journal=Journal(store, build_id, template_id),
+            continuation=continuation,
+            customizers=[
+                (customizer_name(i, c), customizers.create(c)) for i, c in enumerate(loaded.properties.customize)
+            ],
+            os_type=loaded.os_type,
+        )
+
+    @property
+    def props(self) -> Any:
+        return self.loaded.properties
+
+    @property
+    def on_kept_target(self) -> bool:
+        return self.continuation is not None and self.continuation.on_kept_target
+
+    @property
+    def on_error(self) -> str:
+        """cleanup | abort | ask: the command line's, else the template's errorHandling."""
+        if self.options.on_error:
+            return self.options.on_error
+        handling = self.props.error_handling
+        return str(handling.on_customizer_error) if handling else "cleanup"
+
+    def require_target(self) -> Target:
+        if self.target is None:
+            raise BuildFailed("no target is running", step=self.current)
+        return self.target
+
+    def docker(self) -> Client:
+        """The local Docker engine, connected on first use (SSH builds may never need it)."""
+        if self._docker is None:
+            from engine import images
+
+            self._docker = images.connect()
+        return self._docker
+
+
+def customizer_name(index: int, section: Any) -> str:
+    return f"customize[{index}] {section.name or section.type}"

@@ -1,0 +1,81 @@
+"""The plan and customize phases: each customizer's steps, run in order on the target.
+
+With --debug the user is asked before each customizer (continue, shell, rerun the
+previous one, skip, abort); with --checkpoint a target that can commits itself after
+each good customizer, so that `build --resume` starts from there.
+"""
+
+from __future__ import annotations
+
+from customizers.base import PlanContext, PlanError, Step
+from engine.build.recording import build_running
+from engine.build.context import BuildContext
+from engine.build.steps import StepRunner
+from engine.errors import BuildFailed
+
+
+def plan(ctx: BuildContext, steps: StepRunner) -> None:
+    known = PlanContext(ctx.os_type, ctx.fetched, ctx.has_pwsh, ctx.options.powershell_strict)
+    plans: list[tuple[str, list[Step]]] = []
+    for name, customizer in ctx.customizers:
+        try:
+            plans.append((name, customizer.plan(known)))
+        except PlanError as exc:
+            raise BuildFailed(f"{name} cannot run here: {exc}", step=name) from None
+    ctx.plans = plans
+
+
+def customize(ctx: BuildContext, steps: StepRunner) -> None:
+    previous: int | None = None
+    for index, (name, planned) in enumerate(ctx.plans):
+        if ctx.continuation is not None and not ctx.continuation.selects(index):
+            continue
+        ctx.current = name
+        if ctx.options.pause is not None and not pause(ctx, steps, name, previous):
+            ctx.events.info(f"{name} skipped (--debug)", step=name)
+            continue
+        run_customizer(steps, index, name, planned)
+        customizer_done(ctx, index, name)
+        previous = index
+
+
+def run_customizer(steps: StepRunner, index: int, name: str, planned: list[Step]) -> None:
+    for number, step in enumerate(planned):
+        steps.execute(name, step, index=index, number=number)
+
+
+def pause(ctx: BuildContext, steps: StepRunner, name: str, previous: int | None) -> bool:
+    """--debug: ask before `name` until the user continues (True) or skips (False)."""
+    assert ctx.options.pause is not None
+    while True:
+        answer = ctx.options.pause(name)
+        if answer == "continue":
+            return True
+        if answer == "skip":
+            return False
+        if answer == "shell":
+            ctx.require_target().interactive_shell()
+        elif answer == "rerun" and previous is not None:
+            before, planned = ctx.plans[previous]
+            run_customizer(steps, previous, before, planned)
+        elif answer == "rerun":
+            ctx.events.info("there is no previous customizer to rerun", step=name)
+        elif answer == "abort":
+            ctx.keep_target = True
+            raise BuildFailed(f"aborted before {name} (--debug); the target is kept", step=name)
+
+
+def customizer_done(ctx: BuildContext, index: int, name: str) -> None:
+    ctx.completed.append(index)
+    target = ctx.target
+    if not (ctx.options.checkpoint and target is not None and target.can_checkpoint):
+        return
+    repository = f"aib-local/checkpoints/{ctx.build_id}"
+    ref = f"{repository}:{index}"
+    ctx.journal.pending("images", ref)
+    target.commit(repository, str(index), ctx.source.image_id)
+    # By tag, so that cleaning up untags it even while later checkpoints build on it.
+    ctx.checkpoints[str(index)] = ref
+    ctx.events.info(f"checkpoint after {name}: {ref}", step=name)
+    build_running(ctx)  # so that --resume finds it even if this process dies
+    ctx.journal.settled("images", ref)

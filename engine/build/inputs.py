@@ -1,0 +1,78 @@
+"""The fetch phase: every scriptUri/sourceUri fetched and verified before anything starts,
+and the customizers' fingerprints that tell which checkpoints a resume can use."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from engine.build.context import BuildContext
+from engine.build.options import Continuation
+from engine.errors import BuildFailed
+from engine.fetch import Fetched, FetchError, fetch, redact_uri
+
+
+def fetch_inputs(ctx: BuildContext) -> None:
+    """Fetch and verify every referenced file, then fingerprint the customizers."""
+    inputs = [(name, c, item) for name, c in ctx.customizers for item in c.inputs()]
+    digests: dict[str, str] = {}
+    for index, (name, customizer, item) in enumerate(inputs):
+        if item.uri in ctx.fetched:
+            continue
+        started = time.monotonic()
+        try:
+            meter = ctx.events.meter(step="fetch", label=f"download {redact_uri(item.uri)}")
+            got: Fetched = fetch(
+                item.uri,
+                ctx.loaded.base_dir,
+                ctx.store.build_dir(ctx.build_id) / "inputs" / f"{index}",
+                expected_sha256=item.sha256,
+                progress=meter.add,
+                retrying=lambda message: ctx.events.warning(message, step="fetch"),
+                deadline=ctx.deadline.end,
+                stall_timeout=ctx.options.download_timeout,
+            )
+        except FetchError as exc:
+            raise BuildFailed(str(exc.message), step=f"fetch ({name})", hint=exc.hint) from None
+        ctx.fetched[item.uri] = got.path
+        verified = "sha256 verified" if item.sha256 else f"sha256 {got.sha256} (no checksum given)"
+        ctx.events.info(
+            f"fetched {redact_uri(item.uri)} for {name}: {got.size} bytes, {verified}",
+            step="fetch",
+            durationSeconds=round(time.monotonic() - started, 3),
+        )
+        limit = customizer.input_limit
+        if limit is not None and got.size > limit:
+            ctx.events.warning(
+                f"{name}: {got.size} bytes is over AIB's {limit // (1024 * 1024)} MB {customizer.type_name} customizer limit"
+            )
+        digests[item.uri] = got.sha256
+    ctx.fingerprints = [
+        hashlib.sha256(
+            (c.section.model_dump_json(by_alias=True) + "".join(digests.get(i.uri, "") for i in c.inputs())).encode()
+        ).hexdigest()
+        for _, c in ctx.customizers
+    ]
+    if ctx.continuation is not None and ctx.continuation.resume:
+        choose_checkpoint(ctx, ctx.continuation)
+
+
+def choose_checkpoint(ctx: BuildContext, going_on: Continuation) -> None:
+    """Resume from the last checkpoint whose customizers are unchanged since it was taken."""
+    record = going_on.record
+    usable = [
+        int(index)
+        for index in record.checkpoints
+        if record.fingerprints[: int(index) + 1] == ctx.fingerprints[: int(index) + 1]
+    ]
+    if not usable:
+        ctx.events.warning(
+            f"build {record.build_id} has no checkpoint that matches the template as it is now: "
+            "building from the start"
+        )
+        ctx.continuation = None
+        return
+    last = max(usable)
+    going_on.first, going_on.image = last + 1, record.checkpoints[str(last)]
+    ctx.completed = list(range(last + 1))
+    ctx.checkpoints = {k: v for k, v in record.checkpoints.items() if int(k) <= last}

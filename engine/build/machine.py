@@ -1,0 +1,72 @@
+"""The start-target and attach-target phases: the machine the customizers run on.
+
+A new build opens the target its --target names (engine.targets); a rerun attaches to
+the target the earlier build kept. Either way the build then knows the target's OS and
+whether it has PowerShell.
+"""
+
+from __future__ import annotations
+
+from engine.build.deprovision import place_windows_script
+from engine.build.recording import build_running
+from engine.build.context import BuildContext
+from engine.build.source import check_distributors
+from engine.build.steps import StepRunner
+from engine.errors import UsageError
+from engine.targets.registry import attach, for_spec
+from engine.targets.base import OpenRequest, TargetError
+
+PWSH_PROBE = "command -v pwsh >/dev/null 2>&1"
+
+
+def start_target(ctx: BuildContext, steps: StepRunner) -> None:
+    options = ctx.options
+    target = for_spec(options.target).open(
+        OpenRequest(
+            spec=options.target,
+            build_id=ctx.build_id,
+            template=ctx.loaded.name,
+            image=ctx.source.image_id,
+            os_type=ctx.os_type,
+            vm_size=ctx.props.vm_profile.vm_size,
+            network=options.network,
+            ssh=options.ssh,
+        )
+    )
+    ctx.target = target
+    try:
+        steps.action("start-target", target.start, detail=target.describe())
+    finally:
+        for note in target.notes:
+            ctx.events.info(note, step="start-target")
+    build_running(ctx)
+    ctx.os_type = target.os_type
+    if ctx.os_type == "Linux":
+        ctx.has_pwsh = steps.probe(PWSH_PROBE) == 0
+    else:
+        place_windows_script(ctx, steps)
+
+
+def attach_target(ctx: BuildContext, steps: StepRunner) -> None:
+    """Rerun: connect to the kept target of the earlier build."""
+    assert ctx.continuation is not None
+    record = ctx.continuation.record
+    if not record.kept or not record.target:
+        raise UsageError(
+            f"build {ctx.build_id} kept no target to rerun on",
+            hint="keep one with --on-error abort (or --debug, abort), or use build --resume with --checkpoint",
+        )
+    ctx.source.record = dict(record.source)
+    ctx.source.image_id = str(record.target.get("image", ""))
+    try:
+        target = attach(record.target, ctx.build_id)
+    except TargetError as exc:
+        raise UsageError(str(exc), hint=f"start again with: aib-local build {ctx.loaded.path}") from None
+    ctx.target = target
+    ctx.journal.keep(target.name)
+    ctx.os_type = target.os_type
+    ctx.events.info(f"attached to the kept {target.describe()}", step="attach-target")
+    if ctx.os_type == "Linux":
+        ctx.has_pwsh = steps.probe(PWSH_PROBE) == 0
+    if ctx.continuation.finish:
+        ctx.distributors = check_distributors(ctx)

@@ -1,0 +1,73 @@
+"""Coming back to a build: rerun customizers on its kept target, or resume it from a
+checkpoint, with the template file read again so that edits are picked up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.build.loop import BuildRun
+from engine.build.options import BuildOptions, Continuation
+from engine.errors import UsageError
+from engine.events import Reporter
+from engine.records import BuildRecord, require_build
+from engine.store import Store
+from engine.validation import LoadedTemplate, LoadOptions, load_templates
+
+
+def reload_template(record: BuildRecord, allow_any_destination: bool = False) -> LoadedTemplate:
+    """The build's template file, read again (so edits are picked up) and validated."""
+    path = Path(record.template)
+    reading = LoadOptions(**record.reading) if record.reading else LoadOptions()
+    reading.allow_any_destination = reading.allow_any_destination or allow_any_destination
+    for loaded in load_templates(path, options=reading):
+        if loaded.name == record.template_name:
+            return loaded
+    raise UsageError(f"{path} no longer holds the image template {record.template_name!r}")
+
+
+def customizer_index(loaded: LoadedTemplate, name: str) -> int:
+    """The index of a customizer given by its name, 'customize[N]', or N."""
+    names = [c.name for c in loaded.properties.customize]
+    if name in names:
+        return names.index(name)
+    text = name.removeprefix("customize[").removesuffix("]")
+    if text.isdigit() and int(text) < len(names):
+        return int(text)
+    known = ", ".join(
+        f"{i}:{n or c.type}" for i, (n, c) in enumerate(zip(names, loaded.properties.customize, strict=True))
+    )
+    raise UsageError(f"no customizer {name!r} in {loaded.name} (customizers: {known})")
+
+
+def rerun(
+    store: Store,
+    build_id: str,
+    base: BuildOptions,
+    reporter: Reporter,
+    *,
+    start: str | None = None,
+    only: str | None = None,
+    finish: bool = False,
+) -> BuildRun:
+    """A build that runs customizers again on the kept target of `build_id`."""
+    record = require_build(store, build_id)
+    options = base.with_stored(record.options)
+    loaded = reload_template(record, options.allow_any_destination)
+    if start and only:
+        raise UsageError("give --from or --only, not both")
+    # By default: from the step that failed (the one being debugged).
+    first = customizer_index(loaded, start or only or "") if start or only else (record.failed_index or 0)
+    going_on = Continuation(record, first=first, only=bool(only), finish=finish)
+    return BuildRun(loaded, options, store, reporter, build_id=build_id, continuation=going_on)
+
+
+def resume(store: Store, build_id: str, base: BuildOptions, reporter: Reporter, templates: list[Path]) -> BuildRun:
+    """A new build that starts from the last usable checkpoint of `build_id`."""
+    record = require_build(store, build_id)
+    if not record.checkpoints:
+        raise UsageError(f"build {build_id} has no checkpoints", hint="build with --checkpoint to take them")
+    options = base.with_stored(record.options)
+    if templates and Path(templates[0]).resolve() != Path(record.template):
+        raise UsageError(f"build {build_id} built {record.template}, not {templates[0]}")
+    loaded = reload_template(record, options.allow_any_destination)
+    return BuildRun(loaded, options, store, reporter, continuation=Continuation(record, resume=True))

@@ -1,0 +1,132 @@
+"""The resolve-source phase: which image the build starts from, as one `Source`.
+
+A PlatformImage goes through the catalogue, a ManagedImage or gallery version through
+the local store, a resume through its checkpoint; a target that is its own source (a
+host the user runs) records the template's source only. Distributions are checked here
+too, before any target starts.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import distributors
+from distributors.base import DistributeError, Distributor
+from engine import images
+from engine import model as m
+from engine.build.context import BuildContext, Source
+from engine.catalogue import Catalogue
+from engine.errors import BuildFailed, EnvironmentProblem, UsageError
+from engine.gallery import VERSION_TYPE, Galleries
+from engine.store import Store
+from engine.targets.registry import for_spec
+
+
+def resolve_source(ctx: BuildContext) -> None:
+    ctx.distributors = check_distributors(ctx)
+    ctx.source = resolve(ctx)
+    ctx.os_type = ctx.source.os_type or ctx.os_type
+
+
+def resolve(ctx: BuildContext) -> Source:
+    """The build's source: its record, and the local image where the target starts from one."""
+    declared = ctx.props.source
+    own = for_spec(ctx.options.target).own_source(ctx.options.target)
+    if own is not None:
+        ctx.events.info(
+            f"the build runs on the {own.description}: it is the source image, "
+            f"properties.source ({declared.type}) is recorded only"
+        )
+        return Source({**own.record, "declared": declared.type})
+    going_on = ctx.continuation
+    if going_on is not None and going_on.image is not None:
+        source = Source(dict(going_on.record.source), going_on.image)
+        ctx.events.info(
+            f"resuming build {going_on.record.build_id} from its checkpoint before customize[{going_on.first}]"
+        )
+    elif isinstance(declared, m.PlatformImageSource):
+        source = platform_image(declared, ctx.options.catalogue)
+    else:
+        source = stored_image(ctx, declared)
+    source.image_id = images.ensure_image(ctx.docker(), source.image_ref, recipe_hint(source.image_ref))
+    source.record["exactVersion"] = source.image_id
+    ctx.events.info(
+        f"source {source.record.get('urn') or source.record.get('id')}"
+        f" -> image {source.image_ref} ({source.image_id[:19]})"
+    )
+    return source
+
+
+def platform_image(declared: m.PlatformImageSource, catalogue: Path | None) -> Source:
+    ref = Catalogue.load(catalogue).resolve(declared)
+    if ref is None:
+        raise EnvironmentProblem(
+            f"no catalogue entry for {declared.urn}",
+            hint=f'map it to a local image with --catalogue FILE: {{"{declared.urn}": "IMAGE"}}',
+        )
+    record: dict[str, Any] = {"type": "PlatformImage", "urn": declared.urn, "image": ref}
+    if re.match(r"^\d+\.\d+\.\d+$", declared.version):
+        record["version"] = declared.version
+    return Source(record, ref)
+
+
+def stored_image(ctx: BuildContext, declared: m.Source) -> Source:
+    """A ManagedImage or SharedImageVersion source: the image an earlier local build made."""
+    record, resource_id = stored_record(ctx, declared)
+    local = record.get("aibLocal") or {}
+    ref = str(local.get("dockerImage", ""))
+    os_disk = (record.get("properties") or {}).get("storageProfile", {}).get("osDisk", {})
+    source = Source({"type": declared.type, "id": resource_id, "image": ref}, ref)
+    source.os_type = os_disk.get("osType") or local.get("osType")
+    if record.get("type") == VERSION_TYPE:
+        source.record["version"] = record["name"]
+    return source
+
+
+def stored_record(ctx: BuildContext, declared: m.Source) -> tuple[dict[str, Any], str]:
+    """The store record of a ManagedImage or SharedImageVersion source, and its ID."""
+    if isinstance(declared, m.ManagedImageSource):
+        resource_id = declared.image_id
+        record = ctx.store.get(resource_id)
+    else:
+        resource_id = getattr(declared, "image_version_id", "")
+        record = Galleries(ctx.store).resolve(resource_id)
+        if record is not None and str(record["id"]) != resource_id:
+            ctx.events.info(f"{resource_id} resolves to {record['id']}")
+            resource_id = str(record["id"])
+    if record is None:
+        raise UsageError(
+            f"properties.source: {resource_id} is not in the local store {ctx.store.root}",
+            hint="build the template that distributes it first, or pass the right --store",
+        )
+    return record, resource_id
+
+
+def check_distributors(ctx: BuildContext) -> list[Distributor[Any]]:
+    """A distributor for each entry of properties.distribute, each checked against the store."""
+    return [_distributor(index, section, ctx.store) for index, section in enumerate(ctx.props.distribute)]
+
+
+def _distributor(index: int, section: Any, store: Store) -> Distributor[Any]:
+    try:
+        distributor = distributors.lookup(section.type)(section)
+    except KeyError as exc:
+        raise BuildFailed(str(exc.args[0]), step=f"distribute[{index}] {section.run_output_name}") from None
+    try:
+        distributor.check(store)
+    except DistributeError as exc:
+        raise UsageError(f"properties.distribute[{index}]: {exc}", hint=exc.hint) from None
+    return distributor
+
+
+def recipe_hint(image: str) -> str:
+    """The command that makes a missing image locally."""
+    recipe = Path(__file__).resolve().parents[2] / "fixtures" / "images" / "build-image.sh"
+    if image in ("debian:12", "debian:bookworm", "aib-local/sshd:12"):
+        return f"make it locally: {recipe if recipe.exists() else 'fixtures/images/build-image.sh'} {image}"
+    return (
+        f"make it locally (debootstrap/rootfs tarball | docker import - {image}), "
+        "or map the source URN to an image you have with --catalogue FILE"
+    )

@@ -1,0 +1,64 @@
+"""What outlives a build: its kept target (for `aib-local shell`), and what `aib-local
+clean` removes (dead builds' leftovers, kept targets, checkpoint images, partial files)."""
+
+from __future__ import annotations
+
+import sys
+
+from engine import images, journal
+from engine.errors import UsageError
+from engine.records import builds, require_build, write_build
+from engine.store import Store
+from engine.targets import registry
+from engine.targets.base import Target
+
+
+def kept_target(store: Store, build_id: str) -> Target:
+    """The kept target of a build, connected."""
+    record = require_build(store, build_id)
+    if not record.kept or not record.target:
+        raise UsageError(f"build {build_id} kept no target", hint="keep one with --on-error abort")
+    return registry.attach(record.target, build_id)
+
+
+def _warn(message: str) -> None:
+    sys.stderr.write(f"warning: {message}\n")
+
+
+def sweep(store: Store, build_id: str | None = None) -> list[str]:
+    """Remove what builds killed outright left (see engine.journal); what was removed."""
+
+    def containers(dead_id: str, keep: list[str]) -> list[str]:
+        return images.remove_labelled(images.connect(), dead_id, keep)[0]
+
+    return journal.sweep(
+        store,
+        containers,
+        images.remove_images,
+        build_id=build_id,
+        release_target=registry.releaser(store, _warn),
+    )
+
+
+def clean(store: Store, build_id: str | None = None) -> tuple[list[str], list[str]]:
+    """Remove the containers, checkpoint images and partial files that dead and kept
+    builds left: (what was removed, containers of running builds that were left alone)."""
+    live_ids = set(journal.live_builds(store))
+    if build_id is not None and build_id in live_ids:
+        raise UsageError(f"build {build_id} is still running", hint="stop it (Ctrl-C) or wait for it to end")
+    removed = sweep(store, build_id)
+    names, live = images.remove_labelled(images.connect(), build_id)
+    removed += [f"container {name}" for name in names]
+    records = [require_build(store, build_id)] if build_id else list(builds(store))
+    for record in records:
+        if record.build_id in live_ids:
+            continue
+        removed += [f"checkpoint image {image}" for image in images.remove_images(list(record.checkpoints.values()))]
+        if record.kept or record.running or record.checkpoints:
+            status = "cleaned" if record.running else record.status
+            write_build(store, record.model_copy(update={"kept": False, "checkpoints": {}, "status": status}))
+    if not live_ids:  # a running build's partial files are its own
+        for partial in sorted(store.root.rglob("*.partial")):
+            partial.unlink(missing_ok=True)
+            removed.append(f"partial file {partial}")
+    return removed, live

@@ -1,0 +1,138 @@
+"""The Docker engine on this machine, as the local image store and the helpers' host.
+
+Whatever the build target, images live here: source images of container builds,
+checkpoints, committed managed images and gallery versions, and the helper containers
+that write VHDs. Every container aib-local starts carries its labels, so that a build
+that died is cleaned up by label. `DOCKER_HOST` (and the TLS variables) are honoured
+through `docker.from_env()`. Docker SDK errors are translated here (and in the Docker
+target) into the project's own, each with a hint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Collection, Iterator
+from typing import Any
+
+# isort: split
+from engine import _docker_import  # noqa: F401 - hides paramiko from docker-py; before `import docker`
+
+# isort: split
+import docker
+import docker.errors
+
+from engine.errors import EnvironmentProblem
+from engine.process import alive, identity
+from engine.targets.base import TargetError
+
+Client = docker.DockerClient  # the engine connection, as other modules name it
+LABEL_TOOL = "io.aib-local.tool"
+TOOL = "aib-local"
+LABEL_BUILD = "io.aib-local.build-id"
+LABEL_TEMPLATE = "io.aib-local.template"
+# HOST:PID:START of the aib-local process that started the container: `clean` leaves
+# the containers of live builds alone.
+LABEL_OWNER = "io.aib-local.owner"
+# Keeps the container alive without depending on anything but sh and sleep.
+KEEPALIVE = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
+
+
+def connect() -> docker.DockerClient:
+    """A client for the engine named by the environment (DOCKER_HOST etc.)."""
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        where = os.environ.get("DOCKER_HOST", "the local socket (unix:///var/run/docker.sock)")
+        raise EnvironmentProblem(
+            f"no Docker engine answers at {where}: {reason(exc)}",
+            hint="start one (sudo systemctl start docker, or fixtures/ensure-docker.sh), or set DOCKER_HOST",
+        ) from None
+    return client
+
+
+def reason(exc: Exception) -> str:
+    text = str(getattr(exc, "explanation", None) or exc)
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def ensure_image(client: docker.DockerClient, ref: str, make_hint: str) -> str:
+    """The image ID for `ref`: local, else pulled; EnvironmentProblem with `make_hint`."""
+    try:
+        return str(client.images.get(ref).id)
+    except docker.errors.ImageNotFound:
+        pass
+    except docker.errors.DockerException as exc:
+        raise EnvironmentProblem(f"cannot inspect image {ref}: {reason(exc)}") from None
+    try:
+        return str(client.images.pull(ref).id)
+    except docker.errors.DockerException as exc:
+        raise EnvironmentProblem(
+            f"image {ref} is not present locally and could not be pulled ({reason(exc)})",
+            hint=make_hint,
+        ) from None
+
+
+def image_config(client: docker.DockerClient, image_id: str) -> dict[str, Any]:
+    try:
+        config: dict[str, Any] = client.api.inspect_image(image_id).get("Config") or {}
+    except docker.errors.DockerException as exc:
+        raise TargetError(f"cannot inspect image {image_id}: {reason(exc)}") from None
+    return config
+
+
+def import_filesystem(client: docker.DockerClient, stream: Iterator[bytes], repository: str, tag: str) -> str:
+    """A local image made from a root filesystem tar stream (an SSH host's, say)."""
+    try:
+        client.api.import_image(
+            src=stream, repository=repository, tag=tag, changes=['CMD ["/bin/sh"]'], stream_src=True
+        )
+        return str(client.images.get(f"{repository}:{tag}").id)
+    except docker.errors.DockerException as exc:
+        raise TargetError(f"cannot import the filesystem as {repository}:{tag}: {reason(exc)}") from None
+
+
+def remove_images(images: list[str]) -> list[str]:
+    """Remove local images by reference (checkpoints: untagged, layers go with their last user)."""
+    if not images:
+        return []
+    client = connect()
+    removed = []
+    for image in images:
+        try:
+            client.images.remove(image)
+            removed.append(image)
+        except docker.errors.ImageNotFound:
+            continue
+        except docker.errors.DockerException as exc:
+            raise TargetError(f"cannot remove image {image}: {reason(exc)}") from None
+    return removed
+
+
+def labels(build_id: str, template: str) -> dict[str, str]:
+    """The labels of every container a build starts."""
+    return {LABEL_TOOL: TOOL, LABEL_BUILD: build_id, LABEL_TEMPLATE: template, LABEL_OWNER: identity()}
+
+
+def remove_labelled(
+    client: docker.DockerClient, build_id: str | None = None, keep: Collection[str] = ()
+) -> tuple[list[str], list[str]]:
+    """Remove the containers aib-local started (all, or one build's), but those in `keep`
+    and those whose build is still running: (names removed, names of live builds left)."""
+    label = f"{LABEL_BUILD}={build_id}" if build_id else f"{LABEL_TOOL}={TOOL}"
+    removed, live = [], []
+    try:
+        for container in client.containers.list(all=True, filters={"label": label}):
+            if container.name in keep:
+                continue
+            owner = (container.labels or {}).get(LABEL_OWNER, "")
+            if owner and alive(owner) is not False:
+                live.append(str(container.name))
+                continue
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
+            removed.append(str(container.name))
+    except docker.errors.DockerException as exc:
+        raise TargetError(f"cannot remove containers labelled {label}: {reason(exc)}") from None
+    return removed, live

@@ -1,0 +1,77 @@
+"""Build targets by kind: where customizers run (a Docker container, a host over SSH).
+
+`TARGETS` maps the kind (the --target name, or the scheme of its URL) to the module's
+target class, loaded on first use so that paramiko is imported only for SSH builds.
+Adding a target is one module, one line here, and its command-line options.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from engine.errors import AibLocalError, UsageError
+from engine.targets.base import Target
+
+
+def _docker() -> type[Target]:
+    from engine.targets.docker import DockerTarget
+
+    return DockerTarget
+
+
+def _ssh() -> type[Target]:
+    from engine.targets.ssh import SshTarget
+
+    return SshTarget
+
+
+TARGETS: dict[str, Callable[[], type[Target]]] = {"docker": _docker, "ssh": _ssh}
+SPECS = "docker or ssh://USER@HOST[:PORT]"
+
+
+def kind_of(spec: str) -> str:
+    """The kind a --target names: `docker`, or the scheme of `ssh://...`."""
+    scheme, sep, _ = spec.partition("://")
+    return scheme.lower() if sep else spec.lower()
+
+
+def lookup(kind: str) -> type[Target]:
+    """The target class of a kind; UsageError naming the known kinds."""
+    load = TARGETS.get(kind)
+    if load is None:
+        raise UsageError(f"no target kind {kind!r}: expected one of {', '.join(TARGETS)}")
+    return load()
+
+
+def for_spec(spec: str) -> type[Target]:
+    """The target class that --target `spec` names, with the spec checked."""
+    load = TARGETS.get(kind_of(spec))
+    if load is None:
+        raise UsageError(f"--target {spec!r}: expected {SPECS}")
+    cls = load()
+    cls.check_spec(spec)
+    return cls
+
+
+def attach(info: dict[str, Any], build_id: str, *, within: float | None = None) -> Target:
+    """The target an earlier build kept, connected again, from its recorded info."""
+    return lookup(str(info.get("kind", ""))).attach(info, build_id, within=within)
+
+
+def releaser(store: Any, warn: Callable[[str], None]) -> Callable[[str], list[str]]:
+    """For a journal sweep: stop what a dead build left running on its target (a step on
+    an SSH host), unless the build kept its target; `warn` hears of a target not reached."""
+
+    def release(build_id: str) -> list[str]:
+        record = store.get_build(build_id) or {}
+        info = record.get("target") or {}
+        if record.get("kept") or info.get("kind") not in TARGETS:
+            return []
+        try:
+            return lookup(str(info["kind"])).release(info, build_id)
+        except AibLocalError as exc:
+            warn(str(exc))
+            return []
+
+    return release
