@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
-import subprocess
+import signal
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-BASE_IMAGE = "debian:12"
-NO_SUDO_IMAGE = "aib-local-test/nosudo:12"
-SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
-LABEL_TOOL = "io.aib-local.tool=aib-local"
+from tests.support import BASE_IMAGE, NO_SUDO_IMAGE, PWSH_STAND_IN_IMAGE, ROOT, SSHD_IMAGE, Result, Sshd, start_sshd
 
 
 def _unavailable(reason: str) -> None:
@@ -79,33 +76,34 @@ def store(tmp_path: Path) -> Path:
     return tmp_path / "store"
 
 
-@dataclass
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-
 @pytest.fixture
-def cli(store: Path) -> Any:
-    """Run the real console entry point (python -m engine) against a private store."""
+def cli(store: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Run the console entry point in this process against a private store: as the
+    installed command would (arguments, environment, exit code, both streams), without
+    a new interpreter per call. Signal handlers and the umask are put back after."""
+    from engine.cli import main
 
     def run(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> Result:
-        full_env = {**os.environ, "AIB_LOCAL_STORE": str(store), **(env or {})}
-        proc = subprocess.run(
-            [sys.executable, "-m", "engine", *args],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=full_env,
-            stdin=subprocess.DEVNULL,
-        )
-        return Result(proc.returncode, proc.stdout, proc.stderr)
+        out, err = io.StringIO(), io.StringIO()
+        handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+        umask = os.umask(0o022)
+        os.umask(umask)
+        with monkeypatch.context() as patch:
+            patch.setenv("AIB_LOCAL_STORE", str(store))
+            for name, value in (env or {}).items():
+                patch.setenv(name, value)
+            patch.setattr(sys, "stdin", io.StringIO())
+            try:
+                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                    main(list(args))
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            finally:
+                for signum, handler in handlers.items():
+                    signal.signal(signum, handler)
+                os.umask(umask)
+        return Result(code, out.getvalue(), err.getvalue())
 
     return run
 
@@ -122,109 +120,25 @@ def write_template(tmp_path: Path) -> Any:
     return write
 
 
-def template(
-    name: str,
-    customize: list[dict[str, Any]],
-    *,
-    source: dict[str, Any] | None = None,
-    distribute: list[dict[str, Any]] | None = None,
-    **properties: Any,
-) -> dict[str, Any]:
-    """A Linux image template built on Debian 12, for tests."""
-    return {
-        "type": "Microsoft.VirtualMachineImages/imageTemplates",
-        "apiVersion": "2024-02-01",
-        "name": name,
-        "location": "westeurope",
-        "identity": {"type": "None"},
-        "properties": {
-            "source": source
-            or {
-                "type": "PlatformImage",
-                "publisher": "Debian",
-                "offer": "debian-12",
-                "sku": "12",
-                "version": "latest",
-            },
-            "customize": customize,
-            "distribute": distribute if distribute is not None else [],
-            **properties,
-        },
-    }
-
-
-def managed_image_id(name: str) -> str:
-    return f"/subscriptions/{SUBSCRIPTION}/resourceGroups/tests/providers/Microsoft.Compute/images/{name}"
-
-
 @pytest.fixture
-def leftovers(docker_client: Any) -> Iterator[Any]:
-    """Yields a function listing aib-local containers started since the test began."""
-    before = {c.id for c in docker_client.containers.list(all=True, filters={"label": LABEL_TOOL})}
+def leftovers(docker_client: Any, store: Path) -> Iterator[Any]:
+    """Yields a function listing the containers of the builds this test started (those its
+    own store knows, found by their build-id label); removes them at the end. Containers
+    of other builds on this machine are never counted or touched."""
+    from engine.images import LABEL_BUILD
 
-    def new() -> list[Any]:
-        return [c for c in docker_client.containers.list(all=True, filters={"label": LABEL_TOOL}) if c.id not in before]
+    def mine() -> list[Any]:
+        folder = store / "builds"
+        ids = [p.name for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
+        return [
+            container
+            for build_id in ids
+            for container in docker_client.containers.list(all=True, filters={"label": f"{LABEL_BUILD}={build_id}"})
+        ]
 
-    yield new
-    for container in new():
+    yield mine
+    for container in mine():
         container.remove(force=True)
-
-
-SSHD_IMAGE = "aib-local/sshd:12"
-SSHD_SETUP = r"""
-set -e
-id builder >/dev/null 2>&1 || useradd -m -s /bin/bash builder
-echo 'builder ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/builder
-echo 'builder:pass-for-aib-local-tests' | chpasswd
-install -d -m 700 -o builder -g builder /home/builder/.ssh
-install -m 600 -o builder -g builder /keys/authorized_keys /home/builder/.ssh/authorized_keys
-[ -f /etc/ssh/ssh_host_ed25519_key ] || ssh-keygen -A >/dev/null
-mkdir -p /run/sshd
-exec /usr/sbin/sshd -D -e -p "$PORT" -o ListenAddress=127.0.0.1 -o PasswordAuthentication=yes
-"""
-
-
-@dataclass
-class Sshd:
-    """A real sshd in a container (host network, 127.0.0.1:port, restarts always)."""
-
-    container: Any
-    port: int
-    key_file: Path
-    known_hosts: Path
-    user: str = "builder"
-
-    @property
-    def target(self) -> str:
-        return f"ssh://{self.user}@127.0.0.1:{self.port}"
-
-    def cli_args(self) -> list[str]:
-        return ["--target", self.target, "--ssh-key", str(self.key_file), "--known-hosts", str(self.known_hosts)]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_sshd(port: int, within: float = 60) -> str:
-    """Poll until sshd answers with its banner; returns the banner."""
-    import socket
-
-    from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
-
-    @retry(retry=retry_if_exception_type(OSError), stop=stop_after_delay(within), wait=wait_fixed(0.2), reraise=True)
-    def banner() -> str:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-            data = sock.recv(64)
-            if not data.startswith(b"SSH-"):
-                raise OSError("no banner yet")
-            return data.decode()
-
-    return banner()
 
 
 @pytest.fixture(scope="session")
@@ -238,49 +152,11 @@ def sshd_image(docker_client: Any) -> str:
     return SSHD_IMAGE
 
 
-def start_sshd(docker_client: Any, image: str, folder: Path) -> Sshd:
-    import io
-    import tarfile
-
-    import paramiko
-
-    folder.mkdir(parents=True, exist_ok=True)
-    key = paramiko.RSAKey.generate(2048)
-    key_file = folder / "id_rsa"
-    key.write_private_key_file(str(key_file))
-    port = _free_port()
-    container = docker_client.containers.create(
-        image,
-        ["/bin/sh", "-c", SSHD_SETUP],
-        environment={"PORT": str(port)},
-        network_mode="host",
-        restart_policy={"Name": "always"},
-        labels={"io.aib-local.test": "sshd"},
-    )
-    public = f"{key.get_name()} {key.get_base64()} test\n".encode()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        info = tarfile.TarInfo("keys/authorized_keys")
-        info.size = len(public)
-        archive.addfile(info, io.BytesIO(public))
-    container.put_archive("/", buffer.getvalue())
-    container.start()
-    wait_for_sshd(port)
-    # known_hosts from the server's own host key, read inside the container.
-    host_key = container.exec_run(["cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).output.decode().split()
-    known_hosts = folder / "known_hosts"
-    known_hosts.write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
-    return Sshd(container, port, key_file, known_hosts)
-
-
 @pytest.fixture
 def sshd(docker_client: Any, sshd_image: str, tmp_path: Path) -> Iterator[Sshd]:
     server = start_sshd(docker_client, sshd_image, tmp_path / "sshd")
     yield server
     server.container.remove(force=True)
-
-
-PWSH_STAND_IN_IMAGE = "aib-local-test/pwsh-stand-in:12"
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,8 @@ each good customizer, so that `build --resume` starts from there.
 from __future__ import annotations
 
 from customizers.base import PlanContext, PlanError, Step
-from engine.build.recording import build_running
 from engine.build.context import BuildContext
+from engine.build.recording import build_running
 from engine.build.steps import StepRunner
 from engine.errors import BuildFailed
 

@@ -77,10 +77,14 @@ def plan_linux(found: int, mode: str) -> Plan:
             info=[f"running the deprovision override {OVERRIDE_LINUX} written by a customizer"],
         )
     if found == FOUND_WAAGENT:
-        waagent = RunScript(WAAGENT_DEPROVISION.encode(), ("/bin/sh", SCRIPT), as_root=True, label="waagent -force -deprovision+user")
+        waagent = RunScript(
+            WAAGENT_DEPROVISION.encode(), ("/bin/sh", SCRIPT), as_root=True, label="waagent -force -deprovision+user"
+        )
         return Plan([waagent])
     if mode == "generic":
-        generic = RunScript(GENERIC_DEPROVISION.encode(), ("/bin/sh", SCRIPT), as_root=True, label="generic deprovision")
+        generic = RunScript(
+            GENERIC_DEPROVISION.encode(), ("/bin/sh", SCRIPT), as_root=True, label="generic deprovision"
+        )
         return Plan(
             [generic],
             warnings=[
@@ -89,6 +93,10 @@ def plan_linux(found: int, mode: str) -> Plan:
             ],
         )
     return Plan(warnings=["deprovision SKIPPED (--deprovision skip): the image has no waagent and is not generalized"])
+
+
+def _as_root(script: str, label: str) -> RunScript:
+    return RunScript(script.encode(), ("/bin/sh", SCRIPT), as_root=True, label=label)
 
 
 def plan_windows(found: bool) -> Plan:
@@ -105,7 +113,9 @@ def deprovision(ctx: BuildContext, steps: StepRunner) -> None:
         return
     run(ctx, steps, plan_linux(steps.probe(PROBE_LINUX), ctx.options.deprovision))
     target = ctx.require_target()
-    steps.action("prepare-capture", target.prepare_capture, detail="take aib-local's build user and sudo set-up back out")
+    steps.action(
+        "prepare-capture", target.prepare_capture, detail="take aib-local's build user and sudo set-up back out"
+    )
 
 
 def run(ctx: BuildContext, steps: StepRunner, planned: Plan) -> None:

@@ -72,6 +72,7 @@ def distribute(ctx: BuildContext, steps: StepRunner) -> None:
             f"{ctx.template_id}/runOutputs/{output.name}",
             {"name": output.name, "type": f"{TEMPLATE_TYPE}/runOutputs", "properties": output.properties()},
         )
+    ctx.current = "distribute"  # some distributed and some failed: PartiallySucceeded
     if failures:
         raise BuildFailed(
             f"Failed in distributing {len(failures)} images out of total {len(ctx.distributors)}: "

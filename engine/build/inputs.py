@@ -43,8 +43,9 @@ def fetch_inputs(ctx: BuildContext) -> None:
         )
         limit = customizer.input_limit
         if limit is not None and got.size > limit:
+            megabytes = limit // (1024 * 1024)
             ctx.events.warning(
-                f"{name}: {got.size} bytes is over AIB's {limit // (1024 * 1024)} MB {customizer.type_name} customizer limit"
+                f"{name}: {got.size} bytes is over AIB's {megabytes} MB {customizer.type_name} customizer limit"
             )
         digests[item.uri] = got.sha256
     ctx.fingerprints = [
@@ -67,8 +68,7 @@ def choose_checkpoint(ctx: BuildContext, going_on: Continuation) -> None:
     ]
     if not usable:
         ctx.events.warning(
-            f"build {record.build_id} has no checkpoint that matches the template as it is now: "
-            "building from the start"
+            f"build {record.build_id} has no checkpoint that matches the template as it is now: building from the start"
         )
         ctx.continuation = None
         return

@@ -15,17 +15,17 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from engine import failpoints, signals
+from engine.build.context import BuildContext
 from engine.build.customize import customize, plan
 from engine.build.deprovision import deprovision
 from engine.build.distribute import capture, distribute
 from engine.build.inputs import fetch_inputs
 from engine.build.machine import attach_target, start_target
+from engine.build.options import BuildOptions, BuildResult, Continuation
 from engine.build.recording import build_ended, build_running, template_status
 from engine.build.source import resolve_source
-from engine.build.teardown import claim, discard_pending, teardown
-from engine.build.context import BuildContext
-from engine.build.options import BuildOptions, BuildResult, Continuation
 from engine.build.steps import StepRunner
+from engine.build.teardown import claim, discard_pending, teardown
 from engine.errors import AibLocalError, BuildFailed, Interrupted, UsageError
 from engine.events import Reporter
 from engine.store import Store
@@ -100,9 +100,7 @@ class BuildRun:
         build_id: str | None = None,
         continuation: Continuation | None = None,
     ) -> None:
-        self.ctx = BuildContext.create(
-            loaded, options, store, reporter, build_id=build_id, continuation=continuation
-        )
+        self.ctx = BuildContext.create(loaded, options, store, reporter, build_id=build_id, continuation=continuation)
         self.steps = StepRunner(self.ctx)
 
     @property

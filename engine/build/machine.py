@@ -7,14 +7,14 @@ whether it has PowerShell.
 
 from __future__ import annotations
 
+from engine.build.context import BuildContext
 from engine.build.deprovision import place_windows_script
 from engine.build.recording import build_running
-from engine.build.context import BuildContext
 from engine.build.source import check_distributors
 from engine.build.steps import StepRunner
 from engine.errors import UsageError
-from engine.targets.registry import attach, for_spec
 from engine.targets.base import OpenRequest, TargetError
+from engine.targets.registry import attach, for_spec
 
 PWSH_PROBE = "command -v pwsh >/dev/null 2>&1"
 

@@ -38,7 +38,9 @@ def template_status(ctx: BuildContext, run_state: str, sub_state: str | None, me
     write_template(ctx.store, ctx.template_id, record)
 
 
-def build_record(ctx: BuildContext, status: str, *, error: AibLocalError | None = None, kept: bool = False) -> BuildRecord:
+def build_record(
+    ctx: BuildContext, status: str, *, error: AibLocalError | None = None, kept: bool = False
+) -> BuildRecord:
     """The build record as it stands."""
     record = BuildRecord(
         build_id=ctx.build_id,

@@ -9,8 +9,8 @@ from __future__ import annotations
 from engine import images, journal
 from engine.build.context import BuildContext
 from engine.errors import AibLocalError, EnvironmentProblem, Interrupted, UsageError
-from engine.targets.registry import releaser
 from engine.targets.base import TargetError
+from engine.targets.registry import releaser
 
 ABORT = "on-error abort"
 KEPT = "kept"

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ROOT, template
+from tests.support import ROOT, template
 
 CORPUS = ROOT / "tests" / "corpus" / "invalid"
 

@@ -11,7 +11,7 @@ import pytest
 
 from engine.export import az_commands, export
 from engine.validation import LoadOptions, load_templates
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 models = pytest.importorskip("azure.mgmt.imagebuilder.models", reason="pip install azure-mgmt-imagebuilder")
 

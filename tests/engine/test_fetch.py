@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import pytest
 
 from engine.fetch import FetchError, fetch, redact_uri
+from tests.support import base_url, http_server
 
 BODY = b"#!/bin/sh\necho served\n"
 DIGEST = hashlib.sha256(BODY).hexdigest()
@@ -40,13 +40,10 @@ def server() -> Iterator[Any]:
         def log_message(self, *_args: Any) -> None:
             pass
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    httpd.hits = hits  # type: ignore[attr-defined]
-    httpd.base = f"http://127.0.0.1:{httpd.server_address[1]}"  # type: ignore[attr-defined]
-    yield httpd
-    httpd.shutdown()
+    with http_server(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as httpd:
+        httpd.hits = hits  # type: ignore[attr-defined]
+        httpd.base = base_url(httpd)  # type: ignore[attr-defined]
+        yield httpd
 
 
 def test_relative_path_is_read_from_the_template_folder(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from engine.errors import TemplateError
 from engine.model import ShellCustomizer
 from engine.validation import load_templates
-from tests.conftest import template
+from tests.support import template
 
 
 def findings(loaded: Any) -> list[str]:

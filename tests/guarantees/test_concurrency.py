@@ -11,9 +11,17 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import managed_image_id, template
-from tests.guarantees.support import Reader, Running, containers_of, record, store_problems, template_id
-from tests.integration.test_distribute_docker import make_gallery
+from tests.support import (
+    Reader,
+    Running,
+    containers_of,
+    make_gallery,
+    managed_image_id,
+    record,
+    store_problems,
+    template,
+    template_id,
+)
 
 pytestmark = pytest.mark.docker
 

@@ -5,7 +5,6 @@ a body that does not match sha256Checksum means nothing runs."""
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import template
-from tests.guarantees.support import build_ids, store_problems
+from tests.support import base_url, build_ids, http_server, store_problems, template
 
 pytestmark = pytest.mark.docker
 
@@ -58,13 +56,9 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[tuple[str, FaultyServer]]:
-    httpd = FaultyServer(("127.0.0.1", 0), Handler)
-    httpd.requests = {}
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", httpd
-    httpd.shutdown()
-    httpd.server_close()
+    with http_server(FaultyServer(("127.0.0.1", 0), Handler)) as httpd:
+        httpd.requests = {}
+        yield base_url(httpd), httpd
 
 
 def downloading(url: str, **extra: Any) -> dict[str, Any]:

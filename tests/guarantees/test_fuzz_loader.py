@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from engine.cli import main
 from engine.errors import TemplateError, UsageError
 from engine.validation import LoadOptions, load_templates
-from tests.conftest import ROOT
+from tests.support import ROOT
 
-EXAMPLES = int(os.environ.get("AIB_LOCAL_FUZZ_EXAMPLES", "1500"))
+EXAMPLES = int(os.environ.get("AIB_LOCAL_FUZZ_EXAMPLES", "1000"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,

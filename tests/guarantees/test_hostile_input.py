@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import template
+from tests.support import template
 
 
 def shell(**fields: Any) -> dict[str, Any]:

@@ -13,19 +13,20 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import managed_image_id, template
-from tests.guarantees.support import (
+from tests.support import (
     SIGNALS,
     Running,
     build_ids,
     build_record,
     containers_of,
     images_named,
+    make_gallery,
+    managed_image_id,
     record,
     store_problems,
+    template,
     template_id,
 )
-from tests.integration.test_distribute_docker import make_gallery
 
 pytestmark = pytest.mark.docker
 

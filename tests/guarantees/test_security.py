@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import stat
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import managed_image_id, template
-from tests.guarantees.support import Running, build_ids, store_problems
+from tests.support import Running, base_url, build_ids, http_server, managed_image_id, store_problems, template
 
 pytestmark = pytest.mark.docker
 
@@ -40,11 +38,8 @@ class ScriptHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def sas_url() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), ScriptHandler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/script.sh?sv=2022-11-02&sr=b&sp=r&sig={SAS_SIG}"
-    httpd.shutdown()
-    httpd.server_close()
+    with http_server(ThreadingHTTPServer(("127.0.0.1", 0), ScriptHandler)) as httpd:
+        yield f"{base_url(httpd)}/script.sh?sv=2022-11-02&sr=b&sp=r&sig={SAS_SIG}"
 
 
 def every_text(store: Path) -> Iterator[tuple[Path, str]]:

@@ -11,9 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import template
-from tests.guarantees.support import build_ids, containers_of, record, store_problems, template_id
-from tests.integration.test_distribute_docker import GALLERY, make_gallery
+from tests.support import GALLERY, build_ids, containers_of, make_gallery, record, store_problems, template, template_id
 
 pytestmark = pytest.mark.docker
 

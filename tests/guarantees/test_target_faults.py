@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import template
-from tests.guarantees.support import Running, build_ids, containers_of, store_problems
+from tests.support import Running, build_ids, containers_of, store_problems, template
 
 pytestmark = pytest.mark.docker
 

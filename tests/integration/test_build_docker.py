@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, SUBSCRIPTION, managed_image_id, template
+from tests.support import ROOT, SUBSCRIPTION, managed_image_id, template
 
 pytestmark = pytest.mark.docker
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, managed_image_id, template
+from tests.support import ROOT, managed_image_id, template
 
 pytestmark = [pytest.mark.ssh, pytest.mark.docker]
 

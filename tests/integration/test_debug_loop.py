@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import managed_image_id, template
+from tests.support import managed_image_id, template
 
 pytestmark = pytest.mark.docker
 

@@ -12,37 +12,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import SUBSCRIPTION, managed_image_id, template
+from tests.support import GALLERY, SUBSCRIPTION, make_gallery, managed_image_id, template
 
 pytestmark = pytest.mark.docker
 
 GIB = 1 << 30
-GALLERY = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg/providers/Microsoft.Compute/galleries/gal"
-
-
-def make_gallery(cli: Any, definition: str = "debian", location: str = "westeurope") -> str:
-    assert cli("sig", "create", "-g", "rg", "--gallery-name", "gal", "--location", location).code == 0
-    created = cli(
-        "sig",
-        "image-definition",
-        "create",
-        "-g",
-        "rg",
-        "-r",
-        "gal",
-        "-i",
-        definition,
-        "--publisher",
-        "tests",
-        "--offer",
-        definition,
-        "--sku",
-        "12",
-        "--os-type",
-        "Linux",
-    )
-    assert created.code == 0, created.output
-    return f"{GALLERY}/images/{definition}"
 
 
 def vhd_path(uri: str) -> Path:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import template
+from tests.support import template
 
 pytestmark = pytest.mark.docker
 

@@ -13,7 +13,7 @@ import pytest
 from engine.targets.base import Command, CommandTimeout, OpenRequest, Target, TargetError
 from engine.targets.endpoint import SshOptions
 from engine.targets.registry import attach, for_spec
-from tests.conftest import start_sshd
+from tests.support import start_sshd
 
 
 @pytest.fixture(params=[pytest.param("docker", marks=pytest.mark.docker), pytest.param("ssh", marks=pytest.mark.ssh)])

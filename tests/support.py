@@ -1,0 +1,356 @@
+"""What tests share: test templates, the CLI's result, an sshd in a container, a CLI
+process to signal or kill, store and engine checks. Constants come from the engine."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, TypeVar
+
+from engine.images import LABEL_BUILD
+from engine.records import TEMPLATE_TYPE
+from engine.store import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE_IMAGE = "debian:12"
+NO_SUDO_IMAGE = "aib-local-test/nosudo:12"
+PWSH_STAND_IN_IMAGE = "aib-local-test/pwsh-stand-in:12"
+SUBSCRIPTION = DEFAULT_SUBSCRIPTION
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def template(
+    name: str,
+    customize: list[dict[str, Any]],
+    *,
+    source: dict[str, Any] | None = None,
+    distribute: list[dict[str, Any]] | None = None,
+    **properties: Any,
+) -> dict[str, Any]:
+    """A Linux image template built on Debian 12, for tests."""
+    return {
+        "type": "Microsoft.VirtualMachineImages/imageTemplates",
+        "apiVersion": "2024-02-01",
+        "name": name,
+        "location": "westeurope",
+        "identity": {"type": "None"},
+        "properties": {
+            "source": source
+            or {
+                "type": "PlatformImage",
+                "publisher": "Debian",
+                "offer": "debian-12",
+                "sku": "12",
+                "version": "latest",
+            },
+            "customize": customize,
+            "distribute": distribute if distribute is not None else [],
+            **properties,
+        },
+    }
+
+
+def managed_image_id(name: str) -> str:
+    return f"/subscriptions/{SUBSCRIPTION}/resourceGroups/tests/providers/Microsoft.Compute/images/{name}"
+
+
+GALLERY = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg/providers/Microsoft.Compute/galleries/gal"
+
+
+def make_gallery(cli: Any, definition: str = "debian", location: str = "westeurope") -> str:
+    assert cli("sig", "create", "-g", "rg", "--gallery-name", "gal", "--location", location).code == 0
+    created = cli(
+        "sig",
+        "image-definition",
+        "create",
+        "-g",
+        "rg",
+        "-r",
+        "gal",
+        "-i",
+        definition,
+        "--publisher",
+        "tests",
+        "--offer",
+        definition,
+        "--sku",
+        "12",
+        "--os-type",
+        "Linux",
+    )
+    assert created.code == 0, created.output
+    return f"{GALLERY}/images/{definition}"
+
+
+SSHD_IMAGE = "aib-local/sshd:12"
+SSHD_SETUP = r"""
+set -e
+id builder >/dev/null 2>&1 || useradd -m -s /bin/bash builder
+echo 'builder ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/builder
+echo 'builder:pass-for-aib-local-tests' | chpasswd
+install -d -m 700 -o builder -g builder /home/builder/.ssh
+install -m 600 -o builder -g builder /keys/authorized_keys /home/builder/.ssh/authorized_keys
+[ -f /etc/ssh/ssh_host_ed25519_key ] || ssh-keygen -A >/dev/null
+mkdir -p /run/sshd
+exec /usr/sbin/sshd -D -e -p "$PORT" -o ListenAddress=127.0.0.1 -o PasswordAuthentication=yes
+"""
+
+
+@dataclass
+class Sshd:
+    """A real sshd in a container (host network, 127.0.0.1:port, restarts always)."""
+
+    container: Any
+    port: int
+    key_file: Path
+    known_hosts: Path
+    user: str = "builder"
+
+    @property
+    def target(self) -> str:
+        return f"ssh://{self.user}@127.0.0.1:{self.port}"
+
+    def cli_args(self) -> list[str]:
+        return ["--target", self.target, "--ssh-key", str(self.key_file), "--known-hosts", str(self.known_hosts)]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_sshd(port: int, within: float = 60) -> str:
+    """Poll until sshd answers with its banner; returns the banner."""
+    import socket
+
+    from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+
+    @retry(retry=retry_if_exception_type(OSError), stop=stop_after_delay(within), wait=wait_fixed(0.2), reraise=True)
+    def banner() -> str:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            data = sock.recv(64)
+            if not data.startswith(b"SSH-"):
+                raise OSError("no banner yet")
+            return data.decode()
+
+    return banner()
+
+
+def start_sshd(docker_client: Any, image: str, folder: Path) -> Sshd:
+    import io
+    import tarfile
+
+    import paramiko
+
+    folder.mkdir(parents=True, exist_ok=True)
+    key = paramiko.RSAKey.generate(2048)
+    key_file = folder / "id_rsa"
+    key.write_private_key_file(str(key_file))
+    port = _free_port()
+    container = docker_client.containers.create(
+        image,
+        ["/bin/sh", "-c", SSHD_SETUP],
+        environment={"PORT": str(port)},
+        network_mode="host",
+        restart_policy={"Name": "always"},
+        labels={"io.aib-local.test": "sshd"},
+    )
+    public = f"{key.get_name()} {key.get_base64()} test\n".encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo("keys/authorized_keys")
+        info.size = len(public)
+        archive.addfile(info, io.BytesIO(public))
+    container.put_archive("/", buffer.getvalue())
+    container.start()
+    wait_for_sshd(port)
+    # known_hosts from the server's own host key, read inside the container.
+    host_key = container.exec_run(["cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).output.decode().split()
+    known_hosts = folder / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
+    return Sshd(container, port, key_file, known_hosts)
+
+
+class Running:
+    """`python -m engine ARGS` in the background, its output read line by line as it comes."""
+
+    def __init__(self, args: list[str], store: Path, env: dict[str, str] | None = None) -> None:
+        full_env = {**os.environ, "AIB_LOCAL_STORE": str(store), **(env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "engine", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=full_env,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, args=(stream,), daemon=True)
+            for stream in (self.proc.stdout, self.proc.stderr)
+        ]
+        for reader in self._readers:
+            reader.start()
+        self.signalled_at: float | None = None
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self.lines.put(line)
+
+    def wait_for(self, text: str, within: float = 120) -> None:
+        """Until a line containing `text` appears (fails if the process ends first)."""
+        end = time.monotonic() + within
+        while time.monotonic() < end:
+            try:
+                line = self.lines.get(timeout=0.1)
+            except queue.Empty:
+                if self.proc.poll() is not None and self.lines.empty():
+                    break
+                continue
+            self.output.append(line)
+            if text in line:
+                return
+        raise AssertionError(f"{text!r} did not appear; output so far:\n{''.join(self.output)}")
+
+    def send(self, signum: int) -> None:
+        if self.signalled_at is None:
+            self.signalled_at = time.monotonic()
+        self.proc.send_signal(signum)
+
+    def finish(self, within: float = 120) -> tuple[int, str]:
+        """(exit code, all output) once the process ends."""
+        code = self.proc.wait(timeout=within)
+        for reader in self._readers:
+            reader.join(timeout=10)
+        while not self.lines.empty():
+            self.output.append(self.lines.get())
+        return code, "".join(self.output)
+
+    def seconds_since_signal(self) -> float:
+        assert self.signalled_at is not None
+        return time.monotonic() - self.signalled_at
+
+
+def build_ids(store: Path) -> list[str]:
+    """The builds the store knows, oldest first."""
+    folders = [p for p in (store / "builds").iterdir() if p.is_dir()] if (store / "builds").is_dir() else []
+    return [p.name for p in sorted(folders, key=lambda p: p.stat().st_mtime)]
+
+
+def store_problems(store: Path) -> list[str]:
+    """What a reader of the store would trip over: unreadable records, partial files, journal entries."""
+    problems = []
+    for path in store.rglob("*"):
+        if path.name.endswith(".partial"):
+            problems.append(f"partial file {path}")
+        elif path.suffix == ".json" and path.is_file():
+            try:
+                json.loads(path.read_text())
+            except json.JSONDecodeError as exc:
+                problems.append(f"{path}: {exc}")
+    problems += [f"journal entry {p.name}" for p in (store / "inflight").glob("*.json")]
+    return problems
+
+
+def template_id(name: str) -> str:
+    """The resource ID of a test template built into the default resource group."""
+    return f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{DEFAULT_RESOURCE_GROUP}/providers/{TEMPLATE_TYPE}/{name}"
+
+
+class Reader(threading.Thread):
+    """Reads every record of the store, over and over, until stopped; keeps what it could not parse."""
+
+    def __init__(self, store: Path) -> None:
+        super().__init__(daemon=True)
+        self.store = store
+        self.stop = threading.Event()
+        self.torn: list[str] = []
+        self.reads = 0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for path in list(self.store.rglob("*.json")):
+                try:
+                    json.loads(path.read_text())
+                    self.reads += 1
+                except FileNotFoundError:
+                    continue
+                except json.JSONDecodeError as exc:
+                    self.torn.append(f"{path}: {exc}")
+
+    def __enter__(self) -> Reader:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop.set()
+        self.join()
+
+
+def containers_of(docker_client: Any, build_id: str) -> list[str]:
+    found = docker_client.containers.list(all=True, filters={"label": f"{LABEL_BUILD}={build_id}"})
+    return [str(c.name) for c in found]
+
+
+def images_named(docker_client: Any, fragment: str) -> list[str]:
+    return [tag for image in docker_client.images.list() for tag in image.tags if fragment in tag]
+
+
+def build_record(store: Path, build_id: str) -> dict[str, Any]:
+    record: dict[str, Any] = json.loads((store / "builds" / build_id / "build.json").read_text())
+    return record
+
+
+def record(store: Path, resource_id: str) -> dict[str, Any] | None:
+    path = store.joinpath("resources", *(p.lower() for p in resource_id.strip("/").split("/"))) / "resource.json"
+    if not path.exists():
+        return None
+    loaded: dict[str, Any] = json.loads(path.read_text())
+    return loaded
+
+
+SIGNALS = {"SIGINT": (signal.SIGINT, 130), "SIGTERM": (signal.SIGTERM, 143)}
+
+
+S = TypeVar("S", bound=ThreadingHTTPServer)
+
+
+@contextlib.contextmanager
+def http_server(server: S) -> Iterator[S]:
+    """Serve `server` (bound to 127.0.0.1:0) from a thread; its base URL is `base_url(server)`."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def base_url(server: ThreadingHTTPServer) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}"
