@@ -14,9 +14,38 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
+
+from engine.sections import Check, CustomizerSection, Sha256, Uri, check_digest, check_local_uri
 
 SCRIPT = "{script}"  # stands for the uploaded script's path in a RunScript command
+
+
+class ScriptSection(CustomizerSection):
+    """A script to run: `scriptUri` (fetched, optionally checksummed) or `inline` commands."""
+
+    script_uri: Uri | None = None
+    inline: list[str] | None = None
+    sha256_checksum: Sha256 = ""
+
+    @field_validator("inline")
+    @classmethod
+    def _some_commands(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("empty: give at least one command")
+        return value
+
+    def check(self, here: str, check: Check) -> None:
+        has_uri, has_inline = self.script_uri is not None, self.inline is not None
+        if has_uri == has_inline:
+            check.error(
+                here, "exactly one of 'scriptUri' or 'inline' must be given" + (", not both" if has_uri else "")
+            )
+        if self.script_uri:
+            check_local_uri(self.script_uri, f"{here}.scriptUri", check)
+        check_digest(self.sha256_checksum, here, check)
+        if self.sha256_checksum and has_inline and not has_uri:
+            check.warning(f"{here}.sha256Checksum", "has no effect with inline commands", aib_rejects=False)
 
 
 @dataclass(frozen=True)
@@ -100,9 +129,12 @@ S = TypeVar("S", bound=BaseModel)
 
 
 class Customizer(ABC, Generic[S]):
-    """One entry of properties.customize."""
+    """One entry of properties.customize (or of properties.validate.inVMValidations)."""
 
     type_name: ClassVar[str]
+    schema: ClassVar[type[CustomizerSection]]  # its template section: fields and rules
+    validates: ClassVar[bool] = False  # AIB also takes it as an in-VM validator
+    windows_only: ClassVar[bool] = False  # its presence (without Shell) says the image is Windows
     # The largest input AIB takes for this type, in bytes (None: no limit); larger is warned.
     input_limit: ClassVar[int | None] = None
 

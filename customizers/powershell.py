@@ -12,9 +12,12 @@ from __future__ import annotations
 import base64
 import hashlib
 from importlib import resources
+from typing import Literal
 
-from customizers.base import SCRIPT, Customizer, Input, PlanContext, PlanError, RunScript, Step
-from engine.model import PowerShellCustomizer, PowerShellValidator
+from pydantic import Field
+
+from customizers.base import SCRIPT, Customizer, Input, PlanContext, PlanError, RunScript, ScriptSection, Step
+from engine.sections import Check, ExitCode, since
 
 PROGRESS_OFF = (
     "if (Test-Path variable:global:ProgressPreference)"
@@ -49,8 +52,35 @@ def elevated_launcher(script: bytes, *, system: bool) -> bytes:
     return text.replace("\n", "\r\n").encode()
 
 
-class PowerShell(Customizer[PowerShellCustomizer | PowerShellValidator]):
+class PowerShellCustomizer(ScriptSection):
+    """Runs PowerShell on a Windows target (or Linux with pwsh)."""
+
+    type: Literal["PowerShell"]
+    run_elevated: bool = False
+    run_as_system: bool = Field(False, json_schema_extra=since("2020-02-14"))
+    valid_exit_codes: list[ExitCode] = Field(default_factory=lambda: [0])
+
+    def check(self, here: str, check: Check) -> None:
+        super().check(here, check)
+        if self.run_as_system is True and self.run_elevated is not True:
+            check.error(f"{here}.runAsSystem", "runAsSystem: true needs runElevated: true")
+        if check.os_type != "Linux":
+            return
+        for code in self.valid_exit_codes or []:
+            if not 0 <= code <= 255:
+                check.warning(
+                    f"{here}.validExitCodes",
+                    f"{code} cannot occur on a Linux target, where exit codes are 0-255 "
+                    f"(it would arrive as {code & 255})",
+                    aib_rejects=False,
+                )
+
+
+class PowerShell(Customizer[PowerShellCustomizer]):
     type_name = "PowerShell"
+    schema = PowerShellCustomizer
+    validates = True
+    windows_only = True
 
     def inputs(self) -> list[Input]:
         uri = self.section.script_uri

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from customizers.base import SCRIPT, Customizer, Input, PlanContext, PlanError, RunScript, Step
-from engine.model import ShellCustomizer, ShellValidator
+from typing import Literal
+
+from customizers.base import SCRIPT, Customizer, Input, PlanContext, PlanError, RunScript, ScriptSection, Step
 
 
 def unix_text(data: bytes) -> bytes:
@@ -11,8 +12,16 @@ def unix_text(data: bytes) -> bytes:
     return data.replace(b"\r\n", b"\n")
 
 
-class Shell(Customizer[ShellCustomizer | ShellValidator]):
+class ShellCustomizer(ScriptSection):
+    """Runs a shell script (scriptUri) or inline commands on a Linux target."""
+
+    type: Literal["Shell"]
+
+
+class Shell(Customizer[ShellCustomizer]):
     type_name = "Shell"
+    schema = ShellCustomizer
+    validates = True
 
     def inputs(self) -> list[Input]:
         uri = self.section.script_uri

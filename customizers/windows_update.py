@@ -11,11 +11,14 @@ it again, until it exits 0. Every round and every wait is bounded.
 from __future__ import annotations
 
 from importlib import resources
+from typing import ClassVar, Literal
+
+from pydantic import Field
 
 from customizers.base import Customizer, PlanContext, PlanError, Restart, RunScript, Step, UntilDone
 from customizers.powershell import AIB_WRAPPER, command, elevated_launcher
 from customizers.windows_restart import DEFAULT_WINDOWS_RESTART, LINUX_RESTART_COMMAND
-from engine.model import WindowsUpdateCustomizer
+from engine.sections import CustomizerSection
 
 DEFAULT_SEARCH = "BrowseOnly=0 and IsInstalled=0"
 DEFAULT_FILTERS = ("include:$true",)
@@ -30,8 +33,20 @@ def quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+class WindowsUpdateCustomizer(CustomizerSection):
+    """Searches, filters and installs Windows updates until none are left."""
+
+    since_version: ClassVar[str] = "2020-02-14"
+    type: Literal["WindowsUpdate"]
+    search_criteria: str = ""
+    filters: list[str] = Field(default_factory=list)
+    update_limit: int = Field(0, ge=0)
+
+
 class WindowsUpdate(Customizer[WindowsUpdateCustomizer]):
     type_name = "WindowsUpdate"
+    schema = WindowsUpdateCustomizer
+    windows_only = True
 
     @property
     def search_criteria(self) -> str:

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from pydantic import BaseModel
 
 from engine.journal import Journal
+from engine.sections import DistributeSection
 from engine.store import Store
 
 
@@ -93,6 +94,7 @@ class Distributor(ABC, Generic[S]):
     """One entry of properties.distribute."""
 
     type_name: ClassVar[str]
+    schema: ClassVar[type[DistributeSection]]  # its template section: fields and rules
     # Reads the exported filesystem (so the target must be stopped first), not a commit.
     needs_export: ClassVar[bool] = False
 

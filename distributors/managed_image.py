@@ -7,11 +7,33 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator
 
 from distributors.base import DistributeContext, Distributor, RunOutput
 from engine import failpoints
-from engine.model import ManagedImageDistribute
+from engine.sections import Check, DistributeSection, check_region
 from engine.store import split_id
+
+MANAGED_IMAGE_ID = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/images/[^/]+$", re.I
+)
+
+
+def _image_id(value: str) -> str:
+    if not MANAGED_IMAGE_ID.match(value):
+        raise ValueError("expected /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.Compute/images/NAME")
+    return value
+
+
+class ManagedImageDistribute(DistributeSection):
+    type: Literal["ManagedImage"]
+    image_id: Annotated[str, AfterValidator(_image_id)]
+    location: str
+
+    def check(self, here: str, check: Check) -> None:
+        check_region(self.location, f"{here}.location", check)
 
 
 def repository_for(resource_id: str) -> str:
@@ -24,6 +46,7 @@ def repository_for(resource_id: str) -> str:
 
 class ManagedImage(Distributor[ManagedImageDistribute]):
     type_name = "ManagedImage"
+    schema = ManagedImageDistribute
 
     def distribute(self, ctx: DistributeContext) -> RunOutput:
         image_id = self.section.image_id

@@ -10,13 +10,76 @@ replication state per region.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field
 
 from distributors.base import DistributeContext, DistributeError, Distributor, RunOutput
 from engine import failpoints
 from engine.gallery import Galleries, GalleryError, parse_version
-from engine.model import SharedImageDistribute
+from engine.sections import Check, DistributeSection, Section, check_region, since
 from engine.store import Store
+
+GALLERY_IMAGE_ID = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/galleries/[^/]+"
+    r"/images/[^/]+(/versions/[^/]+)?$",
+    re.I,
+)
+TARGET_REGIONS_SINCE = "2022-07-01"
+StorageAccountType = Literal["Standard_LRS", "Standard_ZRS", "Premium_LRS"]
+
+
+def _gallery_image_id(value: str) -> str:
+    if not GALLERY_IMAGE_ID.match(value):
+        raise ValueError(
+            "expected /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.Compute"
+            "/galleries/G/images/DEF[/versions/X.Y.Z]"
+        )
+    return value
+
+
+class TargetRegion(Section):
+    name: str
+    replica_count: int = Field(1, ge=1)
+    storage_account_type: StorageAccountType | None = None
+
+    def check(self, here: str, check: Check) -> None:
+        check_region(self.name, f"{here}.name", check)
+
+
+class Versioning(Section):
+    scheme: Literal["Latest", "Source"]
+    major: int = Field(-1, ge=-1)
+
+
+class SharedImageDistribute(DistributeSection):
+    type: Literal["SharedImage"]
+    gallery_image_id: Annotated[str, AfterValidator(_gallery_image_id)]
+    replication_regions: list[str] | None = None
+    target_regions: list[TargetRegion] | None = Field(None, json_schema_extra=since(TARGET_REGIONS_SINCE))
+    exclude_from_latest: bool = Field(False, json_schema_extra=since("2020-02-14"))
+    storage_account_type: StorageAccountType | None = Field(None, json_schema_extra=since("2020-02-14"))
+    versioning: Versioning | None = Field(None, json_schema_extra=since(TARGET_REGIONS_SINCE))
+    replication_mode: Literal["Full", "Shallow"] | None = Field(None, json_schema_extra=since("2025-10-01"))
+
+    def check(self, here: str, check: Check) -> None:
+        if self.replication_regions is not None and self.target_regions is not None:
+            check.error(f"{here}.targetRegions", "replicationRegions and targetRegions are mutually exclusive")
+        if self.target_regions is not None and self.storage_account_type is not None:
+            check.error(
+                f"{here}.storageAccountType", "can only be given with replicationRegions; set it per target region"
+            )
+        for index, region in enumerate(self.replication_regions or []):
+            check_region(region, f"{here}.replicationRegions[{index}]", check)
+        if self.replication_regions is None and check.version < TARGET_REGIONS_SINCE:
+            check.error(
+                f"{here}.replicationRegions",
+                f"required in apiVersion {check.version} (targetRegions arrived in {TARGET_REGIONS_SINCE})",
+            )
+        if self.replication_regions is not None and check.version >= TARGET_REGIONS_SINCE:
+            check.warning(
+                f"{here}.replicationRegions", "deprecated since 2022-07-01; use targetRegions", aib_rejects=False
+            )
 
 
 def _region(name: str) -> str:
@@ -25,6 +88,7 @@ def _region(name: str) -> str:
 
 class SharedImage(Distributor[SharedImageDistribute]):
     type_name = "SharedImage"
+    schema = SharedImageDistribute
 
     @property
     def definition_id(self) -> str:

@@ -15,12 +15,15 @@ import struct
 import time
 import uuid
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
+from pydantic import Field
+
 from distributors.base import DistributeContext, DistributeError, Distributor, RunOutput
 from engine import failpoints
-from engine.model import VhdDistribute
+from engine.sections import DistributeSection, since
 from engine.store import file_mode
 
 SECTOR = 512
@@ -89,8 +92,14 @@ def footer(size: int, unique_id: bytes, timestamp: float) -> bytes:
     return fields + bytes(512 - len(fields))
 
 
+class VhdDistribute(DistributeSection):
+    type: Literal["VHD"]
+    uri: str | None = Field(None, json_schema_extra=since("2022-07-01"))
+
+
 class Vhd(Distributor[VhdDistribute]):
     type_name = "VHD"
+    schema = VhdDistribute
     needs_export = True
 
     def destination(self, ctx: DistributeContext) -> Path:

@@ -31,6 +31,7 @@ from pathlib import Path
 ENV_VAR = "AIB_LOCAL_FAILPOINTS"
 POINTS = (
     "phase:fetch",
+    "phase:attach-target",
     "phase:resolve-source",
     "phase:start-target",
     "phase:plan",

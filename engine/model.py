@@ -4,16 +4,39 @@ The models hold the structure (types, required fields, enums, defaults) of
 `Microsoft.VirtualMachineImages/imageTemplates` across API versions. Field metadata
 carries the API version a field first appeared in (`since`) and whether it is
 read-only (`read_only`); `engine.validation` reads that metadata to apply the
-version rules, so nothing here is declared twice. The model is data and runs nothing.
+version rules, so nothing here is declared twice. Each customizer and distribution
+declares its own section (schema and rules) in its module; the unions here are built
+from the registries, so a new type is one module and one registry line. The model is
+data and runs nothing.
 """
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 from pydantic.alias_generators import to_camel
+
+import customizers
+import distributors
+from customizers.file import FileCustomizer
+from customizers.powershell import PowerShellCustomizer
+from customizers.shell import ShellCustomizer
+from customizers.windows_restart import DEFAULT_RESTART_COMMAND, DURATION_PATTERN, WindowsRestartCustomizer
+from customizers.windows_update import WindowsUpdateCustomizer
+from distributors.managed_image import ManagedImageDistribute
+from distributors.shared_image import SharedImageDistribute, TargetRegion, Versioning
+from distributors.vhd import VhdDistribute
+from engine.sections import (
+    NAME_PATTERN,
+    READ_ONLY,
+    Check,
+    CustomizerSection,
+    DistributeSection,
+    ExitCode,
+    Section,
+    since,
+)
 
 API_VERSIONS = (
     "2018-02-01-preview",
@@ -31,137 +54,45 @@ LATEST_API_VERSION = API_VERSIONS[-1]
 # From this version on AIB rejects unknown and mis-cased fields.
 STRICT_FROM = "2024-02-01"
 
-DEFAULT_RESTART_COMMAND = 'shutdown /r /f /t 0 /c "packer restart"'
 DEFAULT_BUILD_TIMEOUT_MINUTES = 240
 MAX_BUILD_TIMEOUT_MINUTES = 960
-NAME_PATTERN = r"^[A-Za-z0-9\-_.]{1,64}$"
-DURATION_PATTERN = re.compile(r"^(\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$")
-# An exit code: int32 as the AIB schema types it, or the same 32 bits unsigned (a Windows DWORD).
-ExitCode = Annotated[int, Field(ge=-(2**31), le=2**32 - 1)]
 
-
-def since(version: str) -> dict[str, Any]:
-    """Field metadata: the first API version that knows the field."""
-    return {"since": version}
-
-
-READ_ONLY: dict[str, Any] = {"read_only": True}
-
-
-class Section(BaseModel):
-    """Base of every template section: camelCase names, strict types, extras kept.
-
-    Unknown fields are kept (not rejected here) so that the validation pass can report
-    them by API version: a warning where AIB ignores them, an error where it rejects them.
-    """
-
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=False,
-        extra="allow",
-        strict=True,
-        frozen=True,
-        defer_build=True,  # one schema for the whole template, built on first use
-    )
-
-
-# --- customizers -----------------------------------------------------------------
-
-
-class CustomizerBase(Section):
-    name: str | None = None
-
-
-class ShellCustomizer(CustomizerBase):
-    """Runs a shell script (scriptUri) or inline commands on a Linux target."""
-
-    type: Literal["Shell"]
-    script_uri: str | None = None
-    inline: list[str] | None = None
-    sha256_checksum: str = ""
-
-
-class PowerShellCustomizer(CustomizerBase):
-    """Runs PowerShell on a Windows target (or Linux with pwsh)."""
-
-    type: Literal["PowerShell"]
-    script_uri: str | None = None
-    inline: list[str] | None = None
-    sha256_checksum: str = ""
-    run_elevated: bool = False
-    run_as_system: bool = Field(False, json_schema_extra=since("2020-02-14"))
-    valid_exit_codes: list[ExitCode] = Field(default_factory=lambda: [0])
-
-
-class FileCustomizer(CustomizerBase):
-    """Downloads one file and places it at `destination` on the target."""
-
-    type: Literal["File"]
-    source_uri: str
-    destination: str
-    sha256_checksum: str = ""
-
-
-class WindowsRestartCustomizer(CustomizerBase):
-    """Restarts the target and waits for it to come back."""
-
-    type: Literal["WindowsRestart"]
-    restart_command: str = DEFAULT_RESTART_COMMAND
-    restart_check_command: str = ""
-    restart_timeout: str = "5m"
-
-    @field_validator("restart_timeout")
-    @classmethod
-    def _duration(cls, value: str) -> str:
-        if value and not DURATION_PATTERN.match(value):
-            raise ValueError("expected a duration such as '5m', '90s' or '2h'")
-        return value
-
-
-class WindowsUpdateCustomizer(CustomizerBase):
-    """Searches, filters and installs Windows updates until none are left."""
-
-    since_version: ClassVar[str] = "2020-02-14"
-    type: Literal["WindowsUpdate"]
-    search_criteria: str = ""
-    filters: list[str] = Field(default_factory=list)
-    update_limit: int = Field(0, ge=0)
-
-
-Customizer = Annotated[
-    ShellCustomizer | PowerShellCustomizer | FileCustomizer | WindowsRestartCustomizer | WindowsUpdateCustomizer,
-    Field(discriminator="type"),
+__all__ = [
+    "DEFAULT_RESTART_COMMAND",
+    "DURATION_PATTERN",
+    "NAME_PATTERN",
+    "READ_ONLY",
+    "Check",
+    "CustomizerSection",
+    "DistributeSection",
+    "ExitCode",
+    "FileCustomizer",
+    "ManagedImageDistribute",
+    "PowerShellCustomizer",
+    "Section",
+    "SharedImageDistribute",
+    "ShellCustomizer",
+    "TargetRegion",
+    "Versioning",
+    "VhdDistribute",
+    "WindowsRestartCustomizer",
+    "WindowsUpdateCustomizer",
+    "since",
 ]
 
+# --- customizers, validators and distributions: one section class per registered type ---
 
-# --- validators (properties.validate.inVMValidations) ------------------------------
-
-
-class ShellValidator(CustomizerBase):
-    type: Literal["Shell"]
-    script_uri: str | None = None
-    inline: list[str] | None = None
-    sha256_checksum: str = ""
-
-
-class PowerShellValidator(CustomizerBase):
-    type: Literal["PowerShell"]
-    script_uri: str | None = None
-    inline: list[str] | None = None
-    sha256_checksum: str = ""
-    run_elevated: bool = False
-    run_as_system: bool = False
-    valid_exit_codes: list[ExitCode] = Field(default_factory=lambda: [0])
-
-
-class FileValidator(CustomizerBase):
-    type: Literal["File"]
-    source_uri: str
-    destination: str
-    sha256_checksum: str = ""
-
-
-Validator = Annotated[ShellValidator | PowerShellValidator | FileValidator, Field(discriminator="type")]
+if TYPE_CHECKING:
+    Customizer = CustomizerSection
+    Validator = CustomizerSection
+    Distribute = DistributeSection
+else:
+    _CUSTOMIZERS = tuple(c.schema for c in customizers.REGISTRY.values())
+    _VALIDATORS = tuple(c.schema for c in customizers.REGISTRY.values() if c.validates)
+    _DISTRIBUTIONS = tuple(d.schema for d in distributors.REGISTRY.values())
+    Customizer = Annotated[Union[_CUSTOMIZERS], Field(discriminator="type")]  # noqa: UP007 - built at run time
+    Validator = Annotated[Union[_VALIDATORS], Field(discriminator="type")]  # noqa: UP007
+    Distribute = Annotated[Union[_DISTRIBUTIONS], Field(discriminator="type")]  # noqa: UP007
 
 
 class ValidateSection(Section):
@@ -224,55 +155,6 @@ Source = Annotated[
 ]
 
 
-# --- distributions -----------------------------------------------------------------
-
-
-class DistributeBase(Section):
-    run_output_name: str = Field(pattern=NAME_PATTERN)
-    artifact_tags: dict[str, str] = Field(default_factory=dict)
-
-
-class ManagedImageDistribute(DistributeBase):
-    type: Literal["ManagedImage"]
-    image_id: str
-    location: str
-
-
-class TargetRegion(Section):
-    name: str
-    replica_count: int = Field(1, ge=1)
-    storage_account_type: Literal["Standard_LRS", "Standard_ZRS", "Premium_LRS"] | None = None
-
-
-class Versioning(Section):
-    scheme: Literal["Latest", "Source"]
-    major: int = Field(-1, ge=-1)
-
-
-class SharedImageDistribute(DistributeBase):
-    type: Literal["SharedImage"]
-    gallery_image_id: str
-    replication_regions: list[str] | None = None
-    target_regions: list[TargetRegion] | None = Field(None, json_schema_extra=since("2022-07-01"))
-    exclude_from_latest: bool = Field(False, json_schema_extra=since("2020-02-14"))
-    storage_account_type: Literal["Standard_LRS", "Standard_ZRS", "Premium_LRS"] | None = Field(
-        None, json_schema_extra=since("2020-02-14")
-    )
-    versioning: Versioning | None = Field(None, json_schema_extra=since("2022-07-01"))
-    replication_mode: Literal["Full", "Shallow"] | None = Field(None, json_schema_extra=since("2025-10-01"))
-
-
-class VhdDistribute(DistributeBase):
-    type: Literal["VHD"]
-    uri: str | None = Field(None, json_schema_extra=since("2022-07-01"))
-
-
-Distribute = Annotated[
-    ManagedImageDistribute | SharedImageDistribute | VhdDistribute,
-    Field(discriminator="type"),
-]
-
-
 # --- the rest of properties --------------------------------------------------------
 
 
@@ -283,6 +165,15 @@ class VnetConfig(Section):
     # Deprecated in favour of subnetId; still accepted by older versions.
     subnet_name: str | None = None
     resource_group_name: str | None = None
+
+    def check(self, here: str, check: Check) -> None:
+        if self.proxy_vm_size and not self.subnet_id:
+            check.error(f"{here}.proxyVmSize", "only configurable together with subnetId")
+        if self.proxy_vm_size and self.container_instance_subnet_id:
+            check.error(f"{here}.proxyVmSize", "must not be set together with containerInstanceSubnetId")
+        for old in ("subnet_name", "resource_group_name"):
+            if old in self.model_fields_set:
+                check.warning(f"{here}.{to_camel(old)}", "deprecated; use subnetId", aib_rejects=False)
 
 
 class VmProfile(Section):

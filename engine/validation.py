@@ -11,22 +11,25 @@ Three passes over one document, all collected before anything is reported:
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import re
 import types
 import typing
-import urllib.parse
-import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic_core import PydanticUndefined
 
+import customizers
+import distributors
 from engine import arm
 from engine import model as m
 from engine.errors import Finding, TemplateError, UsageError, key_path
+from engine.sections import NAME_PATTERN, REGIONS, Check, Section, normalize_region
 from engine.store import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
 
 DEFAULT_LOCATION = "eastus"  # resourceGroup().location when --location does not say
@@ -34,41 +37,16 @@ DEFAULT_LOCATION = "eastus"  # resourceGroup().location when --location does not
 COMMAND_FIELDS = ("inline", "filters", "restartCommand", "restartCheckCommand")
 
 RESOURCE_TYPE = "Microsoft.VirtualMachineImages/imageTemplates"
-TAGS = {
-    "Shell",
-    "PowerShell",
-    "File",
-    "WindowsRestart",
-    "WindowsUpdate",
-    "PlatformImage",
-    "ManagedImage",
-    "SharedImageVersion",
-    "ISO",
-    "SharedImage",
-    "VHD",
-}
+SOURCE_TAGS = ["PlatformImage", "ManagedImage", "SharedImageVersion"]
+# The `type` tags of each list, from the registries (ISO: a source AIB no longer has).
 TAGS_BY_LIST = {
-    "source": ["PlatformImage", "ManagedImage", "SharedImageVersion"],
-    "customize": ["Shell", "PowerShell", "File", "WindowsRestart", "WindowsUpdate"],
-    "distribute": ["ManagedImage", "SharedImage", "VHD"],
-    "inVMValidations": ["Shell", "PowerShell", "File"],
+    "source": SOURCE_TAGS,
+    "customize": list(customizers.REGISTRY),
+    "distribute": list(distributors.REGISTRY),
+    "inVMValidations": [name for name, c in customizers.REGISTRY.items() if c.validates],
 }
-# Azure region names (as `az account list-locations` gives them), lower case, no spaces.
-REGIONS = frozenset(json.loads(resources.files("engine").joinpath("data/regions.json").read_text()))
-MANAGED_IMAGE_ID = re.compile(
-    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/images/[^/]+$", re.I
-)
-GALLERY_IMAGE_ID = re.compile(
-    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/galleries/[^/]+"
-    r"/images/[^/]+(/versions/[^/]+)?$",
-    re.I,
-)
-SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-WINDOWS_ONLY = {"PowerShell", "WindowsRestart", "WindowsUpdate"}
-
-
-def normalize_region(name: str) -> str:
-    return name.replace(" ", "").lower()
+TAGS = {tag for tags in TAGS_BY_LIST.values() for tag in tags} | {"ISO"}
+WINDOWS_ONLY = {name for name, c in customizers.REGISTRY.items() if c.windows_only}
 
 
 @dataclass
@@ -529,6 +507,59 @@ def _check_rules(
     template: m.ImageTemplate | None,
     local_root: Path | None = None,
 ) -> None:
+    """The template's own rules here; each section's own rules in its `check`."""
+    _check_resource(doc, version, bare, findings)
+    props = doc.get("properties")
+    if not isinstance(props, dict):
+        return
+    timeout = props.get("buildTimeoutInMinutes")
+    if isinstance(timeout, int) and not isinstance(timeout, bool) and 1 <= timeout <= 5:
+        findings.append(
+            Finding(
+                "properties.buildTimeoutInMinutes",
+                f"{timeout} is accepted locally, but AIB needs at least 6",
+                "warning",
+            )
+        )
+    source = props.get("source")
+    if isinstance(source, dict) and source.get("type") == "ISO":
+        findings.append(
+            Finding(
+                "properties.source.type",
+                "the ISO source was removed from AIB after 2019-05-01-preview "
+                "(it took RHEL 7.2-7.5 ISOs only); use a PlatformImage",
+            )
+        )
+    validate = props.get("validate")
+    lists = [
+        ("properties.customize", props.get("customize")),
+        (
+            "properties.validate.inVMValidations",
+            validate.get("inVMValidations") if isinstance(validate, dict) else None,
+        ),
+    ]
+    for path, items in lists:
+        if isinstance(items, list):
+            _duplicates(items, path, "name", "; names must be unique", findings)
+    distribute = props.get("distribute")
+    if isinstance(distribute, list):
+        if not distribute:
+            findings.append(
+                Finding(
+                    "properties.distribute",
+                    "empty; AIB needs at least one distribution (locally: customize only)",
+                    "warning",
+                )
+            )
+        _duplicates(distribute, "properties.distribute", "runOutputName", "", findings)
+    os_type = guess_os(template) if template is not None else "Linux"
+    check = Check(version, os_type, findings, allow_any_destination, local_root)
+    for here, section in _sections(doc, template):
+        section.check(here, check)
+
+
+def _check_resource(doc: dict[str, Any], version: str, bare: bool, findings: list[Finding]) -> None:
+    """The ARM resource around the properties: type, name, location, identity."""
     add = findings.append
     kind = doc.get("type")
     if isinstance(kind, str) and kind.lower() != RESOURCE_TYPE.lower():
@@ -544,7 +575,7 @@ def _check_rules(
         else:
             add(Finding("type", f"expected {RESOURCE_TYPE!r}, got {kind!r}"))
     name = doc.get("name")
-    if isinstance(name, str) and not re.match(m.NAME_PATTERN, name):
+    if isinstance(name, str) and not re.match(NAME_PATTERN, name):
         add(Finding("name", f"must be 1-64 letters, digits, '-', '_' or '.', got {name!r}"))
     location = doc.get("location")
     if isinstance(location, str) and normalize_region(location) not in REGIONS:
@@ -567,178 +598,81 @@ def _check_rules(
             )
         )
 
-    props = doc.get("properties")
-    if not isinstance(props, dict):
-        return
-    timeout = props.get("buildTimeoutInMinutes")
-    if isinstance(timeout, int) and not isinstance(timeout, bool) and 1 <= timeout <= 5:
-        add(
-            Finding(
-                "properties.buildTimeoutInMinutes",
-                f"{timeout} is accepted locally, but AIB needs at least 6",
-                "warning",
-            )
-        )
 
-    source = props.get("source")
-    if isinstance(source, dict) and source.get("type") == "ISO":
-        add(
-            Finding(
-                "properties.source.type",
-                "the ISO source was removed from AIB after 2019-05-01-preview "
-                "(it took RHEL 7.2-7.5 ISOs only); use a PlatformImage",
-            )
-        )
-
-    os_type = guess_os(template) if template is not None else "Linux"
-    customize = props.get("customize")
-    if isinstance(customize, list):
-        _check_customizers(customize, "properties.customize", os_type, allow_any_destination, findings, local_root)
-    validate = props.get("validate")
-    if isinstance(validate, dict) and isinstance(validate.get("inVMValidations"), list):
-        _check_customizers(
-            validate["inVMValidations"],
-            "properties.validate.inVMValidations",
-            os_type,
-            allow_any_destination,
-            findings,
-            local_root,
-        )
-    distribute = props.get("distribute")
-    if isinstance(distribute, list):
-        if not distribute:
-            add(
-                Finding(
-                    "properties.distribute",
-                    "empty; AIB needs at least one distribution (locally: customize only)",
-                    "warning",
-                )
-            )
-        _check_distributions(distribute, version, findings)
-    vm_profile = props.get("vmProfile")
-    vnet = vm_profile.get("vnetConfig") if isinstance(vm_profile, dict) else None
-    if isinstance(vnet, dict):
-        here = "properties.vmProfile.vnetConfig"
-        if vnet.get("proxyVmSize") and not vnet.get("subnetId"):
-            add(Finding(f"{here}.proxyVmSize", "only configurable together with subnetId"))
-        if vnet.get("proxyVmSize") and vnet.get("containerInstanceSubnetId"):
-            add(Finding(f"{here}.proxyVmSize", "must not be set together with containerInstanceSubnetId"))
-        for old in ("subnetName", "resourceGroupName"):
-            if old in vnet:
-                add(Finding(f"{here}.{old}", "deprecated; use subnetId", "warning", False))
-
-
-def _check_checksum(item: dict[str, Any], here: str, findings: list[Finding]) -> None:
-    checksum = item.get("sha256Checksum")
-    if not isinstance(checksum, str) or not checksum:
-        return
-    if not SHA256.match(checksum):
-        findings.append(Finding(f"{here}.sha256Checksum", "expected 64 hexadecimal digits (a SHA-256 digest)"))
-    elif checksum != checksum.lower():
-        findings.append(
-            Finding(
-                f"{here}.sha256Checksum",
-                "upper-case digest: accepted locally, but AIB expects lower case",
-                "warning",
-            )
-        )
-    if item.get("inline") is not None and item.get("scriptUri") is None:
-        findings.append(Finding(f"{here}.sha256Checksum", "has no effect with inline commands", "warning", False))
-
-
-def _check_customizers(
-    items: list[Any],
-    path: str,
-    os_type: str,
-    allow_any_destination: bool,
-    findings: list[Finding],
-    local_root: Path | None = None,
-) -> None:
-    add = findings.append
+def _duplicates(items: list[Any], path: str, key: str, why: str, findings: list[Finding]) -> None:
+    """Each `key` once in the list (names compared as AIB compares them)."""
     seen: dict[str, int] = {}
     for index, item in enumerate(items):
-        here = f"{path}[{index}]"
-        if not isinstance(item, dict):
+        value = item.get(key) if isinstance(item, dict) else None
+        if not isinstance(value, str) or (key == "name" and not value):
             continue
-        kind = item.get("type")
-        name = item.get("name")
-        if isinstance(name, str) and name:
-            if name in seen:
-                add(
-                    Finding(
-                        f"{here}.name",
-                        f"duplicate name {name!r} (also {path}[{seen[name]}]); names must be unique",
-                    )
-                )
-            seen.setdefault(name, index)
-        if kind in ("Shell", "PowerShell"):
-            has_uri, has_inline = item.get("scriptUri") is not None, item.get("inline") is not None
-            if has_uri == has_inline:
-                add(
-                    Finding(
-                        here,
-                        "exactly one of 'scriptUri' or 'inline' must be given" + (", not both" if has_uri else ""),
-                    )
-                )
-            inline = item.get("inline")
-            if isinstance(inline, list) and not inline:
-                add(Finding(f"{here}.inline", "empty: give at least one command"))
-            uri = item.get("scriptUri")
-            if isinstance(uri, str) and not uri.strip():
-                add(Finding(f"{here}.scriptUri", "empty"))
-            elif isinstance(uri, str) and local_root is not None:
-                _check_local_uri(uri, f"{here}.scriptUri", local_root, findings)
-            _check_checksum(item, here, findings)
-        codes = item.get("validExitCodes")
-        if kind == "PowerShell" and os_type == "Linux" and isinstance(codes, list):
-            for code in codes:
-                if isinstance(code, int) and not 0 <= code <= 255:
-                    add(
-                        Finding(
-                            f"{here}.validExitCodes",
-                            f"{code} cannot occur on a Linux target, where exit codes are 0-255 "
-                            f"(it would arrive as {code & 255})",
-                            "warning",
-                            False,
-                        )
-                    )
-        if kind == "PowerShell" and item.get("runAsSystem") is True and item.get("runElevated") is not True:
-            add(Finding(f"{here}.runAsSystem", "runAsSystem: true needs runElevated: true"))
-        if kind == "File":
-            _check_checksum(item, here, findings)
-            destination = item.get("destination")
-            if isinstance(destination, str):
-                _check_destination(destination, f"{here}.destination", os_type, allow_any_destination, findings)
-            uri = item.get("sourceUri")
-            if isinstance(uri, str) and not uri.strip():
-                add(Finding(f"{here}.sourceUri", "empty"))
-            elif isinstance(uri, str) and local_root is not None:
-                _check_local_uri(uri, f"{here}.sourceUri", local_root, findings)
-
-
-def _check_local_uri(uri: str, here: str, root: Path, findings: list[Finding]) -> None:
-    """A local script or file (a path or file://) must lie in the template's folder."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.scheme == "file":
-        local = Path(urllib.request.url2pathname(parts.path))
-    elif parts.scheme and len(parts.scheme) > 1:
-        return  # https:// and the like: fetched, not read from this machine
-    else:
-        local = Path(uri)
-    try:
-        resolved = (root / local).resolve()  # an absolute `local` replaces `root`; links are followed
-    except (OSError, RuntimeError, ValueError):
-        resolved = root / local
-    if not resolved.is_relative_to(root):
-        findings.append(
-            Finding(
-                here,
-                f"{uri!r} is outside the template's folder {root}; refused "
-                "(local opt-out: --allow-outside-template-dir)",
-                "error",
-                False,
+        folded = value if key == "name" else value.lower()
+        if folded in seen:
+            findings.append(
+                Finding(f"{path}[{index}].{key}", f"duplicate {key} {value!r} (also {path}[{seen[folded]}]){why}")
             )
-        )
+        seen.setdefault(folded, index)
+
+
+def _sections(doc: dict[str, Any], template: m.ImageTemplate | None) -> Iterator[tuple[str, Section]]:
+    """Every section of the template with its path: from the parsed template, or (when
+    something in it is invalid) each entry built from the fields that are valid."""
+    if template is not None:
+        yield from _walk(template, "")
+        return
+    props = doc.get("properties")
+    props = props if isinstance(props, dict) else {}
+    validate = props.get("validate")
+    validators = validate.get("inVMValidations") if isinstance(validate, dict) else None
+    customizer: dict[str, type[Section]] = {name: c.schema for name, c in customizers.REGISTRY.items()}
+    places: list[tuple[str, Any, dict[str, type[Section]]]] = [
+        ("properties.customize", props.get("customize"), customizer),
+        ("properties.distribute", props.get("distribute"), {n: d.schema for n, d in distributors.REGISTRY.items()}),
+        ("properties.validate.inVMValidations", validators, customizer),
+    ]
+    for path, items, schemas in places:
+        for index, item in enumerate(items if isinstance(items, list) else []):
+            schema = schemas.get(str(item.get("type"))) if isinstance(item, dict) else None
+            if schema is not None:
+                yield from _walk(_lenient(schema, item), f"{path}[{index}]")
+    if isinstance(props.get("vmProfile"), dict):
+        yield from _walk(_lenient(m.VmProfile, props["vmProfile"]), "properties.vmProfile")
+
+
+def _lenient(schema: type[Section], raw: dict[str, Any]) -> Section:
+    """The section with the fields of `raw` that are valid on their own; the others (each
+    reported already) are None, so that its own rules still run on the rest."""
+    values: dict[str, Any] = {}
+    for name, info in schema.model_fields.items():
+        alias = info.alias or name
+        value = info.get_default(call_default_factory=True)
+        if alias in raw:
+            try:
+                value = _field(schema, name).validate_python(raw[alias])
+            except ValidationError:
+                value = None
+        values[name] = None if value is PydanticUndefined else value
+    return schema.model_construct(**values)
+
+
+@functools.cache
+def _field(schema: type[Section], name: str) -> TypeAdapter[Any]:
+    """One field of a section, validated on its own (its type and constraints, strictly)."""
+    info = schema.model_fields[name]
+    annotation: Any = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return TypeAdapter(annotation)
+    return TypeAdapter(annotation, config=ConfigDict(strict=True))
+
+
+def _walk(node: Any, path: str) -> Iterator[tuple[str, Section]]:
+    if isinstance(node, Section):
+        yield path, node
+        for name, info in type(node).model_fields.items():
+            yield from _walk(getattr(node, name), key_path(path, info.alias or name))
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from _walk(item, f"{path}[{index}]")
 
 
 def _check_strings(value: Any, here: str, findings: list[Finding]) -> None:
@@ -754,109 +688,3 @@ def _check_strings(value: Any, here: str, findings: list[Finding]) -> None:
     elif isinstance(value, list):
         for index, item in enumerate(value):
             _check_strings(item, f"{here}[{index}]", findings)
-
-
-def _check_destination(destination: str, here: str, os_type: str, allow_any: bool, findings: list[Finding]) -> None:
-    if os_type == "Windows":
-        if not re.match(r"^[A-Za-z]:[\\/]", destination):
-            findings.append(
-                Finding(here, f"expected an absolute Windows path such as C:\\\\temp\\\\file, got {destination!r}")
-            )
-        return
-    if not destination.startswith("/"):
-        findings.append(Finding(here, f"expected an absolute path including the file name, got {destination!r}"))
-    elif destination.endswith("/"):
-        findings.append(Finding(here, "must name the file itself, not a directory"))
-    elif not (destination.startswith("/tmp/") and ".." not in destination.split("/")):
-        if allow_any:
-            findings.append(
-                Finding(
-                    here,
-                    "outside /tmp: allowed locally by --allow-any-destination, "
-                    "but on Linux AIB can only write under /tmp",
-                    "warning",
-                )
-            )
-        else:
-            findings.append(
-                Finding(
-                    here,
-                    f"on Linux AIB can only write under /tmp, got {destination!r} "
-                    "(local opt-out: --allow-any-destination)",
-                )
-            )
-
-
-def _check_distributions(items: list[Any], version: str, findings: list[Finding]) -> None:
-    add = findings.append
-    seen: dict[str, int] = {}
-    for index, item in enumerate(items):
-        here = f"properties.distribute[{index}]"
-        if not isinstance(item, dict):
-            continue
-        output = item.get("runOutputName")
-        if isinstance(output, str):
-            if output.lower() in seen:
-                add(
-                    Finding(
-                        f"{here}.runOutputName",
-                        f"duplicate runOutputName {output!r} (also properties.distribute[{seen[output.lower()]}])",
-                    )
-                )
-            seen.setdefault(output.lower(), index)
-        kind = item.get("type")
-        if kind == "ManagedImage":
-            image_id = item.get("imageId")
-            if isinstance(image_id, str) and not MANAGED_IMAGE_ID.match(image_id):
-                add(
-                    Finding(
-                        f"{here}.imageId",
-                        "expected /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.Compute/images/NAME",
-                    )
-                )
-            location = item.get("location")
-            if isinstance(location, str) and normalize_region(location) not in REGIONS:
-                add(Finding(f"{here}.location", f"unknown Azure region {location!r}"))
-        if kind == "SharedImage":
-            gallery_id = item.get("galleryImageId")
-            if isinstance(gallery_id, str) and not GALLERY_IMAGE_ID.match(gallery_id):
-                add(
-                    Finding(
-                        f"{here}.galleryImageId",
-                        "expected /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.Compute"
-                        "/galleries/G/images/DEF[/versions/X.Y.Z]",
-                    )
-                )
-            replication, targets = item.get("replicationRegions"), item.get("targetRegions")
-            if replication is not None and targets is not None:
-                add(Finding(f"{here}.targetRegions", "replicationRegions and targetRegions are mutually exclusive"))
-            if replication is None and version < "2022-07-01":
-                add(
-                    Finding(
-                        f"{here}.replicationRegions",
-                        f"required in apiVersion {version} (targetRegions arrived in 2022-07-01)",
-                    )
-                )
-            if replication is not None and version >= "2022-07-01":
-                add(
-                    Finding(
-                        f"{here}.replicationRegions",
-                        "deprecated since 2022-07-01; use targetRegions",
-                        "warning",
-                        False,
-                    )
-                )
-            if targets is not None and item.get("storageAccountType") is not None:
-                add(
-                    Finding(
-                        f"{here}.storageAccountType",
-                        "can only be given with replicationRegions; set it per target region",
-                    )
-                )
-            for i, region in enumerate(replication if isinstance(replication, list) else []):
-                if isinstance(region, str) and normalize_region(region) not in REGIONS:
-                    add(Finding(f"{here}.replicationRegions[{i}]", f"unknown Azure region {region!r}"))
-            for i, region in enumerate(targets if isinstance(targets, list) else []):
-                region_name = region.get("name") if isinstance(region, dict) else None
-                if isinstance(region_name, str) and normalize_region(region_name) not in REGIONS:
-                    add(Finding(f"{here}.targetRegions[{i}].name", f"unknown Azure region {region_name!r}"))

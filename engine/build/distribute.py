@@ -20,7 +20,7 @@ def capture(ctx: BuildContext, steps: StepRunner) -> None:
         return
     target = ctx.require_target()
     if not target.export_needs_stop:
-        steps.action("capture", target.stop, detail="export the live filesystem")
+        ctx.events.info(f"capture: the live filesystem of {target.describe()} is exported as it is", step="capture")
     elif any(d.needs_export for d in ctx.distributors):
         steps.action("capture", target.stop, detail=f"stop {target.describe()} so its disk is quiescent")
     else:

@@ -58,9 +58,9 @@ def fetch_inputs(ctx: BuildContext) -> None:
         choose_checkpoint(ctx, ctx.continuation)
 
 
-def choose_checkpoint(ctx: BuildContext, going_on: Continuation) -> None:
+def choose_checkpoint(ctx: BuildContext, continuation: Continuation) -> None:
     """Resume from the last checkpoint whose customizers are unchanged since it was taken."""
-    record = going_on.record
+    record = continuation.record
     usable = [
         int(index)
         for index in record.checkpoints
@@ -73,6 +73,6 @@ def choose_checkpoint(ctx: BuildContext, going_on: Continuation) -> None:
         ctx.continuation = None
         return
     last = max(usable)
-    going_on.first, going_on.image = last + 1, record.checkpoints[str(last)]
+    continuation.first, continuation.image = last + 1, record.checkpoints[str(last)]
     ctx.completed = list(range(last + 1))
     ctx.checkpoints = {k: v for k, v in record.checkpoints.items() if int(k) <= last}

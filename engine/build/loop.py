@@ -36,16 +36,16 @@ def _always(_: Continuation | None) -> bool:
     return True
 
 
-def _fresh(going_on: Continuation | None) -> bool:
-    return going_on is None or not going_on.on_kept_target
+def _fresh(continuation: Continuation | None) -> bool:
+    return continuation is None or not continuation.on_kept_target
 
 
-def _rerun(going_on: Continuation | None) -> bool:
-    return not _fresh(going_on)
+def _rerun(continuation: Continuation | None) -> bool:
+    return not _fresh(continuation)
 
 
-def _finishing(going_on: Continuation | None) -> bool:
-    return going_on is None or going_on.finish
+def _finishing(continuation: Continuation | None) -> bool:
+    return continuation is None or continuation.finish
 
 
 @dataclass(frozen=True)

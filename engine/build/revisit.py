@@ -57,8 +57,8 @@ def rerun(
         raise UsageError("give --from or --only, not both")
     # By default: from the step that failed (the one being debugged).
     first = customizer_index(loaded, start or only or "") if start or only else (record.failed_index or 0)
-    going_on = Continuation(record, first=first, only=bool(only), finish=finish)
-    return BuildRun(loaded, options, store, reporter, build_id=build_id, continuation=going_on)
+    continuation = Continuation(record, first=first, only=bool(only), finish=finish)
+    return BuildRun(loaded, options, store, reporter, build_id=build_id, continuation=continuation)
 
 
 def resume(store: Store, build_id: str, base: BuildOptions, reporter: Reporter, templates: list[Path]) -> BuildRun:

@@ -40,11 +40,11 @@ def resolve(ctx: BuildContext) -> Source:
             f"properties.source ({declared.type}) is recorded only"
         )
         return Source({**own.record, "declared": declared.type})
-    going_on = ctx.continuation
-    if going_on is not None and going_on.image is not None:
-        source = Source(dict(going_on.record.source), going_on.image)
+    continuation = ctx.continuation
+    if continuation is not None and continuation.image is not None:
+        source = Source(dict(continuation.record.source), continuation.image)
         ctx.events.info(
-            f"resuming build {going_on.record.build_id} from its checkpoint before customize[{going_on.first}]"
+            f"resuming build {continuation.record.build_id} from its checkpoint before customize[{continuation.first}]"
         )
     elif isinstance(declared, m.PlatformImageSource):
         source = platform_image(declared, ctx.options.catalogue)

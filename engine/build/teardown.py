@@ -43,12 +43,12 @@ def teardown(ctx: BuildContext, error: AibLocalError | None) -> bool:
     failed = error is not None and not isinstance(error, Interrupted)
     if failed and ctx.on_error == "ask" and ctx.options.confirm_keep is not None:
         ctx.keep_target = ctx.options.confirm_keep(f"{error}\nKeep {target.describe()} for inspection?")
-    going_on = ctx.continuation
+    continuation = ctx.continuation
     why = decide_keep(
         error,
         on_error=ctx.on_error,
         rerun=ctx.on_kept_target,
-        finishing=going_on is not None and going_on.finish,
+        finishing=continuation is not None and continuation.finish,
         user_keeps=ctx.keep_target,
     )
     if why is not None:

@@ -130,3 +130,38 @@ def test_exit_codes_a_linux_target_cannot_return_are_pointed_out(tmp_path: Path)
     [finding] = [f for f in loaded.findings if f.path.endswith("validExitCodes")]
     assert finding.severity == "warning" and not finding.aib_rejects
     assert "3010 cannot occur on a Linux target" in finding.message and "arrive as 194" in finding.message
+
+
+def test_the_models_unions_are_the_registries_sections() -> None:
+    import typing
+
+    import customizers
+    import distributors
+    from engine import model as m
+    from engine.validation import TAGS_BY_LIST, WINDOWS_ONLY
+
+    def members(annotation: Any) -> set[type]:
+        return set(typing.get_args(typing.get_args(annotation)[0]))
+
+    assert members(m.Customizer) == {c.schema for c in customizers.REGISTRY.values()}
+    assert members(m.Distribute) == {d.schema for d in distributors.REGISTRY.values()}
+    assert members(m.Validator) == {c.schema for c in customizers.REGISTRY.values() if c.validates}
+    assert TAGS_BY_LIST["customize"] == list(customizers.REGISTRY)
+    assert {"PowerShell", "WindowsRestart", "WindowsUpdate"} == WINDOWS_ONLY
+
+
+def test_a_sections_own_rules_still_run_when_another_part_is_invalid(tmp_path: Path) -> None:
+    customize = [
+        {"type": "PowerShell", "inline": ["exit 300"], "validExitCodes": [300], "runAsSystem": True},
+        {"type": "File", "sourceUri": "https://example.com/f", "destination": "/etc/f"},
+    ]
+    document = template("rules", customize, distribute=[{"type": "VHD", "runOutputName": 5}])
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(TemplateError) as caught:
+        load_templates(path)
+    found = {(f.path, f.severity) for f in caught.value.findings}
+    assert ("properties.distribute[0].runOutputName", "error") in found  # the part that breaks parsing
+    assert ("properties.customize[0].runAsSystem", "error") in found  # a field rule of the section
+    assert ("properties.customize[0].validExitCodes", "warning") in found  # its rule on the OS: still run
+    assert ("properties.customize[1].destination", "error") in found  # another section's rule

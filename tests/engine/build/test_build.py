@@ -271,3 +271,9 @@ def test_phases_are_data_for_every_kind_of_build() -> None:
     names = [p.name for p in PHASES]
     assert names[:2] == ["fetch", "attach-target"] and names[-1] == "distribute"
     assert {p.sub_state for p in PHASES} == {"Queued", "Building", "Customizing", "Distributing"}
+
+
+def test_every_phase_has_a_named_fault_point() -> None:
+    from engine import failpoints
+
+    assert {f"phase:{p.name}" for p in PHASES} <= set(failpoints.POINTS)

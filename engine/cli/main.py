@@ -17,10 +17,10 @@ from typing import Any, NoReturn
 import click
 
 from engine import signals
-from engine.build_cli import build_commands
+from engine.cli.build import build_commands
+from engine.cli.gallery import sig
+from engine.cli.options import any_destination_option, load_options, output_option, store_option, template_options
 from engine.errors import AibLocalError, TemplateError, UsageError
-from engine.options import any_destination_option, load_options, output_option, store_option, template_options
-from engine.sig_cli import sig
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

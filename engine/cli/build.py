@@ -18,8 +18,7 @@ from typing import Any
 import click
 
 from engine import signals
-from engine.errors import Interrupted, UsageError
-from engine.options import (
+from engine.cli.options import (
     any_destination_option,
     load_options,
     output_option,
@@ -27,6 +26,7 @@ from engine.options import (
     store_option,
     template_options,
 )
+from engine.errors import Interrupted, UsageError
 
 DEBUG_CHOICES = {"c": "continue", "s": "shell", "r": "rerun", "k": "skip", "a": "abort"}
 

@@ -1,0 +1,152 @@
+"""What every template section shares: the model base, field metadata, common field
+types, and `Check`, the context a section's own rules see.
+
+A section (a customizer, a distribution, a source, ...) declares its schema and its
+rules in one class, in its own module: what one value alone decides (a pattern, a
+digest, a blank string) as pydantic validators on its field type; rules across fields,
+rules on the template's context (its API version, OS, local folder, command-line flags)
+and warnings in `check`. `check` runs whatever else is wrong with the template, as AIB
+reports every problem at once: a field that is itself invalid (and reported as such)
+is None there. `engine.validation` runs both and keeps what is about the template as a
+whole (field names by API version, the wording of pydantic's errors).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from engine.errors import Finding
+
+NAME_PATTERN = r"^[A-Za-z0-9\-_.]{1,64}$"
+SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+# Azure region names (as `az account list-locations` gives them), lower case, no spaces.
+REGIONS = frozenset(json.loads(resources.files("engine").joinpath("data/regions.json").read_text()))
+
+
+def since(version: str) -> dict[str, Any]:
+    """Field metadata: the first API version that knows the field."""
+    return {"since": version}
+
+
+READ_ONLY: dict[str, Any] = {"read_only": True}
+
+
+def normalize_region(name: str) -> str:
+    return name.replace(" ", "").lower()
+
+
+def _sha256(value: str) -> str:
+    if value and not SHA256.match(value):
+        raise ValueError("expected 64 hexadecimal digits (a SHA-256 digest)")
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("empty")
+    return value
+
+
+# An exit code: int32 as the AIB schema types it, or the same 32 bits unsigned (a Windows DWORD).
+ExitCode = Annotated[int, Field(ge=-(2**31), le=2**32 - 1)]
+Sha256 = Annotated[str, AfterValidator(_sha256)]
+Uri = Annotated[str, AfterValidator(_not_blank)]
+
+
+@dataclass
+class Check:
+    """What a section's `check` may know besides the section: the template around it."""
+
+    version: str  # the template's apiVersion
+    os_type: str  # Linux | Windows, as the source and customizers say
+    findings: list[Finding]
+    allow_any_destination: bool = False
+    local_root: Path | None = None  # local scripts and files must lie under it (None: anywhere)
+
+    def error(self, path: str, message: str, *, aib_rejects: bool = True) -> None:
+        self.findings.append(Finding(path, message, "error", aib_rejects))
+
+    def warning(self, path: str, message: str, *, aib_rejects: bool = True) -> None:
+        self.findings.append(Finding(path, message, "warning", aib_rejects))
+
+
+class Section(BaseModel):
+    """Base of every template section: camelCase names, strict types, extras kept.
+
+    Unknown fields are kept (not rejected here) so that the validation pass can report
+    them by API version: a warning where AIB ignores them, an error where it rejects them.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=False,
+        extra="allow",
+        strict=True,
+        frozen=True,
+        defer_build=True,  # one schema for the whole template, built on first use
+    )
+
+    def check(self, here: str, check: Check) -> None:
+        """This section's rules across fields, on the template's context, and its warnings;
+        `here` is its JSON path. A field that is itself invalid is None here."""
+
+
+class CustomizerSection(Section):
+    """A customizer (or an in-VM validator: AIB gives them the same fields and rules)."""
+
+    name: str | None = None
+    type: str  # each type narrows it to its Literal, the union's discriminator
+
+
+class DistributeSection(Section):
+    """An entry of properties.distribute."""
+
+    run_output_name: str = Field(pattern=NAME_PATTERN)
+    artifact_tags: dict[str, str] = Field(default_factory=dict)
+    type: str  # each type narrows it to its Literal, the union's discriminator
+
+
+def check_local_uri(uri: str | None, here: str, check: Check) -> None:
+    """A local script or file (a path or file://) must lie in the template's folder."""
+    root = check.local_root
+    if root is None or not uri:
+        return
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme == "file":
+        local = Path(urllib.request.url2pathname(parts.path))
+    elif parts.scheme and len(parts.scheme) > 1:
+        return  # https:// and the like: fetched, not read from this machine
+    else:
+        local = Path(uri)
+    try:
+        resolved = (root / local).resolve()  # an absolute `local` replaces `root`; links are followed
+    except (OSError, RuntimeError, ValueError):
+        resolved = root / local
+    if not resolved.is_relative_to(root):
+        check.error(
+            here,
+            f"{uri!r} is outside the template's folder {root}; refused (local opt-out: --allow-outside-template-dir)",
+            aib_rejects=False,
+        )
+
+
+def check_region(region: str | None, here: str, check: Check) -> None:
+    """An Azure region name (checked in `check`, so that a wrong one hides no other rule)."""
+    if region is not None and normalize_region(region) not in REGIONS:
+        check.error(here, f"unknown Azure region {region!r}")
+
+
+def check_digest(digest: str | None, here: str, check: Check) -> None:
+    """A valid digest in upper case: accepted here, not by AIB."""
+    if digest and SHA256.match(digest) and digest != digest.lower():
+        check.warning(f"{here}.sha256Checksum", "upper-case digest: accepted locally, but AIB expects lower case")
