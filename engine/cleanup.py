@@ -47,9 +47,10 @@ def clean(store: Store, build_id: str | None = None) -> tuple[list[str], list[st
     if build_id is not None and build_id in live_ids:
         raise UsageError(f"build {build_id} is still running", hint="stop it (Ctrl-C) or wait for it to end")
     removed = sweep(store, build_id)
-    names, live = images.remove_labelled(images.connect(), build_id)
-    removed += [f"container {name}" for name in names]
     records = [require_build(store, build_id)] if build_id else list(builds(store))
+    ended = {record.build_id for record in records} - live_ids  # this store's builds that are over
+    names, live = images.remove_labelled(images.connect(), build_id, ended=ended)
+    removed += [f"container {name}" for name in names]
     for record in records:
         if record.build_id in live_ids:
             continue

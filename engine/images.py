@@ -116,18 +116,26 @@ def labels(build_id: str, template: str) -> dict[str, str]:
 
 
 def remove_labelled(
-    client: docker.DockerClient, build_id: str | None = None, keep: Collection[str] = ()
+    client: docker.DockerClient,
+    build_id: str | None = None,
+    keep: Collection[str] = (),
+    ended: Collection[str] = (),
 ) -> tuple[list[str], list[str]]:
     """Remove the containers aib-local started (all, or one build's), but those in `keep`
-    and those whose build is still running: (names removed, names of live builds left)."""
+    and those whose build is still running: (names removed, names of live builds left).
+
+    A build is running while the process that started it lives, unless it is among
+    `ended` (builds known to be over, such as the kept targets of finished builds of a
+    process that goes on with other builds)."""
     label = f"{LABEL_BUILD}={build_id}" if build_id else f"{LABEL_TOOL}={TOOL}"
     removed, live = [], []
     try:
         for container in client.containers.list(all=True, filters={"label": label}):
             if container.name in keep:
                 continue
-            owner = (container.labels or {}).get(LABEL_OWNER, "")
-            if owner and alive(owner) is not False:
+            labels = container.labels or {}
+            owner = labels.get(LABEL_OWNER, "")
+            if owner and alive(owner) is not False and labels.get(LABEL_BUILD) not in ended:
                 live.append(str(container.name))
                 continue
             with contextlib.suppress(docker.errors.NotFound):
