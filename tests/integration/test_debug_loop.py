@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import managed_image_id, template
+from tests.support import managed_image_id, template, template_id
 
 pytestmark = pytest.mark.docker
 
@@ -56,9 +56,7 @@ def test_edit_and_rerun_on_the_kept_target(
     assert "attempt-two" in again.stdout and "prepared" in again.stdout
     assert "customize[0] prepare" not in again.stdout.split("attached", 1)[1].split("customize[1]")[0]
     assert len(leftovers()) == 1  # still kept: no --finish
-    template_id = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/aib-local/providers/"
-    template_id += "Microsoft.VirtualMachineImages/imageTemplates/rerun"
-    status = json.loads(cli("show", template_id).stdout)["properties"]["lastRunStatus"]
+    status = json.loads(cli("show", template_id("rerun")).stdout)["properties"]["lastRunStatus"]
     assert status["runState"] == "Failed"  # a rerun without --finish is not a run of the template
 
     only = cli("rerun", build_id, "--only", "prepare")
@@ -68,7 +66,8 @@ def test_edit_and_rerun_on_the_kept_target(
     assert finished.code == 0, finished.output
     assert "distribute[0] img (ManagedImage)" in finished.stdout
     assert leftovers() == []
-    assert json.loads(cli("show", template_id).stdout)["properties"]["lastRunStatus"]["runState"] == "Succeeded"
+    status = json.loads(cli("show", template_id("rerun")).stdout)["properties"]["lastRunStatus"]
+    assert status["runState"] == "Succeeded"
     log = cli("logs", build_id)
     assert "attempt-one" in log.stdout and "attempt-two" in log.stdout
 

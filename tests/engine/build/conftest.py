@@ -15,7 +15,7 @@ from engine.store import Store
 from engine.targets import registry
 from engine.validation import load_templates
 from tests.fake_target import FakeTarget, Rule
-from tests.support import template
+from tests.support import template, template_id
 
 
 class Builds:
@@ -61,10 +61,7 @@ class Builds:
         return found
 
     def template_record(self, name: str = "t") -> dict[str, Any]:
-        found = self.store.get(
-            "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/aib-local"
-            f"/providers/Microsoft.VirtualMachineImages/imageTemplates/{name}"
-        )
+        found = self.store.get(template_id(name))
         assert found is not None
         return found
 
