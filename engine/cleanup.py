@@ -41,15 +41,17 @@ def sweep(store: Store, build_id: str | None = None) -> list[str]:
 
 
 def clean(store: Store, build_id: str | None = None) -> tuple[list[str], list[str]]:
-    """Remove the containers, checkpoint images and partial files that dead and kept
-    builds left: (what was removed, containers of running builds that were left alone)."""
+    """Remove the containers, checkpoint images and partial files that this store's dead
+    and kept builds left: (what was removed, containers of running builds left alone)."""
     live_ids = set(journal.live_builds(store))
     if build_id is not None and build_id in live_ids:
         raise UsageError(f"build {build_id} is still running", hint="stop it (Ctrl-C) or wait for it to end")
     removed = sweep(store, build_id)
     records = [require_build(store, build_id)] if build_id else list(builds(store))
-    ended = {record.build_id for record in records} - live_ids  # this store's builds that are over
-    names, live = images.remove_labelled(images.connect(), build_id, ended=ended)
+    known = {record.build_id for record in records}
+    # Only this store's builds: another store's kept targets are its own to clean (the
+    # containers of its dead builds are found by its journal).
+    names, live = images.remove_labelled(images.connect(), build_id, ended=known - live_ids, among=known)
     removed += [f"container {name}" for name in names]
     for record in records:
         if record.build_id in live_ids:

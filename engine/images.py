@@ -119,10 +119,13 @@ def remove_labelled(
     client: docker.DockerClient,
     build_id: str | None = None,
     keep: Collection[str] = (),
+    *,
     ended: Collection[str] = (),
+    among: Collection[str] | None = None,
 ) -> tuple[list[str], list[str]]:
-    """Remove the containers aib-local started (all, or one build's), but those in `keep`
-    and those whose build is still running: (names removed, names of live builds left).
+    """Remove the containers aib-local started (all, or one build's), but those in `keep`,
+    those of builds not `among` the given ones (when given), and those whose build is
+    still running: (names removed, names of running builds' containers left).
 
     A build is running while the process that started it lives, unless it is among
     `ended` (builds known to be over, such as the kept targets of finished builds of a
@@ -131,9 +134,9 @@ def remove_labelled(
     removed, live = [], []
     try:
         for container in client.containers.list(all=True, filters={"label": label}):
-            if container.name in keep:
-                continue
             labels = container.labels or {}
+            if container.name in keep or (among is not None and labels.get(LABEL_BUILD) not in among):
+                continue
             owner = labels.get(LABEL_OWNER, "")
             if owner and alive(owner) is not False and labels.get(LABEL_BUILD) not in ended:
                 live.append(str(container.name))

@@ -318,7 +318,9 @@ def test_json_output_is_one_event_per_line(cli: Any, write_template: Any, base_i
     assert events[-1]["status"] == "Succeeded"
 
 
-def test_on_error_abort_keeps_the_container(cli: Any, write_template: Any, base_image: str, leftovers: Any) -> None:
+def test_on_error_abort_keeps_the_container(
+    cli: Any, write_template: Any, base_image: str, leftovers: Any, tmp_path: Path
+) -> None:
     path = write_template(
         template(
             "keepme",
@@ -334,6 +336,8 @@ def test_on_error_abort_keeps_the_container(cli: Any, write_template: Any, base_
     assert kept[0].exec_run(["test", "-f", "/tmp/evidence"]).exit_code == 0
     build_id = kept[0].labels["io.aib-local.build-id"]
     assert f"aib-local clean --build {build_id}" in result.stdout
+    elsewhere = cli("clean", env={"AIB_LOCAL_STORE": str(tmp_path / "another-store")})
+    assert elsewhere.code == 0 and len(leftovers()) == 1  # another store's clean leaves this build's target
     cleaned = cli("clean", "--build", build_id)
     assert cleaned.code == 0 and f"aib-local-{build_id}" in cleaned.stdout
     assert leftovers() == []
