@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import customizers
 from customizers.base import Customizer, Step
 from distributors.base import Distributor, RunOutput
+from engine import model as m
 from engine.build.options import LOG_NAME, BuildOptions, Continuation, Deadline, new_build_id
 from engine.errors import BuildFailed
 from engine.events import BuildLog, Events, Redactor, Reporter, utc_now
@@ -103,7 +104,7 @@ class BuildContext:
         )
 
     @property
-    def props(self) -> Any:
+    def props(self) -> m.Properties:
         return self.loaded.properties
 
     @property

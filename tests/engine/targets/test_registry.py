@@ -1,0 +1,67 @@
+"""Targets by kind: what --target names, and what a dead build's target needs released."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from engine.errors import UsageError
+from engine.store import Store
+from engine.targets import registry
+from engine.targets.base import Target
+
+
+def test_each_kind_names_its_class_and_its_capabilities() -> None:
+    docker, ssh = registry.lookup("docker"), registry.lookup("ssh")
+    assert (docker.kind, ssh.kind) == ("docker", "ssh")
+    assert docker.can_checkpoint and docker.export_needs_stop and docker.starts_from_image
+    assert not ssh.can_checkpoint and not ssh.export_needs_stop and not ssh.starts_from_image
+    assert all(issubclass(load(), Target) for load in registry.TARGETS.values())
+
+
+@pytest.mark.parametrize(
+    ("spec", "kind"), [("docker", "docker"), ("ssh://me@host", "ssh"), ("ssh://me@[::1]:2222", "ssh")]
+)
+def test_a_target_spec_picks_its_kind(spec: str, kind: str) -> None:
+    assert registry.for_spec(spec).kind == kind
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("podman", "--target 'podman': expected docker or ssh://USER@HOST[:PORT]"),
+        ("docker://x", "--target 'docker://x': expected docker or ssh://USER@HOST[:PORT]"),
+        ("ssh://me@host:99999", "port 99999 is out of range"),
+        ("ssh://", "expected docker or ssh://USER@HOST[:PORT]"),
+    ],
+)
+def test_a_malformed_target_is_refused_before_anything_starts(spec: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        registry.for_spec(spec)
+
+
+def test_an_unknown_kind_names_the_known_ones() -> None:
+    with pytest.raises(UsageError, match="no target kind 'vm': expected one of docker, ssh"):
+        registry.lookup("vm")
+
+
+def test_the_ssh_host_is_its_own_source() -> None:
+    own = registry.lookup("ssh").own_source("ssh://me@host:2222")
+    assert own is not None and own.record == {"type": "SshHost", "host": "me@host:2222"}
+    assert registry.lookup("docker").own_source("docker") is None
+
+
+def test_a_dead_builds_target_is_released_unless_the_build_kept_it(tmp_path: Any) -> None:
+    store = Store(tmp_path / "store")
+    warnings: list[str] = []
+    release = registry.releaser(store, warnings.append)
+    ssh = {"kind": "ssh", "target": "ssh://nobody@127.0.0.1:1"}
+    store.put_build("kept", {"buildId": "kept", "kept": True, "target": ssh})
+    store.put_build("docker", {"buildId": "docker", "target": {"kind": "docker", "name": "x"}})
+    store.put_build("unknown", {"buildId": "unknown", "target": {"kind": "podman"}})
+    assert release("kept") == [] and release("docker") == [] and release("unknown") == [] and release("none") == []
+    assert warnings == []
+    store.put_build("left", {"buildId": "left", "target": {**ssh, "knownHosts": str(tmp_path / "none")}})
+    assert release("left") == []  # a host that cannot be reached: a warning, not a failure
+    assert len(warnings) == 1 and "to stop what build left left there" in warnings[0]
