@@ -11,6 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.errors import AibLocalError, UsageError
+from engine.records import read_build
+from engine.store import Store
 from engine.targets.base import Target
 
 
@@ -59,14 +61,14 @@ def attach(info: dict[str, Any], build_id: str, *, within: float | None = None) 
     return lookup(str(info.get("kind", ""))).attach(info, build_id, within=within)
 
 
-def releaser(store: Any, warn: Callable[[str], None]) -> Callable[[str], list[str]]:
+def releaser(store: Store, warn: Callable[[str], None]) -> Callable[[str], list[str]]:
     """For a journal sweep: stop what a dead build left running on its target (a step on
     an SSH host), unless the build kept its target; `warn` hears of a target not reached."""
 
     def release(build_id: str) -> list[str]:
-        record = store.get_build(build_id) or {}
-        info = record.get("target") or {}
-        if record.get("kept") or info.get("kind") not in TARGETS:
+        record = read_build(store, build_id)
+        info = (record.target if record else None) or {}
+        if record is None or record.kept or info.get("kind") not in TARGETS:
             return []
         try:
             return lookup(str(info["kind"])).release(info, build_id)

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from engine.errors import UsageError
+from engine.records import BuildRecord, write_build
 from engine.store import Store
 from engine.targets import registry
 from engine.targets.base import Target
@@ -56,12 +57,21 @@ def test_a_dead_builds_target_is_released_unless_the_build_kept_it(tmp_path: Any
     store = Store(tmp_path / "store")
     warnings: list[str] = []
     release = registry.releaser(store, warnings.append)
-    ssh = {"kind": "ssh", "target": "ssh://nobody@127.0.0.1:1"}
-    store.put_build("kept", {"buildId": "kept", "kept": True, "target": ssh})
-    store.put_build("docker", {"buildId": "docker", "target": {"kind": "docker", "name": "x"}})
-    store.put_build("unknown", {"buildId": "unknown", "target": {"kind": "podman"}})
+    ssh = {"kind": "ssh", "target": "ssh://nobody@127.0.0.1:1", "knownHosts": str(tmp_path / "none")}
+
+    def build(build_id: str, target: dict[str, Any], kept: bool = False) -> None:
+        write_build(
+            store,
+            BuildRecord(
+                build_id=build_id, status="running", template="/t", template_name="t", kept=kept, target=target
+            ),
+        )
+
+    build("kept", ssh, kept=True)
+    build("docker", {"kind": "docker", "name": "x"})
+    build("unknown", {"kind": "podman"})
     assert release("kept") == [] and release("docker") == [] and release("unknown") == [] and release("none") == []
     assert warnings == []
-    store.put_build("left", {"buildId": "left", "target": {**ssh, "knownHosts": str(tmp_path / "none")}})
+    build("left", ssh)
     assert release("left") == []  # a host that cannot be reached: a warning, not a failure
     assert len(warnings) == 1 and "to stop what build left left there" in warnings[0]
