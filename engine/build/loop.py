@@ -50,6 +50,9 @@ def _finishing(continuation: Continuation | None) -> bool:
 
 @dataclass(frozen=True)
 class Phase:
+    """A phase of a build: its name (events, fault points, messages), AIB's runSubState
+    while it runs, what it does, and whether a build (fresh, rerun, resume) runs it."""
+
     name: str
     sub_state: str  # AIB's runSubState while it runs
     action: Callable[[BuildContext, StepRunner], None]
