@@ -27,6 +27,9 @@ class Reporter(Protocol):
     def __call__(self, event: dict[str, Any]) -> None: ...
 
 
+_STREAM_LOCK = threading.Lock()  # the reporters of builds run at once write to one stream
+
+
 class TextReporter:
     """Plain, timestamped lines: what a terminal or a CI log shows."""
 
@@ -64,7 +67,11 @@ class TextReporter:
             text = f"build {event['buildId']} {event['status']} in {event['duration']:.1f}s"
         else:
             text = str(event.get("message", ""))
-        print(f"{self.prefix}{stamp} {text}", file=self.stream, flush=True)
+        # One write per line under one lock: --parallel builds share the stream, and
+        # print() writes the text and the newline apart, so lines could run together.
+        with _STREAM_LOCK:
+            self.stream.write(f"{self.prefix}{stamp} {text}\n")
+            self.stream.flush()
 
 
 class RichReporter:
@@ -145,7 +152,9 @@ class JsonReporter:
         self.stream = stream or sys.stdout
 
     def __call__(self, event: dict[str, Any]) -> None:
-        print(json.dumps(event, sort_keys=False), file=self.stream, flush=True)
+        with _STREAM_LOCK:
+            self.stream.write(json.dumps(event, sort_keys=False) + "\n")
+            self.stream.flush()
 
 
 class BuildLog:
