@@ -110,6 +110,10 @@ class BuildTimeout(BuildFailed):
     """buildTimeoutInMinutes expired while `step` was running."""
 
 
+class ValidationFailed(BuildFailed):
+    """An in-VM validator failed: the run is Failed, whether or not it went on to distribute."""
+
+
 class Interrupted(AibLocalError):
     """A signal interrupted the build; cleanup has run (exit 130 for SIGINT, 143 for SIGTERM)."""
 

@@ -36,6 +36,7 @@ POINTS = (
     "phase:start-target",
     "phase:plan",
     "phase:customize",
+    "phase:validate",
     "phase:deprovision",
     "phase:capture",
     "phase:distribute",

@@ -57,6 +57,7 @@ class BuildRecord(_Record):
     options: StoredOptions = Field(default_factory=StoredOptions)
     reading: dict[str, Any] = Field(default_factory=dict)  # how the template was read (LoadOptions)
     customizers: list[str] = Field(default_factory=list)
+    validators: list[str] = Field(default_factory=list)
     fingerprints: list[str] = Field(default_factory=list)
     completed: list[int] = Field(default_factory=list)
     checkpoints: dict[str, str] = Field(default_factory=dict)  # customizer index -> image
@@ -64,7 +65,7 @@ class BuildRecord(_Record):
     updated_at: str = ""
     continues: str | None = None  # the build a rerun or resume picked up
     failed_step: str | None = None
-    failed_index: int | None = None
+    failed_index: int | None = None  # among the customizers, then the validators
     message: str | None = None
 
     @property

@@ -11,7 +11,7 @@ from customizers.base import Customizer, Step
 from distributors.base import Distributor, RunOutput
 from engine import model as m
 from engine.build.options import LOG_NAME, BuildOptions, Continuation, Deadline, new_build_id
-from engine.errors import BuildFailed
+from engine.errors import AibLocalError, BuildFailed, ValidationFailed
 from engine.events import BuildLog, Events, Redactor, Reporter, utc_now
 from engine.journal import Journal
 from engine.records import TEMPLATE_TYPE
@@ -49,6 +49,7 @@ class BuildContext:
     journal: Journal
     continuation: Continuation | None = None
     customizers: list[tuple[str, Customizer[Any]]] = field(default_factory=list)
+    validators: list[tuple[str, Customizer[Any]]] = field(default_factory=list)  # validate.inVMValidations
     distributors: list[Distributor[Any]] = field(default_factory=list)
     target: Target | None = None
     source: Source = field(default_factory=Source)
@@ -57,6 +58,8 @@ class BuildContext:
     fetched: dict[str, Path] = field(default_factory=dict)
     fingerprints: list[str] = field(default_factory=list)
     plans: list[tuple[str, list[Step]]] = field(default_factory=list)
+    validation_plans: list[tuple[str, list[Step]]] = field(default_factory=list)
+    failed_validation: ValidationFailed | None = None  # kept for the end when distribution went on
     completed: list[int] = field(default_factory=list)
     checkpoints: dict[str, str] = field(default_factory=dict)
     generalized: bool = False
@@ -100,6 +103,9 @@ class BuildContext:
             customizers=[
                 (customizer_name(i, c), customizers.create(c)) for i, c in enumerate(loaded.properties.customize)
             ],
+            validators=[
+                (validator_name(i, v), customizers.create(v)) for i, v in enumerate(validations(loaded.properties))
+            ],
             os_type=loaded.os_type,
         )
 
@@ -112,12 +118,32 @@ class BuildContext:
         return self.continuation is not None and self.continuation.on_kept_target
 
     @property
-    def on_error(self) -> str:
-        """cleanup | abort | ask: the command line's, else the template's errorHandling."""
+    def source_validation_only(self) -> bool:
+        """validate.sourceValidationOnly: the source is validated as it is, nothing is built."""
+        section = self.props.validate_
+        return bool(section and section.source_validation_only)
+
+    @property
+    def continue_distribute_on_failure(self) -> bool:
+        section = self.props.validate_
+        return bool(section and section.continue_distribute_on_failure)
+
+    def on_error(self, error: AibLocalError | None = None) -> str:
+        """cleanup | abort | ask after `error`: the command line's, else the template's
+        errorHandling (onValidationError for a failed validation, onCustomizerError else)."""
         if self.options.on_error:
             return self.options.on_error
         handling = self.props.error_handling
-        return str(handling.on_customizer_error) if handling else "cleanup"
+        if handling is None:
+            return "cleanup"
+        if isinstance(error, ValidationFailed):
+            return str(handling.on_validation_error)
+        return str(handling.on_customizer_error)
+
+    @property
+    def step_names(self) -> list[str]:
+        """Customizers, then validators: the steps rerun --from/--only and failedIndex count."""
+        return [name for name, _ in self.customizers] + [name for name, _ in self.validators]
 
     def require_target(self) -> Target:
         if self.target is None:
@@ -135,3 +161,11 @@ class BuildContext:
 
 def customizer_name(index: int, section: Any) -> str:
     return f"customize[{index}] {section.name or section.type}"
+
+
+def validator_name(index: int, section: Any) -> str:
+    return f"validate[{index}] {section.name or section.type}"
+
+
+def validations(props: m.Properties) -> list[Any]:
+    return list(props.validate_.in_vm_validations) if props.validate_ else []

@@ -1,13 +1,17 @@
 """The plan and customize phases: each customizer's steps, run in order on the target.
 
-With --debug the user is asked before each customizer (continue, shell, rerun the
-previous one, skip, abort); with --checkpoint a target that can commits itself after
-each good customizer, so that `build --resume` starts from there.
+With --debug the user is asked before each customizer (and validator: they run the same
+way, see engine.build.validate): continue, shell, rerun the previous one, skip, abort;
+with --checkpoint a target that can commits itself after each good customizer, so that
+`build --resume` starts from there.
 """
 
 from __future__ import annotations
 
-from customizers.base import PlanContext, PlanError, Step
+from collections.abc import Callable
+from typing import Any
+
+from customizers.base import Customizer, PlanContext, PlanError, Step
 from engine.build.context import BuildContext
 from engine.build.recording import build_running
 from engine.build.steps import StepRunner
@@ -15,36 +19,64 @@ from engine.errors import BuildFailed
 
 
 def plan(ctx: BuildContext, steps: StepRunner) -> None:
+    """Every customizer's and validator's steps, before any of them runs."""
+    ctx.plans = plans_of(ctx, ctx.customizers)
+    ctx.validation_plans = plans_of(ctx, ctx.validators)
+
+
+def plans_of(ctx: BuildContext, entries: list[tuple[str, Customizer[Any]]]) -> list[tuple[str, list[Step]]]:
     known = PlanContext(ctx.os_type, ctx.fetched, ctx.has_pwsh, ctx.options.powershell_strict)
     plans: list[tuple[str, list[Step]]] = []
-    for name, customizer in ctx.customizers:
+    for name, customizer in entries:
         try:
             plans.append((name, customizer.plan(known)))
         except PlanError as exc:
             raise BuildFailed(f"{name} cannot run here: {exc}", step=name) from None
-    ctx.plans = plans
+    return plans
 
 
 def customize(ctx: BuildContext, steps: StepRunner) -> None:
+    run_in_order(ctx, steps, ctx.plans, offset=0, done=customizer_done)
+
+
+def run_in_order(
+    ctx: BuildContext,
+    steps: StepRunner,
+    plans: list[tuple[str, list[Step]]],
+    *,
+    offset: int,
+    done: Callable[[BuildContext, int, str], None] | None = None,
+) -> None:
+    """Run planned entries in order: those the continuation selects (their index is
+    `offset` + their place), each after --debug's question, then `done`."""
     previous: int | None = None
-    for index, (name, planned) in enumerate(ctx.plans):
+    for place, (name, planned) in enumerate(plans):
+        index = offset + place
         if ctx.continuation is not None and not ctx.continuation.selects(index):
             continue
         ctx.current = name
-        if ctx.options.pause is not None and not pause(ctx, steps, name, previous):
+        if ctx.options.pause is not None and not pause(ctx, steps, name, previous, plans, offset):
             ctx.events.info(f"{name} skipped (--debug)", step=name)
             continue
-        run_customizer(steps, index, name, planned)
-        customizer_done(ctx, index, name)
-        previous = index
+        run_planned(steps, index, name, planned)
+        if done is not None:
+            done(ctx, index, name)
+        previous = place
 
 
-def run_customizer(steps: StepRunner, index: int, name: str, planned: list[Step]) -> None:
+def run_planned(steps: StepRunner, index: int, name: str, planned: list[Step]) -> None:
     for number, step in enumerate(planned):
         steps.execute(name, step, index=index, number=number)
 
 
-def pause(ctx: BuildContext, steps: StepRunner, name: str, previous: int | None) -> bool:
+def pause(
+    ctx: BuildContext,
+    steps: StepRunner,
+    name: str,
+    previous: int | None,
+    plans: list[tuple[str, list[Step]]],
+    offset: int,
+) -> bool:
     """--debug: ask before `name` until the user continues (True) or skips (False)."""
     assert ctx.options.pause is not None
     while True:
@@ -56,10 +88,10 @@ def pause(ctx: BuildContext, steps: StepRunner, name: str, previous: int | None)
         if answer == "shell":
             ctx.require_target().interactive_shell()
         elif answer == "rerun" and previous is not None:
-            before, planned = ctx.plans[previous]
-            run_customizer(steps, previous, before, planned)
+            before, planned = plans[previous]
+            run_planned(steps, offset + previous, before, planned)
         elif answer == "rerun":
-            ctx.events.info("there is no previous customizer to rerun", step=name)
+            ctx.events.info("there is no previous step to rerun", step=name)
         elif answer == "abort":
             ctx.keep_target = True
             raise BuildFailed(f"aborted before {name} (--debug); the target is kept", step=name)

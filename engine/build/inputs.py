@@ -1,5 +1,6 @@
-"""The fetch phase: every scriptUri/sourceUri fetched and verified before anything starts,
-and the customizers' fingerprints that tell which checkpoints a resume can use."""
+"""The fetch phase: every scriptUri/sourceUri (of customizers and validators) fetched and
+verified before anything starts, and the customizers' fingerprints that tell which
+checkpoints a resume can use."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from engine.fetch import Fetched, FetchError, fetch, redact_uri
 
 def fetch_inputs(ctx: BuildContext) -> None:
     """Fetch and verify every referenced file, then fingerprint the customizers."""
-    inputs = [(name, c, item) for name, c in ctx.customizers for item in c.inputs()]
+    inputs = [(name, c, item) for name, c in ctx.customizers + ctx.validators for item in c.inputs()]
     digests: dict[str, str] = {}
     for index, (name, customizer, item) in enumerate(inputs):
         if item.uri in ctx.fetched:

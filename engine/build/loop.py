@@ -1,7 +1,7 @@
 """One build, as data: the phase list, one loop, one deadline, teardown at the end.
 
 fetch → resolve source → start target (or attach to a kept one) → plan → customize →
-deprovision → capture → distribute. Each phase is a function of the build's context;
+validate → deprovision → capture → distribute. Each phase is a function of the build's context;
 AIB's runSubState changes with them. Whatever happens, the end is the same: the target
 is kept or removed, what no record took is removed, the outcome is recorded and told.
 """
@@ -26,37 +26,51 @@ from engine.build.recording import build_ended, build_running, template_status
 from engine.build.source import resolve_source
 from engine.build.steps import StepRunner
 from engine.build.teardown import claim, discard_pending, teardown
-from engine.errors import AibLocalError, BuildFailed, Interrupted, UsageError
+from engine.build.validate import end as validation_end
+from engine.build.validate import validate
+from engine.errors import AibLocalError, BuildFailed, Interrupted, UsageError, ValidationFailed
 from engine.events import Reporter
 from engine.store import Store
 from engine.validation import LoadedTemplate
 
 
-def _always(_: Continuation | None) -> bool:
+def _always(_: BuildContext) -> bool:
     return True
 
 
-def _fresh(continuation: Continuation | None) -> bool:
-    return continuation is None or not continuation.on_kept_target
+def _fresh(ctx: BuildContext) -> bool:
+    return not ctx.on_kept_target
 
 
-def _rerun(continuation: Continuation | None) -> bool:
-    return not _fresh(continuation)
+def _rerun(ctx: BuildContext) -> bool:
+    return ctx.on_kept_target
 
 
-def _finishing(continuation: Continuation | None) -> bool:
-    return continuation is None or continuation.finish
+def _customizing(ctx: BuildContext) -> bool:
+    return not ctx.source_validation_only
+
+
+def _validating(ctx: BuildContext) -> bool:
+    return bool(ctx.validators)
+
+
+def _finishing(ctx: BuildContext) -> bool:
+    """Deprovision, capture and distribute: not for a rerun without --finish, nor when
+    only the source is validated."""
+    finish = ctx.continuation is None or ctx.continuation.finish
+    return finish and not ctx.source_validation_only
 
 
 @dataclass(frozen=True)
 class Phase:
     """A phase of a build: its name (events, fault points, messages), AIB's runSubState
-    while it runs, what it does, and whether a build (fresh, rerun, resume) runs it."""
+    while it runs, what it does, and whether a build (fresh, rerun, resume, what the
+    template asks) runs it."""
 
     name: str
-    sub_state: str  # AIB's runSubState while it runs
+    sub_state: str | None  # AIB's runSubState while it runs (None: it stays as it was)
     action: Callable[[BuildContext, StepRunner], None]
-    runs: Callable[[Continuation | None], bool] = _always  # whether it runs in this build
+    runs: Callable[[BuildContext], bool] = _always  # whether it runs in this build
 
 
 def _fetch(ctx: BuildContext, _: StepRunner) -> None:
@@ -73,8 +87,9 @@ PHASES: tuple[Phase, ...] = (
     Phase("resolve-source", "Building", _resolve, _fresh),
     Phase("start-target", "Building", start_target, _fresh),
     Phase("plan", "Building", plan),
-    Phase("customize", "Customizing", customize),
-    Phase("deprovision", "Customizing", deprovision, _finishing),
+    Phase("customize", "Customizing", customize, _customizing),
+    Phase("validate", "Validating", validate, _validating),
+    Phase("deprovision", None, deprovision, _finishing),  # the end of customizing (or validating)
     Phase("capture", "Distributing", capture, _finishing),
     Phase("distribute", "Distributing", distribute, _finishing),
 )
@@ -86,6 +101,8 @@ def status_of(error: AibLocalError | None, ctx: BuildContext) -> str:
         return "Canceled"
     if error is None:
         return "Succeeded"
+    if isinstance(error, ValidationFailed) or ctx.failed_validation is not None:
+        return "Failed"  # a failed validation fails the run, distributed or not
     ok = [o for o in ctx.run_outputs if o.provisioning_state == "Succeeded"]
     return "PartiallySucceeded" if ok and ctx.current == "distribute" else "Failed"
 
@@ -112,7 +129,7 @@ class BuildRun:
 
     def phases(self) -> list[Phase]:
         """The phases this build runs (a rerun attaches; one without --finish stops after customize)."""
-        return [phase for phase in PHASES if phase.runs(self.ctx.continuation)]
+        return [phase for phase in PHASES if phase.runs(self.ctx)]
 
     def run(self) -> BuildResult:
         ctx = self.ctx
@@ -129,11 +146,12 @@ class BuildRun:
             for phase in self.phases():
                 ctx.current = phase.name
                 self.steps.check_deadline()
-                if phase.sub_state != sub_state:  # AIB's runSubState changes a few times a build
+                if phase.sub_state not in (None, sub_state):  # AIB's runSubState changes a few times a build
                     sub_state = phase.sub_state
                     template_status(ctx, "Running", sub_state)
                 failpoints.hit(f"phase:{phase.name}")
                 phase.action(ctx, self.steps)
+            validation_end(ctx)
         except KeyboardInterrupt:
             error = Interrupted(f"interrupted during {ctx.current}")
         except AibLocalError as exc:

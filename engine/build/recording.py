@@ -55,6 +55,7 @@ def build_record(
         options=ctx.options.stored(),
         reading=dataclasses.asdict(ctx.loaded.options) if ctx.loaded.options else {},
         customizers=[name for name, _ in ctx.customizers],
+        validators=[name for name, _ in ctx.validators],
         fingerprints=ctx.fingerprints,
         completed=ctx.completed,
         checkpoints=ctx.checkpoints,
@@ -65,7 +66,7 @@ def build_record(
     if error is not None:
         step = getattr(error, "step", ctx.current)
         record.failed_step = step
-        failed = [i for i, (name, _) in enumerate(ctx.customizers) if name == step]
+        failed = [i for i, name in enumerate(ctx.step_names) if name == step]
         record.failed_index = failed[0] if failed else None
         record.message = str(error)
     return record

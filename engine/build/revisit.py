@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.build.context import validations
 from engine.build.loop import BuildRun
 from engine.build.options import BuildOptions, Continuation
 from engine.errors import UsageError
@@ -25,18 +26,23 @@ def reload_template(record: BuildRecord, allow_any_destination: bool = False) ->
     raise UsageError(f"{path} no longer holds the image template {record.template_name!r}")
 
 
-def customizer_index(loaded: LoadedTemplate, name: str) -> int:
-    """The index of a customizer given by its name, 'customize[N]', or N."""
-    names = [c.name for c in loaded.properties.customize]
+def step_index(loaded: LoadedTemplate, name: str) -> int:
+    """The index of a customizer or validator (validators count on after the customizers),
+    given by its name, 'customize[N]', 'validate[N]', or N (a customizer)."""
+    customize, validators = loaded.properties.customize, validations(loaded.properties)
+    names = [c.name for c in customize] + [v.name for v in validators]
     if name in names:
         return names.index(name)
     text = name.removeprefix("customize[").removesuffix("]")
-    if text.isdigit() and int(text) < len(names):
+    if text.isdigit() and int(text) < len(customize):
         return int(text)
-    known = ", ".join(
-        f"{i}:{n or c.type}" for i, (n, c) in enumerate(zip(names, loaded.properties.customize, strict=True))
-    )
-    raise UsageError(f"no customizer {name!r} in {loaded.name} (customizers: {known})")
+    text = name.removeprefix("validate[").removesuffix("]")
+    if name.startswith("validate[") and text.isdigit() and int(text) < len(validators):
+        return len(customize) + int(text)
+    known = ", ".join(f"{i}:{c.name or c.type}" for i, c in enumerate(customize))
+    if validators:
+        known += "; validators: " + ", ".join(f"validate[{i}]:{v.name or v.type}" for i, v in enumerate(validators))
+    raise UsageError(f"no customizer or validator {name!r} in {loaded.name} (customizers: {known})")
 
 
 def rerun(
@@ -56,7 +62,7 @@ def rerun(
     if start and only:
         raise UsageError("give --from or --only, not both")
     # By default: from the step that failed (the one being debugged).
-    first = customizer_index(loaded, start or only or "") if start or only else (record.failed_index or 0)
+    first = step_index(loaded, start or only or "") if start or only else (record.failed_index or 0)
     continuation = Continuation(record, first=first, only=bool(only), finish=finish)
     return BuildRun(loaded, options, store, reporter, build_id=build_id, continuation=continuation)
 

@@ -41,12 +41,13 @@ def teardown(ctx: BuildContext, error: AibLocalError | None) -> bool:
     if target is None:
         return False
     failed = error is not None and not isinstance(error, Interrupted)
-    if failed and ctx.on_error == "ask" and ctx.options.confirm_keep is not None:
+    on_error = ctx.on_error(error)
+    if failed and on_error == "ask" and ctx.options.confirm_keep is not None:
         ctx.keep_target = ctx.options.confirm_keep(f"{error}\nKeep {target.describe()} for inspection?")
     continuation = ctx.continuation
     why = decide_keep(
         error,
-        on_error=ctx.on_error,
+        on_error=on_error,
         rerun=ctx.on_kept_target,
         finishing=continuation is not None and continuation.finish,
         user_keeps=ctx.keep_target,

@@ -13,7 +13,7 @@ import pytest
 from engine import model as m
 from engine.build import run_all
 from engine.build.deprovision import OVERRIDE_WINDOWS, plan_linux
-from engine.build.revisit import customizer_index, rerun, resume
+from engine.build.revisit import rerun, resume, step_index
 from engine.build.source import platform_image, recipe_hint
 from engine.build.teardown import ABORT, KEPT, decide_keep
 from engine.errors import BuildFailed, EnvironmentProblem, Interrupted, UsageError
@@ -184,9 +184,11 @@ def test_rerun_and_resume_refuse_what_they_cannot_do(builds: Builds) -> None:
     again = rerun(builds.store, run.build_id, options, builds.events.append, start="customize[1]")
     result = again.run()
     assert isinstance(result.error, UsageError) and "kept no target" in str(result.error)
-    assert customizer_index(run.ctx.loaded, "1") == 1 and customizer_index(run.ctx.loaded, "second") == 1
-    with pytest.raises(UsageError, match="customizers: 0:first, 1:second"):
-        customizer_index(run.ctx.loaded, "third")
+    assert step_index(run.ctx.loaded, "1") == 1 and step_index(run.ctx.loaded, "second") == 1
+    with pytest.raises(
+        UsageError, match="no customizer or validator 'third' in t \\(customizers: 0:first, 1:second\\)"
+    ):
+        step_index(run.ctx.loaded, "third")
 
 
 def test_builds_run_side_by_side(builds: Builds) -> None:
