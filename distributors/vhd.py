@@ -23,7 +23,7 @@ from pydantic import Field
 
 from distributors.base import DistributeContext, DistributeError, Distributor, RunOutput
 from engine import failpoints
-from engine.sections import DistributeSection, since
+from engine.sections import Check, DistributeSection, since
 from engine.store import file_mode
 
 SECTOR = 512
@@ -95,6 +95,14 @@ def footer(size: int, unique_id: bytes, timestamp: float) -> bytes:
 class VhdDistribute(DistributeSection):
     type: Literal["VHD"]
     uri: str | None = Field(None, json_schema_extra=since("2022-07-01"))
+
+    def check(self, here: str, check: Check) -> None:
+        if self.uri and urlsplit(self.uri).scheme in ("http", "https"):
+            check.not_local(
+                f"{here}.uri",
+                "AIB writes the VHD to this storage blob",
+                "locally it is written to the store, under STORE/artifacts/BUILD_ID/",
+            )
 
 
 class Vhd(Distributor[VhdDistribute]):

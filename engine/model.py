@@ -125,6 +125,15 @@ class PlatformImageSource(Section):
     def urn(self) -> str:
         return f"{self.publisher}:{self.offer}:{self.sku}:{self.version}"
 
+    def check(self, here: str, check: Check) -> None:
+        if self.version and self.version.lower() != "latest":
+            check.not_local(
+                f"{here}.version",
+                f"AIB builds from exactly version {self.version}",
+                "locally the catalogue maps the URN to an image: its entry for this version if it has one, "
+                "else the URN's 'latest' image",
+            )
+
 
 class ManagedImageSource(Section):
     """A managed image in the local store (for instance one an earlier build made)."""
@@ -174,6 +183,10 @@ class VnetConfig(Section):
         for old in ("subnet_name", "resource_group_name"):
             if old in self.model_fields_set:
                 check.warning(f"{here}.{to_camel(old)}", "deprecated; use subnetId", aib_rejects=False)
+        if self.proxy_vm_size:
+            check.not_local(
+                f"{here}.proxyVmSize", "AIB sizes the proxy VM of an isolated build with it", "there is none locally"
+            )
 
 
 class VmProfile(Section):
@@ -181,6 +194,21 @@ class VmProfile(Section):
     os_disk_size_gb: int = Field(0, ge=0, le=4095, alias="osDiskSizeGB", json_schema_extra=since("2020-02-14"))
     user_assigned_identities: list[str] = Field(default_factory=list, json_schema_extra=since("2021-10-01"))
     vnet_config: VnetConfig | None = Field(None, json_schema_extra=since("2020-02-14"))
+
+    def check(self, here: str, check: Check) -> None:
+        if self.user_assigned_identities:
+            check.not_local(
+                f"{here}.userAssignedIdentities",
+                "AIB attaches these identities to the build VM",
+                "the local build has none (give the scripts what they need with --secret NAME=VALUE)",
+            )
+        if self.vnet_config is not None:
+            check.not_local(
+                f"{here}.vnetConfig",
+                "AIB puts the build VM in this virtual network",
+                "the local build uses the container network of --network (bridge where it exists, else host) "
+                "or the SSH host's own",
+            )
 
 
 class State(Section):
@@ -196,6 +224,10 @@ class WorkloadOptimize(Section):
 class Optimize(Section):
     vm_boot: State | None = None
     workload: WorkloadOptimize | None = Field(None, json_schema_extra=since("2025-10-01"))
+
+    def check(self, here: str, check: Check) -> None:
+        if self.vm_boot is not None and self.vm_boot.state == "Enabled":
+            check.not_local(f"{here}.vmBoot", "AIB optimizes the image's boot", "not done locally")
 
 
 class ErrorHandling(Section):
@@ -231,6 +263,26 @@ class Properties(Section):
     @property
     def timeout_minutes(self) -> int:
         return self.build_timeout_in_minutes or DEFAULT_BUILD_TIMEOUT_MINUTES
+
+    def check(self, here: str, check: Check) -> None:
+        if self.auto_run is not None and self.auto_run.state == "Enabled":
+            check.not_local(
+                f"{here}.autoRun",
+                "AIB builds the image as soon as the template is created",
+                "locally a build runs when aib-local build runs",
+            )
+        if self.staging_resource_group:
+            check.not_local(
+                f"{here}.stagingResourceGroup",
+                "AIB creates the build's resources in this resource group",
+                "nothing is staged locally: the build runs in a container or on the SSH host",
+            )
+        if self.managed_resource_tags:
+            check.not_local(
+                f"{here}.managedResourceTags",
+                "AIB tags the resources it creates for the build",
+                "there are none locally (containers carry aib-local's own labels)",
+            )
 
 
 class Identity(Section):

@@ -79,6 +79,11 @@ class Check:
     def warning(self, path: str, message: str, *, aib_rejects: bool = True) -> None:
         self.findings.append(Finding(path, message, "warning", aib_rejects))
 
+    def not_local(self, path: str, in_aib: str, locally: str) -> None:
+        """A field that means something in Azure only: what AIB does, and what happens here
+        instead (a note at validate and at the start of every build)."""
+        self.findings.append(Finding(path, f"{in_aib}; {locally}", "note", False))
+
 
 class Section(BaseModel):
     """Base of every template section: camelCase names, strict types, extras kept.

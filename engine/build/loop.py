@@ -187,6 +187,8 @@ class BuildRun:
         for finding in ctx.loaded.findings:
             if finding.severity == "warning":
                 ctx.events.warning(finding.describe())
+            elif finding.severity == "note":
+                ctx.events.info(f"note: {finding.describe()}")
         build_running(ctx)
         template_status(ctx, "Running", "Queued")
 

@@ -165,3 +165,50 @@ def test_a_sections_own_rules_still_run_when_another_part_is_invalid(tmp_path: P
     assert ("properties.customize[0].runAsSystem", "error") in found  # a field rule of the section
     assert ("properties.customize[0].validExitCodes", "warning") in found  # its rule on the OS: still run
     assert ("properties.customize[1].destination", "error") in found  # another section's rule
+
+
+NOT_LOCAL = {
+    "properties.optimize.vmBoot": "AIB optimizes the image's boot; not done locally",
+    "properties.autoRun": "locally a build runs when aib-local build runs",
+    "properties.stagingResourceGroup": "nothing is staged locally",
+    "properties.managedResourceTags": "there are none locally",
+    "properties.vmProfile.userAssignedIdentities": "the local build has none",
+    "properties.vmProfile.vnetConfig": "the local build uses the container network of --network",
+    "properties.vmProfile.vnetConfig.proxyVmSize": "there is none locally",
+    "properties.distribute[0].uri": "locally it is written to the store",
+    "properties.source.version": "locally the catalogue maps the URN to an image",
+}
+
+
+def azure_only_template() -> dict[str, Any]:
+    subnet = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/virtualNetworks/v/subnets/n"
+    identity = "/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/i"
+    document = template(
+        "azure-only",
+        [{"type": "Shell", "inline": ["true"]}],
+        distribute=[{"type": "VHD", "runOutputName": "vhd", "uri": "https://account.blob.core.windows.net/c/x.vhd"}],
+        optimize={"vmBoot": {"state": "Enabled"}},
+        autoRun={"state": "Enabled"},
+        stagingResourceGroup="/subscriptions/s/resourceGroups/staging",
+        managedResourceTags={"team": "images"},
+        vmProfile={
+            "userAssignedIdentities": [identity],
+            "vnetConfig": {"subnetId": subnet, "proxyVmSize": "Standard_A1_v2"},
+        },
+    )
+    document["properties"]["source"]["version"] = "12.20240101.1"
+    return document
+
+
+def test_fields_that_mean_something_in_azure_only_each_get_a_note(tmp_path: Path) -> None:
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(azure_only_template()))
+    (loaded,) = load_templates(path)
+    notes = {f.path: f for f in loaded.findings if f.severity == "note"}
+    for where, text in NOT_LOCAL.items():
+        assert where in notes and text in notes[where].message, where
+        assert notes[where].aib_rejects is False
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps(template("plain", [{"type": "Shell", "inline": ["true"]}])))
+    (loaded,) = load_templates(plain)
+    assert [f for f in loaded.findings if f.severity == "note"] == []

@@ -287,3 +287,18 @@ def test_every_phase_has_a_named_fault_point() -> None:
     from engine import failpoints
 
     assert {f"phase:{p.name}" for p in PHASES} <= set(failpoints.POINTS)
+
+
+def test_a_build_says_what_it_does_instead_of_what_only_azure_does(builds: Builds) -> None:
+    properties = {
+        "optimize": {"vmBoot": {"state": "Enabled"}},
+        "stagingResourceGroup": "/subscriptions/s/resourceGroups/x",
+    }
+    run = builds.make([SHELL_OK], properties=properties)
+    assert run.run().status == "Succeeded"
+    notes = [e["message"] for e in builds.named("info") if str(e.get("message", "")).startswith("note: ")]
+    assert any("properties.optimize.vmBoot: AIB optimizes the image's boot; not done locally" in n for n in notes)
+    assert any("properties.stagingResourceGroup: AIB creates the build's resources" in n for n in notes)
+    kinds = [e["event"] + str(e.get("message", ""))[:5] for e in builds.events]
+    assert kinds.index("infonote:") < kinds.index("step-started")  # said at the start, once each
+    assert len(notes) == 2
