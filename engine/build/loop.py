@@ -195,6 +195,12 @@ class BuildRun:
     def _end(self, error: AibLocalError | None, kept: bool, started: float) -> AibLocalError | None:
         """Record the outcome, report it, close the log and the journal entry."""
         ctx = self.ctx
+        rejected = [f for f in ctx.loaded.findings if f.severity == "warning" and f.aib_rejects]
+        if rejected:
+            ctx.events.warning(
+                f"AIB would reject this template: {len(rejected)} finding(s); "
+                f"aib-local validate --strict {ctx.loaded.path} lists them (build --strict refuses it)"
+            )
         status = status_of(error, ctx)
         message = "" if error is None else str(error)
         try:

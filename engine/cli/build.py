@@ -187,6 +187,11 @@ def report(results: list[Any], output: str) -> None:
     show_default=True,
     help="Resource group of the image template's local resource ID.",
 )
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse the template when AIB would (every finding AIB would reject is an error), for CI.",
+)
 @template_options
 @output_option
 def build(
@@ -212,6 +217,7 @@ def build(
     debug: bool,
     parallel: int,
     resource_group: str,
+    strict: bool,
     parameters: tuple[str, ...],
     sets: tuple[str, ...],
     template_name: str | None,
@@ -268,6 +274,7 @@ def build(
             location,
             allow_outside_template_dir,
             allow_any_destination=allow_any_destination,
+            strict=strict,
             resource_group=resource_group,
         )
         loaded = [item for path in templates for item in load_templates(path, options=reading)]

@@ -62,6 +62,16 @@ def test_invalid_template_builds_nothing_exit_2(cli: Any, write_template: Any) -
     assert "properties.source.type: the ISO source was removed" in result.stderr
 
 
+def test_build_strict_refuses_what_aib_would_refuse_before_anything_starts(
+    cli: Any, write_template: Any, store: Path
+) -> None:
+    path = write_template(template("short", [{"type": "Shell", "inline": ["true"]}], buildTimeoutInMinutes=3))
+    result = cli("build", str(path), "--strict")
+    assert result.code == 2
+    assert "properties.buildTimeoutInMinutes: 3 is accepted locally, but AIB needs at least 6" in result.stderr
+    assert not (store / "builds").exists()
+
+
 def test_show_unknown_resource(cli: Any) -> None:
     result = cli("show", "/subscriptions/s/resourceGroups/r/providers/Microsoft.Compute/images/none")
     assert result.code == 2 and "not found in the local store" in result.stderr

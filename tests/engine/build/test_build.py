@@ -302,3 +302,12 @@ def test_a_build_says_what_it_does_instead_of_what_only_azure_does(builds: Build
     kinds = [e["event"] + str(e.get("message", ""))[:5] for e in builds.events]
     assert kinds.index("infonote:") < kinds.index("step-started")  # said at the start, once each
     assert len(notes) == 2
+
+
+def test_a_build_ends_by_saying_when_aib_would_reject_the_template(builds: Builds) -> None:
+    run = builds.make([SHELL_OK], properties={"buildTimeoutInMinutes": 3})  # AIB needs at least 6
+    assert run.run().status == "Succeeded"
+    last_warning = builds.named("warning")[-1]["message"]
+    # the short timeout, and no distribution at all
+    assert last_warning.startswith("AIB would reject this template: 2 finding(s); aib-local validate --strict")
+    assert builds.events.index(builds.named("warning")[-1]) > builds.events.index(builds.named("step-started")[-1])
