@@ -16,7 +16,7 @@ from typing import ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, field_validator
 
-from engine.sections import Check, CustomizerSection, Sha256, Uri, check_digest, check_local_uri
+from engine.sections import Check, CustomizerSection, Sha256, Uri, check_digest, check_local_file
 
 SCRIPT = "{script}"  # stands for the uploaded script's path in a RunScript command
 
@@ -42,7 +42,7 @@ class ScriptSection(CustomizerSection):
                 here, "exactly one of 'scriptUri' or 'inline' must be given" + (", not both" if has_uri else "")
             )
         if self.script_uri:
-            check_local_uri(self.script_uri, f"{here}.scriptUri", check)
+            check_local_file(self.script_uri, f"{here}.scriptUri", check)
         check_digest(self.sha256_checksum, here, check)
         if self.sha256_checksum and has_inline and not has_uri:
             check.warning(f"{here}.sha256Checksum", "has no effect with inline commands", aib_rejects=False)

@@ -6,7 +6,7 @@ import re
 from typing import Literal
 
 from customizers.base import Customizer, Input, PlanContext, PutFile, Step
-from engine.sections import Check, CustomizerSection, Sha256, Uri, check_digest, check_local_uri
+from engine.sections import Check, CustomizerSection, Sha256, Uri, check_digest, check_local_file
 
 AIB_FILE_LIMIT = 20 * 1024 * 1024
 
@@ -22,7 +22,7 @@ class FileCustomizer(CustomizerSection):
     def check(self, here: str, check: Check) -> None:
         check_digest(self.sha256_checksum, here, check)
         check_destination(self.destination, f"{here}.destination", check)
-        check_local_uri(self.source_uri, f"{here}.sourceUri", check)
+        check_local_file(self.source_uri, f"{here}.sourceUri", check, limit=AIB_FILE_LIMIT)
 
 
 def check_destination(destination: str | None, here: str, check: Check) -> None:

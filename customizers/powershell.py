@@ -62,6 +62,12 @@ class PowerShellCustomizer(ScriptSection):
 
     def check(self, here: str, check: Check) -> None:
         super().check(here, check)
+        if check.os_type == "Linux" and check.source_known:
+            check.warning(
+                f"{here}.type",
+                "AIB runs PowerShell customizers on Windows images, and the source is a Linux image "
+                "(locally it runs with pwsh where the image has it)",
+            )
         if self.run_as_system is True and self.run_elevated is not True:
             check.error(f"{here}.runAsSystem", "runAsSystem: true needs runElevated: true")
         if check.os_type != "Linux":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from customizers.base import SCRIPT, Customizer, Input, PlanContext, PlanError, RunScript, ScriptSection, Step
+from engine.sections import Check
 
 
 def unix_text(data: bytes) -> bytes:
@@ -16,6 +17,13 @@ class ShellCustomizer(ScriptSection):
     """Runs a shell script (scriptUri) or inline commands on a Linux target."""
 
     type: Literal["Shell"]
+
+    def check(self, here: str, check: Check) -> None:
+        super().check(here, check)
+        if check.os_type == "Windows":
+            check.error(
+                f"{here}.type", "a Shell customizer needs a Linux image, and the source is Windows (use PowerShell)"
+            )
 
 
 class Shell(Customizer[ShellCustomizer]):

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import field_validator
 
 from customizers.base import Customizer, PlanContext, Restart, Step
-from engine.sections import CustomizerSection
+from engine.sections import Check, CustomizerSection
 
 DEFAULT_RESTART_COMMAND = 'shutdown /r /f /t 0 /c "packer restart"'
 DURATION_PATTERN = re.compile(r"^(\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$")
@@ -39,6 +39,14 @@ class WindowsRestartCustomizer(CustomizerSection):
         if value and not DURATION_PATTERN.match(value):
             raise ValueError("expected a duration such as '5m', '90s' or '2h'")
         return value
+
+    def check(self, here: str, check: Check) -> None:
+        if check.os_type == "Linux" and check.source_known:
+            check.warning(
+                f"{here}.type",
+                "AIB's WindowsRestart is for Windows images, and the source is a Linux image "
+                "(locally the Linux target restarts)",
+            )
 
 
 class WindowsRestart(Customizer[WindowsRestartCustomizer]):

@@ -11,14 +11,14 @@ it again, until it exits 0. Every round and every wait is bounded.
 from __future__ import annotations
 
 from importlib import resources
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from customizers.base import Customizer, PlanContext, PlanError, Restart, RunScript, Step, UntilDone
 from customizers.powershell import AIB_WRAPPER, command, elevated_launcher
 from customizers.windows_restart import DEFAULT_WINDOWS_RESTART, LINUX_RESTART_COMMAND
-from engine.sections import CustomizerSection
+from engine.sections import Check, CustomizerSection
 
 DEFAULT_SEARCH = "BrowseOnly=0 and IsInstalled=0"
 DEFAULT_FILTERS = ("include:$true",)
@@ -26,6 +26,12 @@ DEFAULT_LIMIT = 1000
 RESTART_CODES = (101, 2147942501)  # and the HRESULT-wrapped form seen on Server 2012
 RESTART_TIMEOUT = 4 * 3600.0
 MAX_ROUNDS = 50
+
+
+def _filter(text: str) -> str:
+    if text.split(":", 1)[0] not in ("include", "exclude") or ":" not in text:
+        raise ValueError(f"expected include:EXPRESSION or exclude:EXPRESSION, got {text!r}")
+    return text
 
 
 def quote(text: str) -> str:
@@ -39,8 +45,16 @@ class WindowsUpdateCustomizer(CustomizerSection):
     since_version: ClassVar[str] = "2020-02-14"
     type: Literal["WindowsUpdate"]
     search_criteria: str = ""
-    filters: list[str] = Field(default_factory=list)
-    update_limit: int = Field(0, ge=0)
+    filters: list[Annotated[str, AfterValidator(_filter)]] = Field(default_factory=list)
+    update_limit: int = Field(0, ge=0, le=2**31 - 1)
+
+    def check(self, here: str, check: Check) -> None:
+        if check.os_type == "Linux" and check.source_known:
+            check.warning(
+                f"{here}.type",
+                "AIB's WindowsUpdate is for Windows images, and the source is a Linux image "
+                "(locally it runs with pwsh where the image has it)",
+            )
 
 
 class WindowsUpdate(Customizer[WindowsUpdateCustomizer]):
@@ -63,10 +77,6 @@ class WindowsUpdate(Customizer[WindowsUpdateCustomizer]):
     def worker(self) -> str:
         """The worker script: its parameters, then the body."""
         body = resources.files("customizers").joinpath("data/windows-update.ps1").read_text()
-        for text in self.filters:
-            action = text.split(":", 1)[0]
-            if ":" not in text or action not in ("include", "exclude"):
-                raise PlanError(f"filter {text!r}: expected include:EXPRESSION or exclude:EXPRESSION")
         header = (
             f"$SearchCriteria = {quote(self.search_criteria)}\n"
             f"$Filters = @({', '.join(quote(f) for f in self.filters)})\n"

@@ -7,29 +7,17 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Literal
-
-from pydantic import AfterValidator
+from typing import Literal
 
 from distributors.base import DistributeContext, Distributor, RunOutput
 from engine import failpoints
-from engine.sections import Check, DistributeSection, check_region
+from engine.sections import Check, DistributeSection, ManagedImageId, check_region
 from engine.store import split_id
-
-MANAGED_IMAGE_ID = re.compile(
-    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/images/[^/]+$", re.I
-)
-
-
-def _image_id(value: str) -> str:
-    if not MANAGED_IMAGE_ID.match(value):
-        raise ValueError("expected /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.Compute/images/NAME")
-    return value
 
 
 class ManagedImageDistribute(DistributeSection):
     type: Literal["ManagedImage"]
-    image_id: Annotated[str, AfterValidator(_image_id)]
+    image_id: ManagedImageId
     location: str
 
     def check(self, here: str, check: Check) -> None:

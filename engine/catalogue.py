@@ -45,6 +45,11 @@ class Catalogue:
         base = urn.rsplit(":", 1)[0]
         return self._entries.get(f"{base}:latest")
 
+    def knows(self, urn: str) -> bool:
+        """Whether `resolve` finds an image for the URN."""
+        urn = urn.lower()
+        return urn in self._entries or f"{urn.rsplit(':', 1)[0]}:latest" in self._entries
+
     def urns(self) -> list[str]:
         return sorted(self._entries)
 

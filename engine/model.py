@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import Field
+from pydantic import Field, TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
 
 import customizers
@@ -27,14 +27,22 @@ from customizers.windows_update import WindowsUpdateCustomizer
 from distributors.managed_image import ManagedImageDistribute
 from distributors.shared_image import SharedImageDistribute, TargetRegion, Versioning
 from distributors.vhd import VhdDistribute
+from engine import vmsizes
+from engine.errors import key_path
 from engine.sections import (
+    IDENTITY_EXAMPLE,
     NAME_PATTERN,
     READ_ONLY,
     Check,
     CustomizerSection,
     DistributeSection,
     ExitCode,
+    IdentityId,
+    ImageVersionId,
+    ManagedImageId,
+    ResourceGroupId,
     Section,
+    SubnetId,
     since,
 )
 
@@ -139,14 +147,14 @@ class ManagedImageSource(Section):
     """A managed image in the local store (for instance one an earlier build made)."""
 
     type: Literal["ManagedImage"]
-    image_id: str
+    image_id: ManagedImageId
 
 
 class SharedImageVersionSource(Section):
     """An image version in a local shared image gallery."""
 
     type: Literal["SharedImageVersion"]
-    image_version_id: str
+    image_version_id: ImageVersionId
     exact_version: str | None = Field(None, json_schema_extra=READ_ONLY)
 
 
@@ -168,9 +176,9 @@ Source = Annotated[
 
 
 class VnetConfig(Section):
-    subnet_id: str | None = None
+    subnet_id: SubnetId | None = None
     proxy_vm_size: str | None = Field(None, json_schema_extra=since("2021-10-01"))
-    container_instance_subnet_id: str | None = Field(None, json_schema_extra=since("2024-02-01"))
+    container_instance_subnet_id: SubnetId | None = Field(None, json_schema_extra=since("2024-02-01"))
     # Deprecated in favour of subnetId; still accepted by older versions.
     subnet_name: str | None = None
     resource_group_name: str | None = None
@@ -192,10 +200,19 @@ class VnetConfig(Section):
 class VmProfile(Section):
     vm_size: str = ""
     os_disk_size_gb: int = Field(0, ge=0, le=4095, alias="osDiskSizeGB", json_schema_extra=since("2020-02-14"))
-    user_assigned_identities: list[str] = Field(default_factory=list, json_schema_extra=since("2021-10-01"))
+    user_assigned_identities: list[IdentityId] = Field(default_factory=list, json_schema_extra=since("2021-10-01"))
     vnet_config: VnetConfig | None = Field(None, json_schema_extra=since("2020-02-14"))
 
     def check(self, here: str, check: Check) -> None:
+        if self.vm_size and not vmsizes.known(self.vm_size):
+            near = vmsizes.closest(self.vm_size)
+            check.warning(
+                f"{here}.vmSize",
+                f"{self.vm_size!r} is not a size aib-local knows"
+                + (f"; did you mean {near!r}?" if near else "")
+                + " (a container's limits are guessed from the name)",
+                aib_rejects=False,
+            )
         if self.user_assigned_identities:
             check.not_local(
                 f"{here}.userAssignedIdentities",
@@ -250,7 +267,7 @@ class Properties(Section):
     validate_: ValidateSection | None = Field(None, alias="validate", json_schema_extra=since("2022-02-14"))
     optimize: Optimize | None = Field(None, json_schema_extra=since("2022-07-01"))
     error_handling: ErrorHandling | None = Field(None, json_schema_extra=since("2023-07-01"))
-    staging_resource_group: str | None = Field(None, json_schema_extra=since("2022-02-14"))
+    staging_resource_group: ResourceGroupId | None = Field(None, json_schema_extra=since("2022-02-14"))
     auto_run: State | None = Field(None, json_schema_extra=since("2024-02-01"))
     managed_resource_tags: dict[str, str] | None = Field(None, json_schema_extra=since("2024-02-01"))
     additional_data_disks: list[DataDisk] | None = Field(None, json_schema_extra=since("2025-10-01"))
@@ -288,6 +305,19 @@ class Properties(Section):
 class Identity(Section):
     type: Literal["UserAssigned", "None"]
     user_assigned_identities: dict[str, dict[str, Any]] | None = None
+
+    def check(self, here: str, check: Check) -> None:
+        identities = self.user_assigned_identities or {}
+        where = f"{here}.userAssignedIdentities"
+        for key in identities:
+            try:
+                TypeAdapter(IdentityId).validate_python(key)
+            except ValidationError:
+                check.error(key_path(where, key), f"expected /subscriptions/SUB/resourceGroups/RG{IDENTITY_EXAMPLE}")
+        if len(identities) > 1:
+            check.error(where, f"AIB takes one user-assigned identity, got {len(identities)}")
+        if self.type == "UserAssigned" and not identities:
+            check.error(where, "type UserAssigned needs the identity's resource ID here")
 
 
 class ImageTemplate(Section):

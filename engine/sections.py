@@ -57,6 +57,33 @@ def _not_blank(value: str) -> str:
     return value
 
 
+def resource_id(provider_path: str, example: str) -> Any:
+    """A string type that must be an Azure resource ID under `provider_path` (a regex of
+    what follows /subscriptions/SUB/resourceGroups/RG), e.g. Microsoft.Compute/images/NAME."""
+    pattern = re.compile(rf"^/subscriptions/[^/]+/resourceGroups/[^/]+{provider_path}$", re.I)
+
+    def check(value: str) -> str:
+        if not pattern.match(value):
+            raise ValueError(f"expected /subscriptions/SUB/resourceGroups/RG{example}")
+        return value
+
+    return Annotated[str, AfterValidator(check)]
+
+
+ResourceGroupId = resource_id("", "")
+ManagedImageId = resource_id(r"/providers/Microsoft\.Compute/images/[^/]+", "/providers/Microsoft.Compute/images/NAME")
+ImageVersionId = resource_id(
+    r"/providers/Microsoft\.Compute/galleries/[^/]+/images/[^/]+/versions/[^/]+",
+    "/providers/Microsoft.Compute/galleries/GALLERY/images/DEFINITION/versions/VERSION (or latest)",
+)
+IDENTITY_PATH = r"/providers/Microsoft\.ManagedIdentity/userAssignedIdentities/[^/]+"
+IDENTITY_EXAMPLE = "/providers/Microsoft.ManagedIdentity/userAssignedIdentities/NAME"
+IdentityId = resource_id(IDENTITY_PATH, IDENTITY_EXAMPLE)
+SubnetId = resource_id(
+    r"/providers/Microsoft\.Network/virtualNetworks/[^/]+/subnets/[^/]+",
+    "/providers/Microsoft.Network/virtualNetworks/VNET/subnets/SUBNET",
+)
+
 # An exit code: int32 as the AIB schema types it, or the same 32 bits unsigned (a Windows DWORD).
 ExitCode = Annotated[int, Field(ge=-(2**31), le=2**32 - 1)]
 Sha256 = Annotated[str, AfterValidator(_sha256)]
@@ -72,6 +99,8 @@ class Check:
     findings: list[Finding]
     allow_any_destination: bool = False
     local_root: Path | None = None  # local scripts and files must lie under it (None: anywhere)
+    template_dir: Path | None = None  # where relative paths start (None: no file to look at)
+    source_known: bool = False  # the catalogue knows the PlatformImage source (so its OS is sure)
 
     def error(self, path: str, message: str, *, aib_rejects: bool = True) -> None:
         self.findings.append(Finding(path, message, "error", aib_rejects))
@@ -121,28 +150,43 @@ class DistributeSection(Section):
     type: str  # each type narrows it to its Literal, the union's discriminator
 
 
-def check_local_uri(uri: str | None, here: str, check: Check) -> None:
-    """A local script or file (a path or file://) must lie in the template's folder."""
-    root = check.local_root
-    if root is None or not uri:
+def check_local_file(uri: str | None, here: str, check: Check, *, limit: int | None = None) -> None:
+    """A script or file the build reads from this machine (a path or file://): it must be
+    there, inside the template's folder, and (with `limit`) small enough for AIB."""
+    if not uri:
         return
     parts = urllib.parse.urlsplit(uri)
-    if parts.scheme == "file":
-        local = Path(urllib.request.url2pathname(parts.path))
-    elif parts.scheme and len(parts.scheme) > 1:
-        return  # https:// and the like: fetched, not read from this machine
-    else:
-        local = Path(uri)
+    if parts.scheme in ("http", "https"):
+        return  # fetched at build time, with retries
+    if parts.scheme and len(parts.scheme) > 1 and parts.scheme != "file":
+        check.error(here, f"unsupported URI scheme {parts.scheme!r} (use https, http, file or a path)")
+        return
+    local = Path(urllib.request.url2pathname(parts.path)) if parts.scheme == "file" else Path(uri)
+    root = check.local_root
+    if root is not None:
+        try:
+            resolved = (root / local).resolve()  # an absolute `local` replaces `root`; links are followed
+        except (OSError, RuntimeError, ValueError):
+            resolved = root / local
+        if not resolved.is_relative_to(root):
+            check.error(
+                here,
+                f"{uri!r} is outside the template's folder {root}; refused "
+                "(local opt-out: --allow-outside-template-dir)",
+                aib_rejects=False,
+            )
+            return
+    if check.template_dir is None:
+        return
+    path = local if local.is_absolute() else check.template_dir / local
     try:
-        resolved = (root / local).resolve()  # an absolute `local` replaces `root`; links are followed
-    except (OSError, RuntimeError, ValueError):
-        resolved = root / local
-    if not resolved.is_relative_to(root):
-        check.error(
-            here,
-            f"{uri!r} is outside the template's folder {root}; refused (local opt-out: --allow-outside-template-dir)",
-            aib_rejects=False,
-        )
+        size = path.stat().st_size if path.is_file() else None
+    except OSError:
+        size = None
+    if size is None:
+        check.error(here, f"{uri!r}: no such file ({path})", aib_rejects=False)
+    elif limit is not None and size > limit:
+        check.warning(here, f"{size} bytes is over AIB's {limit // (1024 * 1024)} MB limit for this file")
 
 
 def check_region(region: str | None, here: str, check: Check) -> None:

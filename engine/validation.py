@@ -75,11 +75,18 @@ class LoadedTemplate:
 
 def guess_os(template: m.ImageTemplate) -> str:
     """'Windows' or 'Linux', from the source image and, failing that, the customizers."""
-    source = template.properties.source
-    if isinstance(source, m.PlatformImageSource):
-        text = f"{source.publisher} {source.offer}".lower()
+    return guess_os_of(template.properties.model_dump(by_alias=True))
+
+
+def guess_os_of(props: Any) -> str:
+    """`guess_os` on the raw properties (of a template that may be invalid elsewhere)."""
+    props = props if isinstance(props, dict) else {}
+    source = props.get("source")
+    if isinstance(source, dict) and source.get("type") == "PlatformImage":
+        text = f"{source.get('publisher')} {source.get('offer')}".lower()
         return "Windows" if "windows" in text else "Linux"
-    kinds = {c.type for c in template.properties.customize}
+    customize = props.get("customize")
+    kinds = {c.get("type") for c in customize if isinstance(c, dict)} if isinstance(customize, list) else set()
     return "Windows" if kinds & WINDOWS_ONLY and "Shell" not in kinds else "Linux"
 
 
@@ -214,6 +221,7 @@ def load_templates(
             prefix=prefix,
             allow_any_destination=options.allow_any_destination,
             local_root=None if options.allow_outside_template_dir else path.resolve().parent,
+            template_dir=path.resolve().parent,
         )
         if options.strict:
             doc_findings = [
@@ -241,6 +249,7 @@ def validate_document(
     prefix: str = "",
     allow_any_destination: bool = False,
     local_root: Path | None = None,
+    template_dir: Path | None = None,
 ) -> tuple[LoadedTemplate | None, list[Finding]]:
     """Validate one resource; returns the template (None when invalid) and every finding.
 
@@ -284,7 +293,7 @@ def validate_document(
     except ValidationError as exc:
         findings += [_from_pydantic(error) for error in exc.errors()]
     _check_strings(document, "", findings)
-    _check_rules(normalized, api_version, bare, findings, allow_any_destination, template, local_root)
+    _check_rules(normalized, api_version, bare, findings, allow_any_destination, template, local_root, template_dir)
 
     findings = [Finding(where(f.path), f.message, f.severity, f.aib_rejects) for f in findings]
     findings = list(dict.fromkeys(findings))
@@ -506,6 +515,7 @@ def _check_rules(
     allow_any_destination: bool,
     template: m.ImageTemplate | None,
     local_root: Path | None = None,
+    template_dir: Path | None = None,
 ) -> None:
     """The template's own rules here; each section's own rules in its `check`."""
     _check_resource(doc, version, bare, findings)
@@ -552,10 +562,25 @@ def _check_rules(
                 )
             )
         _duplicates(distribute, "properties.distribute", "runOutputName", "", findings)
-    os_type = guess_os(template) if template is not None else "Linux"
-    check = Check(version, os_type, findings, allow_any_destination, local_root)
+    os_type = guess_os_of(doc.get("properties"))
+    check = Check(version, os_type, findings, allow_any_destination, local_root, template_dir, _source_known(doc))
     for here, section in _sections(doc, template):
         section.check(here, check)
+
+
+def _source_known(doc: dict[str, Any]) -> bool:
+    """Whether the catalogue maps the template's PlatformImage source (so its OS is sure)."""
+    from engine.catalogue import Catalogue
+
+    props = doc.get("properties")
+    source = props.get("source") if isinstance(props, dict) else None
+    if not isinstance(source, dict) or source.get("type") != "PlatformImage":
+        return False
+    try:
+        urn = ":".join(str(source.get(k, "")) for k in ("publisher", "offer", "sku", "version"))
+        return Catalogue.load().knows(urn)
+    except UsageError:  # a broken $AIB_LOCAL_CATALOGUE: the build says so
+        return False
 
 
 def _check_resource(doc: dict[str, Any], version: str, bare: bool, findings: list[Finding]) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import re
 import select
 import tarfile
 import time
@@ -43,6 +42,7 @@ from engine.images import (
 )
 from engine.targets import posix, runner, terminal
 from engine.targets.base import Command, CommandTimeout, OpenRequest, OutputSink, Target, TargetError
+from engine.vmsizes import vm_limits
 
 BUILD_USER = "packer"
 # Gives the image an AIB-like build user: with sudo, a non-root user with passwordless
@@ -89,45 +89,6 @@ fi
 if grep -q 'aib-local pass-through sudo' /usr/local/bin/sudo 2>/dev/null; then rm -f /usr/local/bin/sudo; fi
 rm -f /tmp/.aib-local-* /tmp/aib-local-script-*
 """
-
-# vmSize -> (CPUs, memory in GiB): the sizes AIB templates use most.
-VM_SIZES: dict[str, tuple[float, float]] = {
-    "standard_b1s": (1, 1),
-    "standard_b1ms": (1, 2),
-    "standard_b2s": (2, 4),
-    "standard_b2ms": (2, 8),
-    "standard_d1_v2": (1, 3.5),
-    "standard_ds1_v2": (1, 3.5),
-    "standard_d2_v2": (2, 7),
-    "standard_ds2_v2": (2, 7),
-    "standard_d2s_v3": (2, 8),
-    "standard_d2_v3": (2, 8),
-    "standard_d2ds_v4": (2, 8),
-    "standard_d2s_v4": (2, 8),
-    "standard_d2ds_v5": (2, 8),
-    "standard_d2s_v5": (2, 8),
-    "standard_d4s_v3": (4, 16),
-    "standard_d4ds_v4": (4, 16),
-    "standard_d4s_v5": (4, 16),
-    "standard_d8s_v3": (8, 32),
-    "standard_d8s_v5": (8, 32),
-    "standard_f2s_v2": (2, 4),
-    "standard_f4s_v2": (4, 8),
-    "standard_a1_v2": (1, 2),
-    "standard_a2_v2": (2, 4),
-}
-DEFAULT_VM_SIZE = "Standard_D1_v2"
-
-
-def vm_limits(vm_size: str) -> tuple[float, float, str]:
-    """(CPUs, memory GiB, note) for a vmSize; unknown sizes are guessed from the name."""
-    size = vm_size or DEFAULT_VM_SIZE
-    if size.lower() in VM_SIZES:
-        cpus, mem = VM_SIZES[size.lower()]
-        return cpus, mem, f"{size}: {cpus:g} CPU, {mem:g} GiB"
-    match = re.search(r"_[a-z]+(\d+)", size.lower())
-    cpus = float(match.group(1)) if match else 2.0
-    return cpus, cpus * 4, f"{size}: not in the size table, using {cpus:g} CPU, {cpus * 4:g} GiB"
 
 
 class DockerTarget(Target):

@@ -33,7 +33,9 @@ EVERYTHING = {
         "vmProfile": {
             "vmSize": "Standard_D2s_v3",
             "osDiskSizeGB": 64,
-            "vnetConfig": {"subnetId": "/subscriptions/s/x"},
+            "vnetConfig": {
+                "subnetId": "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/virtualNetworks/v/subnets/x"
+            },
         },
         "source": {
             "type": "PlatformImage",

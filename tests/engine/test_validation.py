@@ -55,6 +55,7 @@ def test_zero_timeout_means_240_minutes(tmp_path: Path) -> None:
 
 
 def test_uppercase_checksum_warns(tmp_path: Path) -> None:
+    (tmp_path / "a.sh").write_text("true\n")
     [loaded] = load(tmp_path, template("t", [{"type": "Shell", "scriptUri": "a.sh", "sha256Checksum": "AB" * 32}]))
     assert any("upper-case digest" in f for f in findings(loaded))
 
@@ -95,6 +96,7 @@ def test_not_json_is_reported_with_its_position(tmp_path: Path) -> None:
 
 
 def test_windows_file_destination_is_not_limited_to_tmp(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("a\n")
     data = template("win", [{"type": "File", "sourceUri": "a.txt", "destination": "C:\\buildArtifacts\\a.txt"}])
     data["properties"]["source"] = {
         "type": "PlatformImage",
@@ -108,6 +110,7 @@ def test_windows_file_destination_is_not_limited_to_tmp(tmp_path: Path) -> None:
 
 
 def test_allow_any_destination_downgrades_to_a_warning(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("a\n")
     data = template("t", [{"type": "File", "sourceUri": "a.txt", "destination": "/etc/a.txt"}])
     [loaded] = load(tmp_path, data, allow_any_destination=True)
     [finding] = [f for f in loaded.findings if f.path.endswith("destination")]
