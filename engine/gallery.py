@@ -92,6 +92,12 @@ class Galleries:
         resource_id = gallery_id(subscription, group, name)
         with self.store.lock():
             existing = self.store.get(resource_id)
+            if existing is not None and _region(str(existing.get("location", ""))) != _region(location):
+                raise GalleryError(
+                    f"gallery {name} exists in {existing.get('location')}; a gallery's location cannot change "
+                    f"(Azure refuses {location})",
+                    hint=f"use --location {existing.get('location')}, or another gallery name",
+                )
             if existing is not None:
                 return existing
             self._check_limit(GALLERY_TYPE, subscription, location)
@@ -234,7 +240,7 @@ class Galleries:
             return f"{major}.0.0" if major >= 0 else "1.0.0"
         seconds = now.hour * 3600 + now.minute * 60 + now.second
         candidate = (0, int(now.strftime("%y")) * 1000 + now.timetuple().tm_yday, seconds)
-        top = max(existing, default=(0, 0, 0))
+        top = max((v for v in existing if v[0] == 0), default=(0, 0, 0))
         if candidate <= top:
             candidate = (top[0], top[1], top[2] + 1)
         return ".".join(str(p) for p in candidate)

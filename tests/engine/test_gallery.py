@@ -54,6 +54,13 @@ def test_publisher_offer_sku_is_unique_per_gallery(galleries: Galleries) -> None
         galleries.create_definition(SUB, "rg", "gal", "two", publisher="P", offer="O", sku="SAME", os_type="Linux")
 
 
+def test_a_gallery_keeps_its_location(galleries: Galleries) -> None:
+    first = galleries.create_gallery(SUB, "rg", "gal", "westeurope")
+    assert galleries.create_gallery(SUB, "rg", "gal", "West Europe") == first  # the same region, as Azure names it
+    with pytest.raises(GalleryError, match="gallery gal exists in westeurope; a gallery's location cannot change"):
+        galleries.create_gallery(SUB, "rg", "gal", "eastus")
+
+
 def test_gallery_names_refuse_dashes(galleries: Galleries) -> None:
     with pytest.raises(GalleryError, match="no '-'"):
         galleries.create_gallery(SUB, "rg", "my-gallery", "westeurope")
@@ -72,7 +79,9 @@ def test_legacy_versions_are_monotonic() -> None:
     now = datetime(2024, 4, 14, 14, 39, 15, tzinfo=UTC)
     assert Galleries.next_version([], None, now) == "0.24105.52755"
     assert Galleries.next_version([(0, 24105, 52755)], None, now) == "0.24105.52756"
-    assert Galleries.next_version([(3, 0, 0)], None, now) == "3.0.1"
+    # After an explicit 3.0.0, a build without versioning still gets AIB's 0.YYDDD.SECONDS.
+    assert Galleries.next_version([(3, 0, 0)], None, now) == "0.24105.52755"
+    assert Galleries.next_version([(3, 0, 0), (0, 24105, 60000)], None, now) == "0.24105.60001"
 
 
 def test_explicit_version_must_be_new_and_well_formed(galleries: Galleries) -> None:
