@@ -91,14 +91,26 @@ class Store:
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = FileLock(str(self.root / ".lock"))
 
-    @classmethod
-    def open(cls, root: Path | None = None) -> Store:
+    @staticmethod
+    def where(root: Path | None = None) -> Path:
         """`root`, else $AIB_LOCAL_STORE, else the user data directory."""
         if root is None:
             env = os.environ.get(ENV_VAR)
             root = Path(env) if env else Path(platformdirs.user_data_dir("aib-local"))
+        return root.expanduser()
+
+    @classmethod
+    def existing(cls, root: Path | None = None) -> Store | None:
+        """The store at `root` (as `open` finds it) if there is one; nothing is created."""
+        found = cls.where(root)
+        return cls(found) if found.is_dir() else None
+
+    @classmethod
+    def open(cls, root: Path | None = None) -> Store:
+        """`root`, else $AIB_LOCAL_STORE, else the user data directory."""
+        root = cls.where(root)
         try:
-            return cls(root.expanduser())
+            return cls(root)
         except OSError as exc:
             raise UsageError(f"store {root}: cannot use it: {exc.strerror}") from None
 

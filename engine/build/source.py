@@ -14,11 +14,11 @@ from typing import Any
 
 import distributors
 from distributors.base import DistributeError, Distributor
-from engine import images
+from engine import images, store_rules
 from engine import model as m
 from engine.build.context import BuildContext, Source
 from engine.catalogue import Catalogue
-from engine.errors import BuildFailed, EnvironmentProblem, UsageError
+from engine.errors import BuildFailed, EnvironmentProblem, TemplateError, UsageError
 from engine.gallery import VERSION_TYPE, Galleries
 from engine.store import Store
 from engine.targets.registry import for_spec
@@ -26,6 +26,12 @@ from engine.targets.registry import for_spec
 
 def resolve_source(ctx: BuildContext) -> None:
     ctx.distributors = check_distributors(ctx)
+    starts_from_image = for_spec(ctx.options.target).starts_from_image
+    refused = [
+        f for f in store_rules.check(ctx.loaded, ctx.store, source_image=starts_from_image) if f.severity == "error"
+    ]
+    if refused:
+        raise TemplateError(str(ctx.loaded.path), refused)
     ctx.source = resolve(ctx)
     ctx.os_type = ctx.source.os_type or ctx.os_type
 

@@ -50,9 +50,11 @@ def cli(ctx: click.Context, show_traceback: bool) -> None:
 @any_destination_option
 @template_options
 @click.option("--strict", is_flag=True, help="Every finding AIB would reject is an error (for CI).")
+@store_option
 def validate(
     templates: tuple[Path, ...],
     output: str,
+    store: Path | None,
     allow_any_destination: bool,
     parameters: tuple[str, ...],
     sets: tuple[str, ...],
@@ -64,9 +66,14 @@ def validate(
     """Check templates as AIB would, before any target starts.
 
     Every error is listed with its JSON path; each finding says whether AIB would
-    reject the template. Exit 0 when all are valid, 2 otherwise.
+    reject the template. Sources and galleries are checked against the local store when
+    there is one. Exit 0 when all are valid, 2 otherwise.
     """
+    from engine import store_rules
+    from engine.store import Store
     from engine.validation import load_templates
+
+    the_store = Store.existing(store)
 
     options = load_options(
         parameters,
@@ -82,6 +89,11 @@ def validate(
     for path in templates:
         try:
             loaded = load_templates(path, options=options)
+            for item in loaded:
+                if the_store is not None:
+                    item.findings = item.findings + store_rules.check(item, the_store)
+                    if any(f.severity == "error" for f in item.findings):
+                        raise TemplateError(str(path), item.findings)
         except TemplateError as exc:
             invalid += 1
             findings = exc.findings
