@@ -131,7 +131,9 @@ class Galleries:
         location: str | None = None,
         end_of_life_date: str | None = None,
         description: str = "",
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """`extra`: further definition properties as Azure names them (eula, features, ...)."""
         parent = self.require_gallery(gallery_id(subscription, group, gallery))
         if not DEFINITION_NAME.match(name):
             raise GalleryError(f"image definition name {name!r}: letters, digits, '-', '_' and '.' only")
@@ -160,6 +162,7 @@ class Galleries:
             }
             if end_of_life_date:
                 properties["endOfLifeDate"] = end_of_life_date
+            properties.update(extra or {})
             record = {"name": name, "type": DEFINITION_TYPE, "location": location, "tags": {}, "properties": properties}
             self.store.put(resource_id, record)
         return self.store.get(resource_id) or record
@@ -207,6 +210,79 @@ class Galleries:
             if r.get("type") == VERSION_TYPE and str(r["id"]).lower().startswith(prefix)
         ]
         return sorted(found, key=lambda r: parse_version(str(r["name"])))
+
+    # --- updates and deletes, with Azure's rules ------------------------------------
+
+    def update_definition(self, resource_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Change the updatable properties of a definition (Azure keeps its identity, OS and generation)."""
+        with self.store.lock():
+            record = self.require_definition(resource_id)
+            record["properties"].update(changes)
+            self.store.put(resource_id, record)
+        return record
+
+    def update_version(
+        self,
+        resource_id: str,
+        *,
+        target_regions: list[dict[str, Any]] | None = None,
+        exclude_from_latest: bool | None = None,
+        end_of_life_date: str | None = None,
+    ) -> dict[str, Any]:
+        """Change what Azure lets a version change: its regions, excludeFromLatest, end of life."""
+        with self.store.lock():
+            record = self.store.get(resource_id)
+            if record is None:
+                raise GalleryError(f"image version {resource_id} does not exist in the local store")
+            profile = record["properties"]["publishingProfile"]
+            if target_regions is not None:
+                gallery = self.require_gallery(resource_id.split("/images/", maxsplit=1)[0])
+                if _region(gallery["location"]) not in [_region(r["name"]) for r in target_regions]:
+                    raise GalleryError(
+                        f"the target regions must include the gallery's region ({gallery['location']}), as in Azure"
+                    )
+                profile["targetRegions"] = target_regions
+                record["properties"]["replicationStatus"]["summary"] = [
+                    {"region": r["name"], "state": "Completed", "progress": 100} for r in target_regions
+                ]
+            if exclude_from_latest is not None:
+                profile["excludeFromLatest"] = exclude_from_latest
+            if end_of_life_date is not None:
+                profile["endOfLifeDate"] = end_of_life_date
+            self.store.put(resource_id, record)
+        return record
+
+    def delete_version(self, resource_id: str) -> dict[str, Any]:
+        with self.store.lock():
+            record = self.store.get(resource_id)
+            if record is None:
+                raise GalleryError(f"image version {resource_id} does not exist in the local store")
+            self.store.delete(resource_id)
+        return record
+
+    def delete_definition(self, resource_id: str) -> None:
+        with self.store.lock():
+            self.require_definition(resource_id)
+            versions = self.versions(resource_id)
+            if versions:
+                raise GalleryError(
+                    f"image definition {resource_id} has {len(versions)} version(s); Azure deletes a definition "
+                    "only once its versions are gone",
+                    hint="aib-local sig image-version delete ... for each of them first",
+                )
+            self.store.delete(resource_id)
+
+    def delete_gallery(self, resource_id: str) -> None:
+        with self.store.lock():
+            self.require_gallery(resource_id)
+            definitions = self.definitions(resource_id)
+            if definitions:
+                raise GalleryError(
+                    f"gallery {resource_id} has {len(definitions)} image definition(s); Azure deletes a gallery "
+                    "only once its definitions are gone",
+                    hint="aib-local sig image-definition delete ... for each of them first",
+                )
+            self.store.delete(resource_id)
 
     # --- versions -------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ half-written record. Builds (logs, records) live under `ROOT/builds/BUILD_ID/`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -134,6 +135,18 @@ class Store:
         data = json.dumps(record, indent=2, sort_keys=False).encode() + b"\n"
         with self._lock:
             atomic_write(self._dir(resource_id) / RECORD, data)
+
+    def delete(self, resource_id: str) -> bool:
+        """Remove a record (its folder goes when nothing else is in it); whether it was there."""
+        folder = self._dir(resource_id)
+        with self._lock:
+            try:
+                (folder / RECORD).unlink()
+            except FileNotFoundError:
+                return False
+            with contextlib.suppress(OSError):  # child records (a gallery's definitions) keep it
+                folder.rmdir()
+        return True
 
     def update(self, resource_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         """Read-modify-write of one record under the lock (top-level keys replaced)."""
