@@ -9,6 +9,7 @@ time, when the source is resolved, never at validation.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from importlib import resources
@@ -29,8 +30,7 @@ class Catalogue:
     @classmethod
     def load(cls, override: Path | None = None) -> Catalogue:
         """The built-in table, updated by `override` (or $AIB_LOCAL_CATALOGUE)."""
-        text = resources.files("engine").joinpath("data/catalogue.json").read_text()
-        entries: dict[str, str] = json.loads(text)
+        entries = dict(_built_in())
         if override is None and os.environ.get(ENV_VAR):
             override = Path(os.environ[ENV_VAR])
         if override is not None:
@@ -52,6 +52,12 @@ class Catalogue:
 
     def urns(self) -> list[str]:
         return sorted(self._entries)
+
+
+@functools.cache
+def _built_in() -> dict[str, str]:
+    entries: dict[str, str] = json.loads(resources.files("engine").joinpath("data/catalogue.json").read_text())
+    return entries
 
 
 def _read_override(path: Path) -> dict[str, str]:

@@ -86,7 +86,8 @@ def guess_os_of(props: Any) -> str:
         text = f"{source.get('publisher')} {source.get('offer')}".lower()
         return "Windows" if "windows" in text else "Linux"
     customize = props.get("customize")
-    kinds = {c.get("type") for c in customize if isinstance(c, dict)} if isinstance(customize, list) else set()
+    items = customize if isinstance(customize, list) else []
+    kinds = {c["type"] for c in items if isinstance(c, dict) and isinstance(c.get("type"), str)}
     return "Windows" if kinds & WINDOWS_ONLY and "Shell" not in kinds else "Linux"
 
 

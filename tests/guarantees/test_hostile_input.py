@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.support import template
+from engine.errors import TemplateError
+from engine.validation import load_templates
+from tests.support import managed_image_id, template
 
 
 def shell(**fields: Any) -> dict[str, Any]:
@@ -117,3 +119,13 @@ def test_a_huge_inline_array_within_the_size_limit_is_handled(cli: Any, tmp_path
     result = cli("validate", str(path))
     assert time.monotonic() - started < 15
     assert result.code == 0, result.output
+
+
+def test_a_customizer_type_that_is_not_a_string_is_a_finding(tmp_path: Path) -> None:
+    customize = [{"type": ["Shell"], "inline": ["true"]}, {"type": {"a": 1}}]
+    document = template("odd", customize, source={"type": "ManagedImage", "imageId": managed_image_id("base")})
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(TemplateError) as caught:
+        load_templates(path)
+    assert {f.path for f in caught.value.findings} >= {"properties.customize[0].type", "properties.customize[1].type"}
