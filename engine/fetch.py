@@ -29,6 +29,7 @@ from engine.errors import UsageError
 
 CHUNK = 1 << 20
 ATTEMPTS = 5
+BACKOFF = 0.5  # seconds before the first retry; each next wait doubles (at most 8 s)
 STALL_TIMEOUT = 60.0  # seconds without a byte before an attempt is abandoned
 
 
@@ -164,7 +165,7 @@ def _download(
     @retry(
         retry=retry_if_exception_type(_Retryable),
         stop=stop_after_attempt(ATTEMPTS) | stop_before_deadline(left),
-        wait=wait_exponential(multiplier=0.5, max=8),
+        wait=wait_exponential(multiplier=BACKOFF, max=8),
         before_sleep=tell,
         reraise=True,
     )

@@ -83,8 +83,11 @@ def test_http_download(server: Any, tmp_path: Path) -> None:
     assert got.path.read_bytes() == BODY
 
 
-def test_http_errors_are_retried_with_backoff(server: Any, tmp_path: Path) -> None:
-    got = fetch(f"{server.base}/flaky", tmp_path, tmp_path / "0")
+def test_http_errors_are_retried_with_backoff(server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("engine.fetch.BACKOFF", 0.01)  # the waits themselves: tests/guarantees/test_download_faults
+    waits: list[str] = []
+    got = fetch(f"{server.base}/flaky", tmp_path, tmp_path / "0", retrying=waits.append)
+    assert [w.split("; ")[-1] for w in waits] == ["retrying in 0.0s", "retrying in 0.0s"]
     assert got.sha256 == DIGEST
     assert server.hits["/flaky"] == 3
 

@@ -21,7 +21,7 @@ from engine.errors import TemplateError, UsageError
 from engine.validation import LoadOptions, load_templates
 from tests.support import ROOT
 
-EXAMPLES = int(os.environ.get("AIB_LOCAL_FUZZ_EXAMPLES", "1000"))
+EXAMPLES = int(os.environ.get("AIB_LOCAL_FUZZ_EXAMPLES", "750"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
