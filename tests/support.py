@@ -354,3 +354,16 @@ def http_server(server: S) -> Iterator[S]:
 
 def base_url(server: ThreadingHTTPServer) -> str:
     return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def run_image(docker_client: Any, image: str, command: list[str], within: float = 60) -> str:
+    """Run `command` in a throw-away container of `image` as a user would (the image's own
+    entrypoint); its output, or a failure if it does not end within `within` seconds."""
+    container = docker_client.containers.run(image, command, detach=True, network_mode="none")
+    try:
+        status = container.wait(timeout=within)
+        return str(container.logs().decode()) + ("" if status["StatusCode"] == 0 else f"(exit {status['StatusCode']})")
+    except Exception as exc:  # requests' ReadTimeout: it did not end
+        raise AssertionError(f"{command} in {image} did not end within {within}s ({exc})") from None
+    finally:
+        container.remove(force=True)

@@ -409,7 +409,8 @@ class DockerTarget(Target):
         labels = {**(config.get("Labels") or {}), LABEL_TOOL: "", LABEL_BUILD: "", LABEL_TEMPLATE: "", LABEL_OWNER: ""}
         conf = {
             "Cmd": config.get("Cmd"),
-            "Entrypoint": config.get("Entrypoint"),
+            # [] and not null: null would keep the container's own (the build's keep-alive loop).
+            "Entrypoint": config.get("Entrypoint") or [],
             "Labels": labels,
             "Env": config.get("Env"),
             "WorkingDir": config.get("WorkingDir") or "",

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import ROOT, SUBSCRIPTION, managed_image_id, template
+from tests.support import ROOT, SUBSCRIPTION, managed_image_id, run_image, template
 
 pytestmark = pytest.mark.docker
 
@@ -69,9 +69,11 @@ def test_quickstart_fixture_builds_a_managed_image(
         "Built by aib-local from the quickstart template.",
         "end",
     ]
-    # The committed image keeps the source image's own command, not the build's keep-alive.
+    # The committed image keeps the source image's own command, not the build's keep-alive:
+    # it runs what it is given, and ends.
     config = docker_client.api.inspect_image(docker_image)["Config"]
-    assert config["Cmd"] == ["/bin/bash"]
+    assert config["Cmd"] == ["/bin/bash"] and not config["Entrypoint"]
+    assert run_image(docker_client, docker_image, ["echo", "hi"]) == "hi\n"
     assert not any(v for k, v in (config.get("Labels") or {}).items() if k.startswith("io.aib-local"))
     assert leftovers() == []
 

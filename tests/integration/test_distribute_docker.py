@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.support import GALLERY, SUBSCRIPTION, make_gallery, managed_image_id, template
+from tests.support import GALLERY, SUBSCRIPTION, make_gallery, managed_image_id, run_image, template
 
 pytestmark = pytest.mark.docker
 
@@ -99,6 +99,10 @@ def test_one_build_writes_all_three_and_a_second_builds_from_them(
     assert version["name"] == "1.0.0"
     assert [r["region"] for r in version["properties"]["replicationStatus"]["summary"]] == ["westeurope", "northeurope"]
     assert version["properties"]["publishingProfile"]["targetRegions"][0]["regionalReplicaCount"] == 2
+    # The gallery version's image runs what it is given and ends (the build's keep-alive is not its entrypoint).
+    assert run_image(docker_client, version["aibLocal"]["dockerImage"], ["cat", "/etc/marker"]) == (
+        "from-the-first-build\n"
+    )
 
     # A second template builds from the managed image, a third from the gallery's latest version.
     for name, source in (
