@@ -172,9 +172,10 @@ class _Parser:
         ctx = self.ctx
         lowered = name.lower()
         if lowered == "parameters":
-            if args[0] not in ctx.parameters:
+            key = named(ctx.parameters, str(args[0]))
+            if key is None:
                 raise ExpressionError(f"parameter {args[0]!r} has no value (give it with --parameters {args[0]}=VALUE)")
-            return ctx.parameters[args[0]]
+            return ctx.parameters[key]
         if lowered == "variables":
             return self.variable(str(args[0]))
         if lowered == "concat":
@@ -209,8 +210,10 @@ class _Parser:
 
     def variable(self, name: str) -> Any:
         ctx = self.ctx
-        if name not in ctx.variables:
+        found = named(ctx.variables, name)
+        if found is None:
             raise ExpressionError(f"variable {name!r} is not defined")
+        name = found
         if name in ctx._evaluating:
             raise ExpressionError(f"variable {name!r} refers to itself")
         ctx._evaluating.add(name)
@@ -218,6 +221,16 @@ class _Parser:
             return self.resolve(ctx.variables[name], f"variables.{name}")
         finally:
             ctx._evaluating.discard(name)
+
+
+def named(mapping: dict[str, Any], name: str) -> str | None:
+    """The key of `mapping` that is `name`, compared as ARM compares names: without case."""
+    if not isinstance(mapping, dict):
+        return None
+    if name in mapping:
+        return name
+    lowered = name.lower()
+    return next((key for key in mapping if key.lower() == lowered), None)
 
 
 def _text(value: Any) -> str:
@@ -275,13 +288,14 @@ def parameter_values(deployment: dict[str, Any], given: dict[str, Any], errors: 
     declared = deployment.get("parameters") or {}
     values: dict[str, Any] = {}
     for name in given:
-        if name not in declared:
+        if named(declared, name) is None:
             errors.append(
                 Finding(f"parameters.{name}", f"no such parameter (declared: {', '.join(declared) or 'none'})")
             )
     for name, spec in declared.items():
-        if name in given:
-            values[name] = given[name]
+        key = named(given, name)
+        if key is not None:
+            values[name] = given[key]
         elif isinstance(spec, dict) and "defaultValue" in spec:
             values[name] = spec["defaultValue"]
         else:
