@@ -537,8 +537,8 @@ def _check_rules(
         findings.append(
             Finding(
                 "properties.source.type",
-                "the ISO source was removed from AIB after 2019-05-01-preview "
-                "(it took RHEL 7.2-7.5 ISOs only); use a PlatformImage",
+                "the ISO source was removed from AIB: it builds from none today, whatever the template's "
+                "apiVersion (2019-05-01-preview took RHEL 7.2-7.5 ISOs); use a PlatformImage",
             )
         )
     validate = props.get("validate")
