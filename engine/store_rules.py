@@ -28,11 +28,9 @@ def check(loaded: LoadedTemplate, store: Store, *, source_image: bool = True) ->
     if isinstance(source, m.PlatformImageSource):
         sku = source.sku.lower()
         generation = "V2" if "gen2" in sku or sku.endswith("-g2") else "V1"
-    if not source_image:
-        pass
-    elif isinstance(source, m.ManagedImageSource):
+    if source_image and isinstance(source, m.ManagedImageSource):
         generation = _managed_image(source, region, store, findings)
-    elif isinstance(source, m.SharedImageVersionSource):
+    elif source_image and isinstance(source, m.SharedImageVersionSource):
         generation = _gallery_version(source, region, store, findings)
     for index, section in enumerate(loaded.properties.distribute):
         if isinstance(section, m.SharedImageDistribute):
