@@ -185,7 +185,9 @@ def check_local_file(uri: str | None, here: str, check: Check, *, limit: int | N
         size = None
     if size is None:
         check.error(here, f"{uri!r}: no such file ({path})", aib_rejects=False)
-    elif limit is not None and size > limit:
+        return
+    check.warning(here, f"{uri!r} is a path on this machine: AIB fetches from an http(s) URL (a local build reads it)")
+    if limit is not None and size > limit:
         check.warning(here, f"{size} bytes is over AIB's {limit // (1024 * 1024)} MB limit for this file")
 
 

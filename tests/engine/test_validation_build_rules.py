@@ -167,14 +167,20 @@ def test_a_file_over_aibs_20_mb_is_warned_at_validate(tmp_path: Path) -> None:
     assert finding.aib_rejects
 
 
+def test_a_local_script_is_read_here_and_would_be_refused_by_aib(tmp_path: Path) -> None:
+    (tmp_path / "setup.sh").write_text("true\n")
+    found = findings_of(tmp_path, customize({"type": "Shell", "scriptUri": "setup.sh"}))
+    [finding] = [f for f in found if f.path == "properties.customize[0].scriptUri"]
+    assert finding.severity == "warning" and finding.aib_rejects
+    assert "is a path on this machine: AIB fetches from an http(s) URL" in finding.message
+
+
 def test_the_same_rules_hold_where_nothing_is_wrong(tmp_path: Path) -> None:
-    (tmp_path / "scripts").mkdir()
-    (tmp_path / "scripts" / "setup.sh").write_text("true\n")
     subnet = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/virtualNetworks/v/subnets/n"
 
     def good(document: dict[str, Any]) -> None:
         document["identity"] = {"type": "UserAssigned", "userAssignedIdentities": {IDENTITY + "one": {}}}
-        document["properties"]["customize"] = [{"type": "Shell", "scriptUri": "scripts/setup.sh"}]
+        document["properties"]["customize"] = [{"type": "Shell", "scriptUri": "https://example.org/setup.sh"}]
         document["properties"]["vmProfile"] = {"vmSize": "standard_d2s_v3", "vnetConfig": {"subnetId": subnet}}
         document["properties"]["stagingResourceGroup"] = "/subscriptions/s/resourceGroups/staging"
         document["properties"]["distribute"] = [{"type": "VHD", "runOutputName": "disk"}]
