@@ -21,6 +21,15 @@ from engine.sections import Check, CustomizerSection, Sha256, Uri, check_digest,
 SCRIPT = "{script}"  # stands for the uploaded script's path in a RunScript command
 
 
+def check_windows_only(here: str, check: Check, type_name: str, locally: str) -> None:
+    """A Windows-only customizer on a source the catalogue knows is Linux: AIB refuses it."""
+    if check.os_type == "Linux" and check.source_known:
+        check.warning(
+            f"{here}.type",
+            f"AIB runs {type_name} customizers on Windows images, and the source is a Linux image ({locally})",
+        )
+
+
 class ScriptSection(CustomizerSection):
     """A script to run: `scriptUri` (fetched, optionally checksummed) or `inline` commands."""
 

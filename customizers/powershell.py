@@ -16,7 +16,17 @@ from typing import Literal
 
 from pydantic import Field
 
-from customizers.base import SCRIPT, Customizer, Input, PlanContext, PlanError, RunScript, ScriptSection, Step
+from customizers.base import (
+    SCRIPT,
+    Customizer,
+    Input,
+    PlanContext,
+    PlanError,
+    RunScript,
+    ScriptSection,
+    Step,
+    check_windows_only,
+)
 from engine.sections import Check, ExitCode, since
 
 PROGRESS_OFF = (
@@ -62,12 +72,7 @@ class PowerShellCustomizer(ScriptSection):
 
     def check(self, here: str, check: Check) -> None:
         super().check(here, check)
-        if check.os_type == "Linux" and check.source_known:
-            check.warning(
-                f"{here}.type",
-                "AIB runs PowerShell customizers on Windows images, and the source is a Linux image "
-                "(locally it runs with pwsh where the image has it)",
-            )
+        check_windows_only(here, check, "PowerShell", "locally it runs with pwsh where the image has it")
         if self.run_as_system is True and self.run_elevated is not True:
             check.error(f"{here}.runAsSystem", "runAsSystem: true needs runElevated: true")
         if check.os_type != "Linux":

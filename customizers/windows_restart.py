@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import field_validator
 
-from customizers.base import Customizer, PlanContext, Restart, Step
+from customizers.base import Customizer, PlanContext, Restart, Step, check_windows_only
 from engine.sections import Check, CustomizerSection
 
 DEFAULT_RESTART_COMMAND = 'shutdown /r /f /t 0 /c "packer restart"'
@@ -41,12 +41,7 @@ class WindowsRestartCustomizer(CustomizerSection):
         return value
 
     def check(self, here: str, check: Check) -> None:
-        if check.os_type == "Linux" and check.source_known:
-            check.warning(
-                f"{here}.type",
-                "AIB's WindowsRestart is for Windows images, and the source is a Linux image "
-                "(locally the Linux target restarts)",
-            )
+        check_windows_only(here, check, "WindowsRestart", "locally the Linux target restarts")
 
 
 class WindowsRestart(Customizer[WindowsRestartCustomizer]):

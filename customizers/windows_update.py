@@ -15,7 +15,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field
 
-from customizers.base import Customizer, PlanContext, PlanError, Restart, RunScript, Step, UntilDone
+from customizers.base import Customizer, PlanContext, PlanError, Restart, RunScript, Step, UntilDone, check_windows_only
 from customizers.powershell import AIB_WRAPPER, command, elevated_launcher
 from customizers.windows_restart import DEFAULT_WINDOWS_RESTART, LINUX_RESTART_COMMAND
 from engine.sections import Check, CustomizerSection
@@ -49,12 +49,7 @@ class WindowsUpdateCustomizer(CustomizerSection):
     update_limit: int = Field(0, ge=0, le=2**31 - 1)
 
     def check(self, here: str, check: Check) -> None:
-        if check.os_type == "Linux" and check.source_known:
-            check.warning(
-                f"{here}.type",
-                "AIB's WindowsUpdate is for Windows images, and the source is a Linux image "
-                "(locally it runs with pwsh where the image has it)",
-            )
+        check_windows_only(here, check, "WindowsUpdate", "locally it runs with pwsh where the image has it")
 
 
 class WindowsUpdate(Customizer[WindowsUpdateCustomizer]):

@@ -114,13 +114,13 @@ CASES = [
     (
         customize({"type": "WindowsRestart"}),
         "properties.customize[0].type",
-        "AIB's WindowsRestart is for Windows images",
+        "AIB runs WindowsRestart customizers on Windows images",
         "warning",
     ),
     (
         customize({"type": "WindowsUpdate"}),
         "properties.customize[0].type",
-        "AIB's WindowsUpdate is for Windows images",
+        "AIB runs WindowsUpdate customizers on Windows images",
         "warning",
     ),
     (
