@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from urllib.parse import urlsplit
 
 from engine.build.context import BuildContext
 from engine.build.options import Continuation
@@ -43,7 +44,8 @@ def fetch_inputs(ctx: BuildContext) -> None:
             durationSeconds=round(time.monotonic() - started, 3),
         )
         limit = customizer.input_limit
-        if limit is not None and got.size > limit:
+        # A local file's size is validation's to report (engine.sections); a download's is known only now.
+        if limit is not None and got.size > limit and urlsplit(item.uri).scheme in ("http", "https"):
             megabytes = limit // (1024 * 1024)
             ctx.events.warning(
                 f"{name}: {got.size} bytes is over AIB's {megabytes} MB {customizer.type_name} customizer limit"

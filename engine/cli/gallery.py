@@ -311,6 +311,15 @@ def version_show(
     emit(record)
 
 
+def _count(parts: list[str], default: int | None) -> int:
+    """REGION=COUNT's count (at least 1), else the --replica-count, else 1."""
+    if len(parts) == 1:
+        return default or 1
+    if not parts[1].isdigit() or int(parts[1]) < 1:
+        raise UsageError(f"--target-regions {'='.join(parts)!r}: expected REGION or REGION=COUNT, COUNT at least 1")
+    return int(parts[1])
+
+
 def version_id(subscription: str, group: str, gallery: str, definition: str, version: str) -> str:
     return f"{definition_id(subscription, group, gallery, definition)}/versions/{version}"
 
@@ -353,10 +362,7 @@ def version_update(
         named = [r.split("=", 1) for item in target_regions for r in item.split()]
         if not named:  # only the count changes
             named = [[r["name"]] for r in current["properties"]["publishingProfile"]["targetRegions"]]
-        regions = [
-            {"name": parts[0], "regionalReplicaCount": int(parts[1]) if len(parts) > 1 else replica_count or 1}
-            for parts in named
-        ]
+        regions = [{"name": parts[0], "regionalReplicaCount": _count(parts, replica_count)} for parts in named]
     if regions is None and exclude_from_latest is None and end_of_life_date is None:
         raise UsageError("nothing to update: give one of the options (see --help)")
     emit(

@@ -74,6 +74,8 @@ def validate(
     from engine.validation import load_templates
 
     the_store = Store.existing(store)
+    if store is not None and the_store is None:
+        raise UsageError(f"--store {store}: no store there", hint="leave --store out to check without one")
 
     options = load_options(
         parameters,

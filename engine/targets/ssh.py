@@ -62,42 +62,23 @@ class _RefuseUnknown(paramiko.MissingHostKeyPolicy):
         raise paramiko.SSHException(f"unknown host key for {hostname}")
 
 
-class SshTarget(Target):
-    """A host reached over SSH; the build runs on it as the SSH user (with sudo for root)."""
+class SshLink:
+    """The SSH connection to one host: connect (host keys checked, bounded retries), run a
+    one-off command with its output and a timeout, and close. The target's steps run over
+    it through the step runner; probes, Windows commands and clean-ups run here directly."""
 
-    kind = "ssh"
-    starts_from_image = False  # the host is the source image
-    export_needs_stop = False  # the host keeps running; its filesystem is exported as it is
-
-    def __init__(self, endpoint: SshEndpoint, options: SshOptions, *, build_id: str) -> None:
+    def __init__(self, endpoint: SshEndpoint, options: SshOptions) -> None:
         self.endpoint = endpoint
         self.options = options
-        self.build_id = build_id
         self.client: paramiko.SSHClient | None = None
-        self.build_user = endpoint.user
-        self.notes: list[str] = []
-        self.os_type = "Linux"
-        self._started = False
-        self._sessions: dict[bool, runner.Session] = {}
-        self._running: tuple[str, bool] | None = None  # (pid file, as root) of the step in progress
-        self._tag = re.sub(r"[^A-Za-z0-9]", "", build_id)[-6:]
 
-    @property
-    def name(self) -> str:
-        return str(self.endpoint)
-
-    def describe(self) -> str:
-        return f"ssh host {self.endpoint}"
-
-    # --- connecting ----------------------------------------------------------------
-
-    def _known_hosts(self) -> Path:
+    def known_hosts(self) -> Path:
         return self.options.known_hosts or Path.home() / ".ssh" / "known_hosts"
 
-    def _connect_once(self) -> paramiko.SSHClient:
+    def connect_once(self) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
         policy = _RefuseUnknown()
-        known = self._known_hosts()
+        known = self.known_hosts()
         if known.exists():
             try:
                 client.load_host_keys(str(known))
@@ -162,7 +143,7 @@ class SshTarget(Target):
             raise ConnectionLost(f"cannot connect to {self.endpoint}: {exc}") from None
         return client
 
-    def _connect(self, within: float) -> None:
+    def connect(self, within: float) -> None:
         @retry(
             retry=retry_if_exception_type(ConnectionLost),
             stop=stop_after_delay(within),
@@ -170,7 +151,7 @@ class SshTarget(Target):
             reraise=True,
         )
         def attempt() -> paramiko.SSHClient:
-            return self._connect_once()
+            return self.connect_once()
 
         try:
             self.client = attempt()
@@ -180,129 +161,18 @@ class SshTarget(Target):
                 hint="is sshd running there, and the port right? --ssh-start-command can start a VM first",
             ) from None
 
-    def _transport(self) -> paramiko.Transport:
+    def transport(self) -> paramiko.Transport:
         transport = self.client.get_transport() if self.client else None
         if transport is None or not transport.is_active():
             raise ConnectionLost(f"the SSH connection to {self.endpoint} is down")
         return transport
 
-    def start(self) -> None:
-        if self.options.start_command:
-            self.notes.append(f"ran the start command: {self.options.start_command}")
-            _local(self.options.start_command, "--ssh-start-command")
-            self._started = True
-        within = 300.0 if self.options.start_command else self.options.connect_timeout
-        self._connect(within)
-        self._detect()
-
-    def _detect(self) -> None:
-        code, out = self._capture("uname -s")
-        if code == 0 and out.strip():
-            self.os_type = "Linux"
-        else:
-            code, out = self._capture("cmd /c ver")
-            if code == 0 and "windows" in out.lower():
-                self.os_type = "Windows"
-                self.notes.append(f"{self.endpoint.host} runs Windows: commands run through PowerShell")
-                return
-            raise TargetError(f"cannot tell the operating system of {self.endpoint.host}")
-        if self.endpoint.user == "root":
-            self.notes.append(f"customizers run as root on {self.endpoint.host}")
-        elif self._capture("sudo -n true")[0] == 0:
-            self.notes.append(f"customizers run as {self.endpoint.user!r} with passwordless sudo, as in AIB")
-        else:
-            self.notes.append(
-                f"{self.endpoint.user!r} has no passwordless sudo on {self.endpoint.host}: "
-                "steps that need root (deprovision, capture) will fail"
-            )
-
-    def _capture(self, command: str, timeout: float = 60) -> tuple[int, str]:
+    def capture(self, command: str, timeout: float = 60) -> tuple[int, str]:
         lines: list[str] = []
-        code = self._exec(command, lambda _s, line: lines.append(line), timeout, kill_pidfile=None)
+        code = self.exec(command, lambda _s, line: lines.append(line), timeout, kill_pidfile=None)
         return code, "\n".join(lines)
 
-    # --- running -------------------------------------------------------------------
-
-    def run(self, command: Command, sink: OutputSink, timeout: float | None) -> int:
-        if self.os_type == "Windows":
-            if command.script is None:
-                return self._exec(subprocess.list2cmdline(command.argv), sink, timeout, kill_pidfile=None)
-            path, data = command.script
-            self.put(data, path)
-            try:
-                return self._exec(subprocess.list2cmdline(command.argv), sink, timeout, kill_pidfile=None)
-            finally:
-                self._quiet(f'powershell -NoProfile -Command "Remove-Item -Force -ErrorAction SilentlyContinue {path}"')
-        root = command.as_root and self.endpoint.user != "root"
-        step_id = self._tag + uuid.uuid4().hex[:8]  # the build's tag first: see stop_leftovers
-        self._running = (runner.pidfile(step_id), root)
-        try:
-            code = runner.run_step(
-                self._session(root),
-                step_id,
-                posix.command_line(command),
-                command.script,
-                sink,
-                timeout,
-                lambda pidfile: self._kill(pidfile, root),
-            )
-        except runner.StepTimedOut:
-            self._running = None
-            raise CommandTimeout(f"timed out after {timeout:.0f}s; the process was killed on the host") from None
-        except runner.RunnerGone as exc:
-            self._sessions.pop(root, None)
-            raise ConnectionLost(self._after_drop(str(exc), timeout)) from None
-        self._running = None
-        return code
-
-    def _after_drop(self, why: str, timeout: float | None) -> str:
-        """The link dropped mid-step: reconnect (bounded) to stop the step's process; what happened."""
-        within = min(RECONNECT_WITHIN, timeout if timeout is not None else RECONNECT_WITHIN)
-        self._close_sessions()
-        if self.client is not None:
-            self.client.close()
-            self.client = None
-        try:
-            self._connect(within)
-        except EnvironmentProblem:
-            return (
-                f"the SSH connection to {self.endpoint} dropped during the step ({why}), and reconnecting "
-                f"failed for {within:.0f}s: the host or its sshd is down"
-            )
-        self._stop_running()
-        return (
-            f"the SSH connection to {self.endpoint} dropped during the step ({why}); "
-            "reconnected and stopped the step's process: the step did not complete"
-        )
-
-    def _stop_running(self) -> None:
-        """Kill the process tree of the step that was running when the build was stopped."""
-        if self._running is not None and self.client is not None:
-            pidfile, root = self._running
-            self._running = None
-            self._kill(pidfile, root)
-
-    def _session(self, root: bool) -> runner.Session:
-        """The step runner (as the SSH user, or under sudo), one SSH channel for the build."""
-        session = self._sessions.get(root)
-        if session is None:
-            line = f"/bin/sh -c {shlex.quote(runner.RUNNER)}"
-            if root:
-                line = f"sudo -n {line}"
-            try:
-                channel = self._transport().open_session()
-                channel.exec_command(line)
-            except (paramiko.SSHException, OSError, EOFError) as exc:
-                raise ConnectionLost(f"cannot start the step runner on {self.endpoint}: {exc}") from None
-            session = self._sessions[root] = _SshSession(channel)
-        return session
-
-    def _close_sessions(self) -> None:
-        for session in self._sessions.values():
-            session.close()
-        self._sessions.clear()
-
-    def _exec(
+    def exec(
         self,
         line: str,
         sink: OutputSink,
@@ -311,7 +181,7 @@ class SshTarget(Target):
         kill_pidfile: str | None,
         as_root: bool = False,
     ) -> int:
-        transport = self._transport()
+        transport = self.transport()
         try:
             channel = transport.open_session()
             channel.exec_command(line)
@@ -329,7 +199,7 @@ class SshTarget(Target):
         try:
             while True:
                 if end is not None and time.monotonic() >= end:
-                    self._kill(kill_pidfile, as_root)
+                    self.kill(kill_pidfile, as_root)
                     channel.close()
                     raise CommandTimeout(f"timed out after {timeout:.0f}s; the process was killed on the host")
                 wait = 0.5 if end is None else max(0.0, min(0.5, end - time.monotonic()))
@@ -354,25 +224,171 @@ class SshTarget(Target):
         if status == -1:
             raise ConnectionLost(f"the command on {self.endpoint} ended without an exit status")
         if kill_pidfile:
-            self._quiet(f"rm -f {kill_pidfile}")
+            self.quiet(f"rm -f {kill_pidfile}")
         return status
 
-    def _quiet(self, line: str) -> None:
+    def quiet(self, line: str) -> None:
         try:
-            channel = self._transport().open_session()
+            channel = self.transport().open_session()
             channel.exec_command(line)
             channel.recv_exit_status()
             channel.close()
         except (TargetError, paramiko.SSHException, OSError, EOFError):
             pass
 
-    def _kill(self, pidfile: str | None, as_root: bool) -> None:
+    def kill(self, pidfile: str | None, as_root: bool) -> None:
         if pidfile is None:
             return
         line = posix.join(posix.kill_tree(pidfile))
         if as_root and self.endpoint.user != "root":
             line = f"sudo -n {line}"
-        self._quiet(line)
+        self.quiet(line)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+
+class SshTarget(Target):
+    """A host reached over SSH; the build runs on it as the SSH user (with sudo for root)."""
+
+    kind = "ssh"
+    starts_from_image = False  # the host is the source image
+    export_needs_stop = False  # the host keeps running; its filesystem is exported as it is
+
+    def __init__(self, endpoint: SshEndpoint, options: SshOptions, *, build_id: str) -> None:
+        self.endpoint = endpoint
+        self.options = options
+        self.build_id = build_id
+        self.link = SshLink(endpoint, options)
+        self.build_user = endpoint.user
+        self.notes: list[str] = []
+        self.os_type = "Linux"
+        self._started = False
+        self._sessions: dict[bool, runner.Session] = {}
+        self._running: tuple[str, bool] | None = None  # (pid file, as root) of the step in progress
+        self._tag = re.sub(r"[^A-Za-z0-9]", "", build_id)[-6:]
+
+    @property
+    def name(self) -> str:
+        return str(self.endpoint)
+
+    def describe(self) -> str:
+        return f"ssh host {self.endpoint}"
+
+    # --- connecting ----------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.options.start_command:
+            self.notes.append(f"ran the start command: {self.options.start_command}")
+            _local(self.options.start_command, "--ssh-start-command")
+            self._started = True
+        within = 300.0 if self.options.start_command else self.options.connect_timeout
+        self.link.connect(within)
+        self._detect()
+
+    def _detect(self) -> None:
+        code, out = self.link.capture("uname -s")
+        if code == 0 and out.strip():
+            self.os_type = "Linux"
+        else:
+            code, out = self.link.capture("cmd /c ver")
+            if code == 0 and "windows" in out.lower():
+                self.os_type = "Windows"
+                self.notes.append(f"{self.endpoint.host} runs Windows: commands run through PowerShell")
+                return
+            raise TargetError(f"cannot tell the operating system of {self.endpoint.host}")
+        if self.endpoint.user == "root":
+            self.notes.append(f"customizers run as root on {self.endpoint.host}")
+        elif self.link.capture("sudo -n true")[0] == 0:
+            self.notes.append(f"customizers run as {self.endpoint.user!r} with passwordless sudo, as in AIB")
+        else:
+            self.notes.append(
+                f"{self.endpoint.user!r} has no passwordless sudo on {self.endpoint.host}: "
+                "steps that need root (deprovision, capture) will fail"
+            )
+
+    # --- running -------------------------------------------------------------------
+
+    def run(self, command: Command, sink: OutputSink, timeout: float | None) -> int:
+        if self.os_type == "Windows":
+            if command.script is None:
+                return self.link.exec(subprocess.list2cmdline(command.argv), sink, timeout, kill_pidfile=None)
+            path, data = command.script
+            self.put(data, path)
+            try:
+                return self.link.exec(subprocess.list2cmdline(command.argv), sink, timeout, kill_pidfile=None)
+            finally:
+                self.link.quiet(
+                    f'powershell -NoProfile -Command "Remove-Item -Force -ErrorAction SilentlyContinue {path}"'
+                )
+        root = command.as_root and self.endpoint.user != "root"
+        step_id = self._tag + uuid.uuid4().hex[:8]  # the build's tag first: see stop_leftovers
+        self._running = (runner.pidfile(step_id), root)
+        try:
+            code = runner.run_step(
+                self._session(root),
+                step_id,
+                posix.command_line(command),
+                command.script,
+                sink,
+                timeout,
+                lambda pidfile: self.link.kill(pidfile, root),
+            )
+        except runner.StepTimedOut:
+            self._running = None
+            raise CommandTimeout(f"timed out after {timeout:.0f}s; the process was killed on the host") from None
+        except runner.RunnerGone as exc:
+            self._sessions.pop(root, None)
+            raise ConnectionLost(self._after_drop(str(exc), timeout)) from None
+        self._running = None
+        return code
+
+    def _after_drop(self, why: str, timeout: float | None) -> str:
+        """The link dropped mid-step: reconnect (bounded) to stop the step's process; what happened."""
+        within = min(RECONNECT_WITHIN, timeout if timeout is not None else RECONNECT_WITHIN)
+        self._close_sessions()
+        self.link.close()
+        try:
+            self.link.connect(within)
+        except EnvironmentProblem:
+            return (
+                f"the SSH connection to {self.endpoint} dropped during the step ({why}), and reconnecting "
+                f"failed for {within:.0f}s: the host or its sshd is down"
+            )
+        self._stop_running()
+        return (
+            f"the SSH connection to {self.endpoint} dropped during the step ({why}); "
+            "reconnected and stopped the step's process: the step did not complete"
+        )
+
+    def _stop_running(self) -> None:
+        """Kill the process tree of the step that was running when the build was stopped."""
+        if self._running is not None and self.link.client is not None:
+            pidfile, root = self._running
+            self._running = None
+            self.link.kill(pidfile, root)
+
+    def _session(self, root: bool) -> runner.Session:
+        """The step runner (as the SSH user, or under sudo), one SSH channel for the build."""
+        session = self._sessions.get(root)
+        if session is None:
+            line = f"/bin/sh -c {shlex.quote(runner.RUNNER)}"
+            if root:
+                line = f"sudo -n {line}"
+            try:
+                channel = self.link.transport().open_session()
+                channel.exec_command(line)
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                raise ConnectionLost(f"cannot start the step runner on {self.endpoint}: {exc}") from None
+            session = self._sessions[root] = _SshSession(channel)
+        return session
+
+    def _close_sessions(self) -> None:
+        for session in self._sessions.values():
+            session.close()
+        self._sessions.clear()
 
     def stop_leftovers(self) -> int:
         """After the engine of this build died: kill its running step, remove its scripts;
@@ -386,14 +402,14 @@ class SshTarget(Target):
         line = posix.join(["/bin/sh", "-c", script])
         if self.endpoint.user != "root":
             line = f"sudo -n {line} || {line}"
-        code, out = self._capture(line, timeout=60)
+        code, out = self.link.capture(line, timeout=60)
         words = out.split()
         return int(words[-1]) if code == 0 and words and words[-1].isdigit() else 0
 
     # --- files ---------------------------------------------------------------------
 
     def put(self, data: bytes, destination: str, *, mode: int = 0o644, owner: str | None = None) -> None:
-        transport = self._transport()
+        transport = self.link.transport()
         needs_root = owner == "root" and self.endpoint.user != "root" and self.os_type == "Linux"
         target = f"/tmp/.aib-local-upload-{uuid.uuid4().hex[:12]}" if needs_root else destination
         if self.os_type == "Windows" and re.match(r"^[A-Za-z]:", target):
@@ -410,7 +426,7 @@ class SshTarget(Target):
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise ConnectionLost(f"upload to {self.endpoint} failed: {exc}") from None
         if needs_root:
-            code, out = self._capture(
+            code, out = self.link.capture(
                 f"sudo -n sh -c {shlex.quote(f'chown root:root {target} && mv {target} {shlex.quote(destination)}')}"
             )
             if code != 0:
@@ -421,7 +437,7 @@ class SshTarget(Target):
         line = f"tar -C / --numeric-owner --one-file-system -cpf - {excludes} ."
         if self.endpoint.user != "root":
             line = f"sudo -n {line}"
-        transport = self._transport()
+        transport = self.link.transport()
         try:
             channel = transport.open_session()
             channel.exec_command(line)
@@ -443,7 +459,7 @@ class SshTarget(Target):
     # --- restart -------------------------------------------------------------------
 
     def _identity(self) -> str:
-        code, out = self._capture(posix.BOOT_IDENTITY if self.os_type == "Linux" else "wmic os get lastbootuptime")
+        code, out = self.link.capture(posix.BOOT_IDENTITY if self.os_type == "Linux" else "wmic os get lastbootuptime")
         if code != 0:
             raise TargetError(f"cannot read the boot identity of {self.endpoint.host}")
         return out.strip()
@@ -456,7 +472,7 @@ class SshTarget(Target):
         if self.os_type == "Linux" and self.endpoint.user != "root" and not command.startswith("sudo"):
             command = f"sudo -n {command}"
         try:
-            code = self._exec(command, lambda _s, _l: None, min(30.0, timeout), kill_pidfile=None)
+            code = self.link.exec(command, lambda _s, _l: None, min(30.0, timeout), kill_pidfile=None)
             if code not in (0, *RESTART_IN_PROGRESS, 255, -1):
                 raise TargetError(f"the restart command exited with {code}")
         except (ConnectionLost, CommandTimeout):
@@ -484,9 +500,7 @@ class SshTarget(Target):
             down()
         except RetryError:
             raise TargetError("Timeout waiting for machine to restart: it never went down") from None
-        if self.client is not None:
-            self.client.close()
-            self.client = None
+        self.link.close()
 
     def _wait_up(self, before: str, end: float) -> None:
         @retry(
@@ -496,12 +510,12 @@ class SshTarget(Target):
             reraise=True,
         )
         def up() -> None:
-            if self.client is None:
-                self.client = self._connect_once()
+            if self.link.client is None:
+                self.link.client = self.link.connect_once()
             try:
                 identity = self._identity()
             except (ConnectionLost, TargetError):
-                self.client = None
+                self.link.client = None
                 raise ConnectionLost("not up yet") from None
             if identity == before:
                 raise _StillUp
@@ -563,14 +577,14 @@ class SshTarget(Target):
             password_env=info.get("passwordEnv"),
         )
         target = cls(parse_target(info["target"]), options, build_id=build_id)
-        target._connect(options.connect_timeout if within is None else within)
+        target.link.connect(options.connect_timeout if within is None else within)
         target.os_type = info.get("osType", "Linux")
         return target
 
     def interactive_shell(self) -> int:
         columns, rows = terminal.size()
         try:
-            channel = self._transport().open_session()
+            channel = self.link.transport().open_session()
             channel.get_pty(term=os.environ.get("TERM", "xterm"), width=columns, height=rows)
             channel.invoke_shell()
             terminal.pump(channel.fileno(), lambda: channel.recv(4096), channel.sendall)
@@ -592,9 +606,7 @@ class SshTarget(Target):
     def remove(self) -> None:
         self._stop_running()  # an interrupted step: closing its channel alone would orphan it
         self._close_sessions()
-        if self.client is not None:
-            self.client.close()
-            self.client = None
+        self.link.close()
         if self._started and self.options.stop_command:
             self._started = False
             _local(self.options.stop_command, "--ssh-stop-command")

@@ -107,5 +107,8 @@ def test_a_version_updates_what_azure_lets_it(gallery: Any, store: Path) -> None
     assert [r["regionalReplicaCount"] for r in profile["targetRegions"]] == [3, 3]
     assert profile["endOfLifeDate"] == "2030-01-01"
     assert gallery(*version).code == 2  # nothing to update
+    for bad in ("westeurope=two", "westeurope=0"):
+        refused = gallery(*version, "--target-regions", bad)
+        assert refused.code == 2 and "expected REGION or REGION=COUNT, COUNT at least 1" in refused.stderr
     missing = gallery("sig", "image-version", "delete", *WHERE, "-i", "debian", "-e", "9.9.9")
     assert missing.code == 2 and "does not exist" in missing.stderr

@@ -131,3 +131,11 @@ def test_validate_checks_against_the_store_and_a_build_refuses_before_starting(c
     built = cli("build", str(path), "--network", "none")
     assert built.code == 2 and "properties.source.imageId: AIB takes a managed image from" in built.stderr
     assert "start-target" not in built.stdout  # refused before any target starts
+
+
+def test_validate_refuses_a_store_that_is_not_there(cli: Any, tmp_path: Path) -> None:
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(template("t", [{"type": "Shell", "inline": ["true"]}])))
+    result = cli("validate", str(path), "--store", str(tmp_path / "nowhere"))
+    assert result.code == 2 and "no store there" in result.stderr
+    assert not (tmp_path / "nowhere").exists()

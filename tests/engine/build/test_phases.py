@@ -196,3 +196,28 @@ def test_builds_run_side_by_side(builds: Builds) -> None:
     results = run_all(runs, parallel=3)
     assert [r.status for r in results] == ["Succeeded"] * 3
     assert len({r.build_id for r in results}) == 3
+
+
+def test_a_download_over_aibs_file_limit_is_warned_once_it_is_known(builds: Builds) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tests.support import base_url, http_server
+
+    class Big(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            size = 21 * 1024 * 1024
+            self.send_response(200)
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            chunk = b"\0" * (1 << 20)
+            for _ in range(21):
+                self.wfile.write(chunk)
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    with http_server(ThreadingHTTPServer(("127.0.0.1", 0), Big)) as server:
+        placed = {"type": "File", "name": "big", "sourceUri": f"{base_url(server)}/big.bin", "destination": "/tmp/big"}
+        assert builds.make([placed]).run().status == "Succeeded"
+    warned = [m for m in builds.messages().splitlines() if "over AIB's 20 MB File customizer limit" in m]
+    assert warned == ["customize[0] big: 22020096 bytes is over AIB's 20 MB File customizer limit"]
