@@ -75,6 +75,7 @@ class RunScript:
     ok_codes: tuple[int, ...] = (0,)
     as_root: bool = False
     label: str = "script"
+    denied_hint: str = ""  # said when the step fails after a "Permission denied"
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class RunCommand:
     windows_codes: bool = False  # explain a failing code as a Windows error (HRESULT, Win32)
     # (path, content): written before the command runs, removed after it.
     script: tuple[str, bytes] | None = None
+    denied_hint: str = ""  # said when the step fails after a "Permission denied"
 
 
 @dataclass(frozen=True)

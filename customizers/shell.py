@@ -13,6 +13,14 @@ def unix_text(data: bytes) -> bytes:
     return data.replace(b"\r\n", b"\n")
 
 
+# How AIB runs the two kinds (the README's "How Shell customizers run" has the evidence):
+# inline lines run as the build user, so what needs root says `sudo`; a downloaded script
+# runs as root, so it may write /etc/motd or `mkdir /x` without sudo (and `sudo` in it
+# still works). The script is made executable, so its own shebang picks the interpreter.
+INLINE_DENIED = "inline Shell commands run as the build user, as in AIB: prefix what needs root with sudo"
+RUN_ELEVATED = 'chmod +x "$1" && if [ "$(id -u)" = 0 ]; then exec "$1"; fi; exec sudo -n -E "$1"'
+
+
 class ShellCustomizer(ScriptSection):
     """Runs a shell script (scriptUri) or inline commands on a Linux target."""
 
@@ -41,9 +49,7 @@ class Shell(Customizer[ShellCustomizer]):
         if self.section.inline is not None:
             # One script with `sh -e`: the first failing line fails the step, as in AIB.
             body = "#!/bin/sh -e\n" + "\n".join(self.section.inline) + "\n"
-            return [RunScript(body.encode(), ("/bin/sh", "-e", SCRIPT), label="inline")]
+            return [RunScript(body.encode(), ("/bin/sh", "-e", SCRIPT), label="inline", denied_hint=INLINE_DENIED)]
         uri = self.section.script_uri or ""
         script = unix_text(ctx.fetched[uri].read_bytes())
-        # Run it as Packer does (chmod +x; PATH), so its own shebang picks the interpreter.
-        command = ("/bin/sh", "-c", 'chmod +x "$1" && exec "$1"', "sh", SCRIPT)
-        return [RunScript(script, command, label=uri)]
+        return [RunScript(script, ("/bin/sh", "-c", RUN_ELEVATED, "sh", SCRIPT), label=uri)]

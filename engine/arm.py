@@ -1,44 +1,60 @@
 """ARM template language, as far as image templates use it.
 
-JSON with comments (ARM accepts `//` and `/* */`), and the template expressions seen
-in image-template deployments: `[parameters('x')]`, `[variables('x')]`, `concat`,
-`format`, `resourceId`, `subscription().subscriptionId`, `resourceGroup().name` and
-`.location`, `toLower`, `toUpper`, `string`, `uniqueString`, and the `[[` escape. An
-expression with any other function is an error that names the function and the JSON
-path. Parameter values come from `defaultValue`, a parameters file or NAME=VALUE pairs,
-as `az deployment group create --parameters` takes them.
+JSON with comments (ARM accepts `//` and `/* */`) and template expressions: every ARM
+function that needs nothing from Azure (engine/arm_functions.py: string, array, object,
+comparison, logical, numeric), `parameters`, `variables` (names without case, as ARM
+compares them), `if` (only the chosen branch is evaluated), `deployment()`,
+`subscription()`, `resourceGroup()`, `environment()`, the resource-ID functions,
+`utcNow` and `newGuid` (in parameter defaults, one value per run), and the `[[` escape.
+
+A function that needs Azure (`reference`, `list*`, `tenant`, ...) is "not evaluated
+locally": AIB would evaluate it, so it is reported as such and the rest of the template
+is still checked. An unknown function or a wrong argument is an error ARM would give.
+Parameter values come from `defaultValue`, a parameters file or NAME=VALUE pairs, as
+`az deployment group create --parameters` takes them.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from engine import arm_functions
 from engine.errors import Finding, UsageError, key_path
 
-SUPPORTED = (
-    "parameters",
-    "variables",
-    "concat",
-    "format",
-    "resourceId",
-    "subscription",
-    "resourceGroup",
-    "toLower",
-    "toUpper",
-    "string",
-    "uniqueString",
-)
+# Functions that ask Azure for something: AIB evaluates them, this engine cannot.
+NEEDS_AZURE = {
+    "reference",
+    "list",
+    "listkeys",
+    "listaccountsas",
+    "listservicesas",
+    "listsecrets",
+    "listcallbackurl",
+    "pickzones",
+    "providers",
+    "tenant",
+    "managementgroup",
+    "managementgroupresourceid",
+    "getsecret",
+    "availabilityzones",
+}
+# Functions ARM allows only in a parameter's defaultValue.
+DEFAULT_ONLY = {"utcnow", "newguid"}
 
 
 class ExpressionError(Exception):
-    """An expression that cannot be evaluated here; the message says why."""
+    """An expression that ARM would refuse; the message says why."""
+
+
+class NotLocal(ExpressionError):
+    """An expression that needs Azure (or a value not given): AIB evaluates it, this engine cannot."""
 
 
 def strip_comments(text: str) -> str:
@@ -86,7 +102,71 @@ class Context:
     parameters: dict[str, Any] = field(default_factory=dict)
     variables: dict[str, Any] = field(default_factory=dict)
     notes: list[Finding] = field(default_factory=list)
+    deployment_name: str = "deployment"
+    template_uri: str = ""  # where the template file is, for deployment().properties.templateLink
+    content_version: str = "1.0.0.0"
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))  # utcNow: one value per run
+    in_defaults: bool = False  # evaluating parameter defaultValues (utcNow and newGuid are allowed)
+    unevaluated: list[str] = field(default_factory=list)  # JSON paths left unevaluated
     _evaluating: set[str] = field(default_factory=set)
+
+    @classmethod
+    def for_file(cls, path: Path | None, subscription: str, resource_group: str, location: str) -> Context:
+        """The context of `az deployment group create --template-file path`: the deployment
+        is named after the file, and its templateLink is the file's own location."""
+        ctx = cls(subscription, resource_group, location)
+        if path is not None:
+            ctx.deployment_name = path.stem
+            ctx.template_uri = path.resolve().as_uri()
+        return ctx
+
+    def deployment(self) -> dict[str, Any]:
+        properties: dict[str, Any] = {
+            "template": {"contentVersion": self.content_version},
+            "mode": "Incremental",
+            "provisioningState": "Accepted",
+        }
+        if self.template_uri:
+            properties["templateLink"] = {"uri": self.template_uri, "contentVersion": self.content_version}
+        return {
+            "name": self.deployment_name,
+            "id": f"{self.group_id()}/providers/Microsoft.Resources/deployments/{self.deployment_name}",
+            "location": self.location,
+            "properties": properties,
+        }
+
+    def group_id(self) -> str:
+        return f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
+
+
+ENVIRONMENT = {
+    "name": "AzureCloud",
+    "gallery": "https://gallery.azure.com/",
+    "graph": "https://graph.windows.net/",
+    "portal": "https://portal.azure.com",
+    "graphAudience": "https://graph.windows.net/",
+    "activeDirectoryDataLake": "https://datalake.azure.net/",
+    "batch": "https://batch.core.windows.net/",
+    "media": "https://rest.media.azure.net",
+    "sqlManagement": "https://management.core.windows.net:8443/",
+    "vmImageAliasDoc": "https://raw.githubusercontent.com/Azure/azure-rest-api-specs/master/arm-compute/quickstart-templates/aliases.json",
+    "resourceManager": "https://management.azure.com/",
+    "authentication": {
+        "loginEndpoint": "https://login.microsoftonline.com/",
+        "audiences": ["https://management.core.windows.net/", "https://management.azure.com/"],
+        "tenant": "common",
+        "identityProvider": "AAD",
+    },
+    "suffixes": {
+        "acrLoginServer": ".azurecr.io",
+        "azureDatalakeAnalyticsCatalogAndJob": "azuredatalakeanalytics.net",
+        "azureDatalakeStoreFileSystem": "azuredatalakestore.net",
+        "azureFrontDoorEndpointSuffix": "azurefd.net",
+        "keyvaultDns": ".vault.azure.net",
+        "sqlServerHostname": ".database.windows.net",
+        "storage": "core.windows.net",
+    },
+}
 
 
 # --- parsing -------------------------------------------------------------------------
@@ -94,6 +174,26 @@ class Context:
 TOKEN = re.compile(
     r"\s*(?:(?P<string>'(?:[^']|'')*')|(?P<number>-?\d+)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<op>[(),.\[\]]))"
 )
+
+
+@dataclass(frozen=True)
+class Literal:
+    value: Any
+
+
+@dataclass(frozen=True)
+class Call:
+    name: str
+    args: tuple[Node, ...]
+
+
+@dataclass(frozen=True)
+class Member:
+    target: Node
+    key: Node
+
+
+Node = Literal | Call | Member
 
 
 def _tokens(text: str) -> list[tuple[str, str]]:
@@ -110,13 +210,15 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     return tokens
 
 
+KEYWORDS = {"true": True, "false": False, "null": None}  # written bare, as well as true()
+
+
 class _Parser:
-    def __init__(self, text: str, ctx: Context, path: str, resolve: Callable[[Any, str], Any]) -> None:
+    """Expression text -> a tree of Literal, Call and Member nodes."""
+
+    def __init__(self, text: str) -> None:
         self.tokens = _tokens(text)
         self.position = 0
-        self.ctx = ctx
-        self.path = path
-        self.resolve = resolve
 
     def peek(self) -> tuple[str, str] | None:
         return self.tokens[self.position] if self.position < len(self.tokens) else None
@@ -128,18 +230,21 @@ class _Parser:
         self.position += 1
         return token
 
-    def parse(self) -> Any:
-        value = self.expression()
+    def parse(self) -> Node:
+        node = self.expression()
         if self.peek() is not None:
             raise ExpressionError(f"unexpected {self.peek()[1]!r} in the expression")  # type: ignore[index]
-        return value
+        return node
 
-    def expression(self) -> Any:
+    def expression(self) -> Node:
         kind, text = self.take()
+        node: Node
         if kind == "string":
-            value: Any = text[1:-1].replace("''", "'")
+            node = Literal(text[1:-1].replace("''", "'"))
         elif kind == "number":
-            value = int(text)
+            node = Literal(int(text))
+        elif kind == "name" and text.lower() in KEYWORDS and self.peek() != ("op", "("):
+            node = Literal(KEYWORDS[text.lower()])
         elif kind == "name":
             self.take("(")
             args = []
@@ -149,78 +254,133 @@ class _Parser:
                     self.take(",")
                     args.append(self.expression())
             self.take(")")
-            value = self.call(text, args)
+            node = Call(text, tuple(args))
         else:
             raise ExpressionError(f"unexpected {text!r} in the expression")
         while self.peek() in (("op", "."), ("op", "[")):
             if self.take()[1] == ".":
-                member = self.take()[1]
-                value = self.member(value, member)
+                node = Member(node, Literal(self.take()[1]))
             else:
                 key = self.expression()
                 self.take("]")
-                value = self.member(value, key)
-        return value
+                node = Member(node, key)
+        return node
+
+
+class _Evaluator:
+    def __init__(self, ctx: Context, resolve: Callable[[Any, str], Any]) -> None:
+        self.ctx = ctx
+        self.resolve = resolve
+
+    def value(self, node: Node) -> Any:
+        if isinstance(node, Literal):
+            return node.value
+        if isinstance(node, Member):
+            return self.member(self.value(node.target), self.value(node.key))
+        return self.call(node.name, node.args)
 
     def member(self, value: Any, key: Any) -> Any:
-        try:
+        if isinstance(value, dict) and isinstance(key, str):
+            found = named(value, key)  # property names are compared without case too
+            if found is not None:
+                return value[found]
+        elif isinstance(value, list) and isinstance(key, int) and not isinstance(key, bool) and -1 < key < len(value):
             return value[key]
-        except (KeyError, IndexError, TypeError):
-            raise ExpressionError(f"no property {key!r} here") from None
+        raise ExpressionError(f"no property {key!r} here")
 
-    def call(self, name: str, args: list[Any]) -> Any:
+    def call(self, name: str, nodes: tuple[Node, ...]) -> Any:
         ctx = self.ctx
         lowered = name.lower()
+        if lowered == "if":  # only the branch chosen is evaluated, as in ARM
+            if len(nodes) != 3:
+                raise ExpressionError(f"if() takes 3 arguments, got {len(nodes)}")
+            condition = self.value(nodes[0])
+            if not isinstance(condition, bool):
+                raise ExpressionError(f"if() needs a boolean condition, got {condition!r}")
+            return self.value(nodes[1] if condition else nodes[2])
+        if lowered in NEEDS_AZURE or lowered.startswith("list"):
+            raise NotLocal(f"{name}() asks Azure and is not evaluated locally")
+        if lowered in DEFAULT_ONLY and not ctx.in_defaults:
+            raise ExpressionError(f"{name}() is allowed only in a parameter's defaultValue")
+        args = [self.value(node) for node in nodes]
+        try:
+            return self.builtin(name, lowered, args)
+        except arm_functions.ArmError as exc:
+            raise ExpressionError(str(exc)) from None
+
+    def builtin(self, name: str, lowered: str, args: list[Any]) -> Any:
+        ctx = self.ctx
         if lowered == "parameters":
-            key = named(ctx.parameters, str(args[0]))
+            wanted = str(args[0]) if args else ""
+            key = named(ctx.parameters, wanted)
+            if key is not None and key_path("parameters", key) in ctx.unevaluated:
+                raise NotLocal(f"parameter {key!r} is not known here (see parameters.{key})")
             if key is None:
-                raise ExpressionError(f"parameter {args[0]!r} has no value (give it with --parameters {args[0]}=VALUE)")
+                raise NotLocal(f"parameter {wanted!r} has no value (give it with --parameters {wanted}=VALUE)")
             return ctx.parameters[key]
         if lowered == "variables":
-            return self.variable(str(args[0]))
-        if lowered == "concat":
-            if args and all(isinstance(a, list) for a in args):
-                return [item for a in args for item in a]
-            return "".join(_text(a) for a in args)
-        if lowered == "format":
-            return re.sub(r"\{(\d+)(?::[^}]*)?\}", lambda m: _text(args[1 + int(m.group(1))]), str(args[0]))
-        if lowered == "tolower":
-            return str(args[0]).lower()
-        if lowered == "toupper":
-            return str(args[0]).upper()
-        if lowered == "string":
-            return args[0] if isinstance(args[0], str) else json.dumps(args[0], separators=(",", ":"))
+            return self.variable(str(args[0]) if args else "")
+        if lowered == "deployment":
+            if ctx.template_uri.startswith("file:"):
+                note = (
+                    "deployment(): templateLink.uri is this file's own location here; in Azure, the URL deployed from"
+                )
+                ctx.notes.append(Finding("", note, "note", False))
+            return ctx.deployment()
+        if lowered == "environment":
+            return json.loads(json.dumps(ENVIRONMENT))
         if lowered == "subscription":
-            return {"subscriptionId": ctx.subscription, "id": f"/subscriptions/{ctx.subscription}"}
+            return {
+                "id": f"/subscriptions/{ctx.subscription}",
+                "subscriptionId": ctx.subscription,
+                "displayName": ctx.subscription,
+            }
         if lowered == "resourcegroup":
             return {
+                "id": ctx.group_id(),
                 "name": ctx.resource_group,
+                "type": "Microsoft.Resources/resourceGroups",
                 "location": ctx.location,
-                "id": f"/subscriptions/{ctx.subscription}/resourceGroups/{ctx.resource_group}",
+                "properties": {"provisioningState": "Succeeded"},
             }
         if lowered == "resourceid":
             return resource_id(ctx, [str(a) for a in args])
-        if lowered == "uniquestring":
-            ctx.notes.append(
-                Finding(self.path, "uniqueString() computed locally: the value differs from Azure's", "note", False)
-            )
-            digest = hashlib.sha256("-".join(str(a) for a in args).encode()).digest()
-            return base64.b32encode(digest).decode().lower()[:13]
-        raise ExpressionError(f"the function {name}() is not supported locally (supported: {', '.join(SUPPORTED)})")
+        if lowered == "subscriptionresourceid":
+            return _scoped_id(f"/subscriptions/{ctx.subscription}", [str(a) for a in args], name, subscription=True)
+        if lowered == "tenantresourceid":
+            return _scoped_id("", [str(a) for a in args], name)
+        if lowered == "extensionresourceid":
+            if len(args) < 3:
+                raise ExpressionError("extensionResourceId() needs a resource ID, a type and a name")
+            return _scoped_id(str(args[0]), [str(a) for a in args[1:]], name)
+        if lowered == "utcnow":
+            return arm_functions.format_time(ctx.now, *(str(a) for a in args[:1]))
+        if lowered == "newguid":
+            return str(uuid.uuid4())
+        try:
+            return arm_functions.call(name, args)
+        except KeyError:
+            raise ExpressionError(f"{name}() is not an ARM template function") from None
 
     def variable(self, name: str) -> Any:
         ctx = self.ctx
         found = named(ctx.variables, name)
         if found is None:
             raise ExpressionError(f"variable {name!r} is not defined")
-        name = found
-        if name in ctx._evaluating:
-            raise ExpressionError(f"variable {name!r} refers to itself")
-        ctx._evaluating.add(name)
+        if found in ctx._evaluating:
+            raise ExpressionError(f"variable {found!r} refers to itself")
+        ctx._evaluating.add(found)
         try:
-            return self.resolve(ctx.variables[name], f"variables.{name}")
+            return self.resolve(ctx.variables[found], f"variables.{found}")
+        except ExpressionError as exc:
+            raise type(exc)(f"variable {found!r}: {exc}") from None
         finally:
-            ctx._evaluating.discard(name)
+            ctx._evaluating.discard(found)
+
+
+def evaluate(text: str, ctx: Context, resolve: Callable[[Any, str], Any] | None = None) -> Any:
+    """The value of one expression (without its brackets)."""
+    return _Evaluator(ctx, resolve or (lambda value, _where: value)).value(_Parser(text).parse())
 
 
 def named(mapping: dict[str, Any], name: str) -> str | None:
@@ -233,10 +393,20 @@ def named(mapping: dict[str, Any], name: str) -> str | None:
     return next((key for key in mapping if key.lower() == lowered), None)
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "True" if value else "False"
-    return value if isinstance(value, str) else json.dumps(value)
+def _split_type(kind: str, names: list[str], function: str) -> str:
+    namespace, *types = kind.split("/")
+    if not types or len(names) != len(types):
+        raise ExpressionError(f"{function}() for {kind} needs {len(types)} name(s), got {len(names)}")
+    segments = "/".join(f"{t}/{n}" for t, n in zip(types, names, strict=True))
+    return f"/providers/{namespace}/{segments}"
+
+
+def _scoped_id(scope: str, args: list[str], function: str, *, subscription: bool = False) -> str:
+    if subscription and args and "/" not in args[0]:  # subscriptionResourceId(subscriptionId, type, ...)
+        scope, args = f"/subscriptions/{args[0]}", args[1:]
+    if not args or "/" not in args[0]:
+        raise ExpressionError(f"{function}() needs a resource type such as 'Microsoft.Compute/galleries'")
+    return scope + _split_type(args[0], args[1:], function)
 
 
 def resource_id(ctx: Context, args: list[str]) -> str:
@@ -247,34 +417,40 @@ def resource_id(ctx: Context, args: list[str]) -> str:
     scope, kind, names = args[:type_index], args[type_index], args[type_index + 1 :]
     subscription = scope[0] if len(scope) == 2 else ctx.subscription
     group = scope[-1] if scope else ctx.resource_group
-    namespace, *types = kind.split("/")
-    if len(names) != len(types):
-        raise ExpressionError(f"resourceId() for {kind} needs {len(types)} name(s), got {len(names)}")
-    segments = "/".join(f"{t}/{n}" for t, n in zip(types, names, strict=True))
-    return f"/subscriptions/{subscription}/resourceGroups/{group}/providers/{namespace}/{segments}"
+    return f"/subscriptions/{subscription}/resourceGroups/{group}" + _split_type(kind, names, "resourceId")
 
 
 # --- resolving a document ----------------------------------------------------------------
 
 
 def resolve(value: Any, ctx: Context, path: str, errors: list[Finding]) -> Any:
-    """`value` with every expression evaluated; problems are added to `errors`."""
+    """`value` with every expression evaluated; problems are added to `errors`, and the
+    expressions that could not be evaluated are left as they are, their paths in
+    `ctx.unevaluated`. A variable is evaluated where it is used: a problem in it is
+    reported there (so nothing is computed from a value that is not known)."""
 
-    def walk(item: Any, where: str) -> Any:
+    def walk(item: Any, where: str, strict: bool = False) -> Any:
         if isinstance(item, dict):
             # ARM evaluates property names too (userAssignedIdentities keys are resourceId()s).
-            return {_key(walk(k, where)): walk(v, key_path(where, str(k))) for k, v in item.items()}
+            return {_key(walk(k, where, strict)): walk(v, key_path(where, str(k)), strict) for k, v in item.items()}
         if isinstance(item, list):
-            return [walk(v, f"{where}[{i}]") for i, v in enumerate(item)]
+            return [walk(v, f"{where}[{i}]", strict) for i, v in enumerate(item)]
         if isinstance(item, str) and item.startswith("[") and item.endswith("]"):
             if item.startswith("[["):
                 return item[1:]
+            if strict:
+                return evaluate(item[1:-1], ctx, strict_walk)
             try:
-                return _Parser(item[1:-1], ctx, where, walk).parse()
+                return evaluate(item[1:-1], ctx, strict_walk)
             except ExpressionError as exc:
-                errors.append(Finding(where, f"{exc} (in {item})"))
+                ctx.unevaluated.append(where)
+                local = isinstance(exc, NotLocal)
+                errors.append(Finding(where, f"{exc} (in {item})", "error", not local))
                 return item
         return item
+
+    def strict_walk(item: Any, where: str) -> Any:
+        return walk(item, where, True)
 
     return walk(value, path)
 

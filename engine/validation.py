@@ -147,12 +147,20 @@ class LoadOptions:
     location: str = DEFAULT_LOCATION
 
 
-def _documents(raw: Any, options: LoadOptions, findings: list[Finding]) -> list[tuple[str, dict[str, Any]]]:
-    """The image-template resources of a file, with ARM expressions resolved."""
+def _documents(
+    raw: Any, path: Path, options: LoadOptions, findings: list[Finding], unevaluated: list[str]
+) -> list[tuple[str, dict[str, Any]]]:
+    """The image-template resources of a file, with ARM expressions resolved; the JSON
+    paths of expressions left unevaluated are added to `unevaluated`."""
+    ctx = arm.Context.for_file(path, options.subscription, options.resource_group, options.location)
+    ctx.unevaluated = unevaluated
     if isinstance(raw, dict) and isinstance(raw.get("resources"), list):
-        ctx = arm.Context(options.subscription, options.resource_group, options.location)
+        if isinstance(raw.get("contentVersion"), str):
+            ctx.content_version = raw["contentVersion"]
         values = arm.parameter_values(raw, options.parameters, findings)
+        ctx.in_defaults = True
         ctx.parameters = arm.resolve(values, ctx, "parameters", findings)
+        ctx.in_defaults = False
         variables = raw.get("variables")
         ctx.variables = variables if isinstance(variables, dict) else {}
         documents = []
@@ -168,7 +176,6 @@ def _documents(raw: Any, options: LoadOptions, findings: list[Finding]) -> list[
         if not documents:
             findings.append(Finding("resources", f"no resource of type {RESOURCE_TYPE} in this deployment"))
         return documents
-    ctx = arm.Context(options.subscription, options.resource_group, options.location)
     if isinstance(raw, dict) and "properties" in raw:
         if "type" not in raw:
             findings.append(Finding("type", f"absent; read as {RESOURCE_TYPE}", "note", False))
@@ -193,7 +200,10 @@ def load_templates(
     raw = read_json(path)
     if _depth(raw) > MAX_DEPTH:
         raise TemplateError(str(path), [Finding("", f"nested more than {MAX_DEPTH} levels deep")])
-    documents = _documents(raw, options, findings)
+    # Values not known here (an expression that needs Azure, a placeholder not filled in):
+    # reported once, and the rest of the template is still checked without them.
+    unknown: list[str] = []
+    documents = _documents(raw, path, options, findings, unknown)
     filled = []
     for prefix, document in documents:
         unfilled: list[Finding] = []
@@ -203,6 +213,7 @@ def load_templates(
         if document.get("__bare__"):  # the file holds what is under "properties"
             unfilled = [Finding(_unbare(f.path), f.message, f.severity, f.aib_rejects) for f in unfilled]
         findings += unfilled
+        unknown += [f.path for f in unfilled]
     documents = filled
     if options.template_name is not None:
         names = [str(d.get("name", "")) for _, d in documents]
@@ -210,8 +221,6 @@ def load_templates(
         if not documents:
             wanted = options.template_name
             findings.append(Finding("", f"no image template named {wanted!r} here (names: {', '.join(names)})"))
-    if any(f.severity == "error" for f in findings):
-        raise TemplateError(str(path), findings)
 
     loaded: list[LoadedTemplate] = []
     failed: list[Finding] = list(findings)
@@ -229,14 +238,20 @@ def load_templates(
                 Finding(f.path, f.message, "error", True) if f.severity == "warning" and f.aib_rejects else f
                 for f in doc_findings
             ]
+        doc_findings = [f for f in doc_findings if not _under(f.path, unknown)]
         failed += doc_findings
-        if result is not None and not any(f.severity == "error" for f in doc_findings):
+        if result is not None and not any(f.severity == "error" for f in findings + doc_findings):
             result.findings = findings + doc_findings
             result.options = options
             loaded.append(result)
     if any(f.severity == "error" for f in failed):
         raise TemplateError(str(path), failed)
     return loaded
+
+
+def _under(path: str, roots: list[str]) -> bool:
+    """Whether `path` is one of `roots` or inside one."""
+    return any(path == root or path.startswith((root + ".", root + "[")) for root in roots if root)
 
 
 def _unbare(path: str) -> str:

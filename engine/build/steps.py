@@ -77,8 +77,11 @@ class StepRunner:
         ctx.events.emit("step-started", step=name, detail=step.label, command=" ".join(step.argv))
         code: int | None = None
         status = "failed"
+        denied = False
 
         def sink(stream: str, line: str) -> None:
+            nonlocal denied
+            denied = denied or "Permission denied" in line
             ctx.events.emit("output", step=name, stream=stream, line=line)
 
         try:
@@ -102,8 +105,9 @@ class StepRunner:
             allowed = "" if step.ok_codes == (0,) else f" (valid exit codes: {list(step.ok_codes)})"
             windows = step.windows_codes or ctx.os_type == "Windows"
             meaning = exitcodes.explain(code) if windows else ""
+            hint = f" ({step.denied_hint})" if denied and step.denied_hint else ""
             raise BuildFailed(
-                f"{name} failed with exit code {code}{allowed}" + (f": {meaning}" if meaning else ""),
+                f"{name} failed with exit code {code}{allowed}" + (f": {meaning}" if meaning else "") + hint,
                 step=name,
                 exit_code=code,
             )
@@ -125,6 +129,7 @@ class StepRunner:
                 label=redact_uri(step.label),
                 windows_codes=step.suffix == ".ps1",
                 script=(path, step.script),
+                denied_hint=step.denied_hint,
             ),
         )
 

@@ -27,6 +27,8 @@ def serialize(step: Any, base: Path) -> dict[str, Any]:
         if isinstance(data.get(key), tuple):
             data[key] = list(data[key])
     data.pop("label", None)
+    if not data.get("denied_hint"):
+        data.pop("denied_hint", None)
     if isinstance(step, PutFile):
         data["source"] = str(step.source.relative_to(base))
     return data

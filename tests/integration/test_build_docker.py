@@ -34,8 +34,8 @@ def test_quickstart_fixture_builds_a_managed_image(
 ) -> None:
     result = cli("build", str(ROOT / "fixtures/templates/quickstart.json"), "--network", "none")
     assert result.code == 0, result.output
-    assert "setup.sh running as packer" in result.stdout
-    assert "motd installed" in result.stdout
+    assert "setup.sh running as root" in result.stdout
+    assert "motd installed by packer" in result.stdout
 
     image_id = (
         f"/subscriptions/{SUBSCRIPTION}/resourceGroups/aib-local/providers/Microsoft.Compute/images/quickstart-image"

@@ -16,7 +16,8 @@ pytestmark = [pytest.mark.ssh, pytest.mark.docker]
 def test_quickstart_over_ssh_captures_a_managed_image(cli: Any, sshd: Any, docker_client: Any) -> None:
     result = cli("build", str(ROOT / "fixtures/templates/quickstart.json"), *sshd.cli_args())
     assert result.code == 0, result.output
-    assert "setup.sh running as builder" in result.stdout
+    assert "setup.sh running as root" in result.stdout
+    assert "motd installed by builder" in result.stdout
     assert "customizers run as 'builder' with passwordless sudo" in result.stdout
     image_id = managed_image_id("quickstart-image").replace("/tests/", "/aib-local/")
     record = json.loads(cli("show", image_id).stdout)
