@@ -47,7 +47,7 @@ class TextReporter:
             text = f"==> {step}" + (f": {event['detail']}" if event.get("detail") else "")
         elif kind == "step-finished":
             code = event.get("exitCode")
-            result = "ok" if event["status"] == "succeeded" else event["status"].upper()
+            result = {"succeeded": "ok", "rebooted": "rebooted"}.get(event["status"], event["status"].upper())
             text = (
                 f"<== {step}: {result}"
                 + (f" (exit {code})" if code is not None else "")
@@ -123,9 +123,10 @@ class RichReporter:
                 self.console.print(f"  [dim]{escape(event['step'])} |[/dim] {escape(self.tail)}")
         elif kind == "step-finished":
             self._stop()
-            ok = event["status"] == "succeeded"
             code = event.get("exitCode")
-            mark = "[green]ok[/green]" if ok else f"[red]{event['status'].upper()}[/red]"
+            mark = {"succeeded": "[green]ok[/green]", "rebooted": "[yellow]rebooted[/yellow]"}.get(
+                event["status"], f"[red]{event['status'].upper()}[/red]"
+            )
             exit_text = f" (exit {code})" if code is not None else ""
             self.console.print(
                 f"[bold cyan]<==[/bold cyan] {escape(event['step'])}: {mark}{exit_text} in {event['duration']:.1f}s"

@@ -33,6 +33,7 @@ class StoredOptions(_Record):
 
     target: str = "docker"
     network: str | None = None
+    init: str = "auto"
     deprovision: str = "generic"
     allow_any_destination: bool = False
     powershell_strict: bool = False

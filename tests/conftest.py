@@ -48,12 +48,14 @@ def base_image(docker_client: Any) -> str:
 
 @pytest.fixture(scope="session")
 def no_sudo_image(docker_client: Any, base_image: str) -> str:
-    """The base image with sudo purged: builds must fall back to root + pass-through sudo."""
+    """The base image with sudo purged: builds must fall back to root + pass-through sudo.
+    Tagged with the base image's ID, so that a new base image makes a new one."""
     import docker.errors
 
+    name = f"{NO_SUDO_IMAGE.split(':')[0]}:{docker_client.images.get(base_image).id.split(':')[-1][:12]}"
     try:
-        docker_client.images.get(NO_SUDO_IMAGE)
-        return NO_SUDO_IMAGE
+        docker_client.images.get(name)
+        return name
     except docker.errors.ImageNotFound:
         pass
     container = docker_client.containers.run(
@@ -64,11 +66,11 @@ def no_sudo_image(docker_client: Any, base_image: str) -> str:
     )
     try:
         assert container.wait(timeout=120)["StatusCode"] == 0
-        repository, tag = NO_SUDO_IMAGE.split(":")
+        repository, tag = name.split(":")
         container.commit(repository=repository, tag=tag, conf={"Cmd": ["/bin/bash"]})
     finally:
         container.remove(force=True)
-    return NO_SUDO_IMAGE
+    return name
 
 
 @pytest.fixture

@@ -44,6 +44,7 @@ class FakeTarget(Target):
         self.build_user = "packer"
         self.os_type = self.os
         self.notes = ["a fake target: nothing runs"]
+        self.warnings: list[str] = []
         self.commands: list[Command] = []
         self.files: dict[str, bytes] = {}
         self.restarts: list[str] = []

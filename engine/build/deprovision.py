@@ -23,13 +23,37 @@ MISSING_WINDOWS_SCRIPT = (
     "created from the Image may not boot. Please make sure the deprovisioning script is not accidentally "
     "deleted by a Customizer in the Template."
 )
-WAAGENT_DEPROVISION = """WAAGENT=/usr/sbin/waagent
+# AIB's default Linux deprovision command, as AIB runs it.
+AIB_DEPROVISION = """WAAGENT=/usr/sbin/waagent
 waagent -version 1> /dev/null 2>&1
 if [ $? -eq 0 ]; then
   WAAGENT=waagent
 fi
 $WAAGENT -force -deprovision+user && export HISTSIZE=0 && sync
 """
+# In a container Docker bind-mounts /etc/resolv.conf, /etc/hosts and /etc/hostname, and
+# waagent cannot delete them (EBUSY: it stops with a traceback). A sitecustomize module on
+# PYTHONPATH (waagent is Python) empties such a file instead, and says so; nothing else of
+# the command changes, and on a VM it never comes into play.
+MOUNTED_FILES_SHIM = r"""shim=$(mktemp -d /tmp/.aib-local-deprovision.XXXXXX)
+trap 'rm -rf "$shim"' EXIT
+cat > "$shim/sitecustomize.py" <<'PYTHON'
+import errno, os, sys
+_MOUNTED = {"/etc/resolv.conf", "/etc/hosts", "/etc/hostname"}
+_remove = os.remove
+def _remove_mounted(path, *args, **kwargs):
+    try:
+        return _remove(path, *args, **kwargs)
+    except OSError as exc:
+        if exc.errno != errno.EBUSY or os.path.realpath(path) not in _MOUNTED:
+            raise
+        open(path, "w").close()
+        print(f"aib-local: {path} is mounted by Docker in a container: emptied instead of deleted", file=sys.stderr)
+os.remove = os.unlink = _remove_mounted
+PYTHON
+export PYTHONPATH="$shim${PYTHONPATH:+:$PYTHONPATH}"
+"""
+WAAGENT_DEPROVISION = MOUNTED_FILES_SHIM + AIB_DEPROVISION
 FIND_WAAGENT = "command -v waagent >/dev/null 2>&1 || [ -x /usr/sbin/waagent ]"
 # One probe: 10 = a customizer wrote the override, 11 = waagent is there, else neither.
 PROBE_LINUX = f"test -f {OVERRIDE_LINUX} && exit 10; {FIND_WAAGENT} && exit 11; exit 0"

@@ -30,6 +30,7 @@ def start_target(ctx: BuildContext, steps: StepRunner) -> None:
             os_type=ctx.os_type,
             vm_size=ctx.props.vm_profile.vm_size,
             network=options.network,
+            init=options.init,
             ssh=options.ssh,
         )
     )
@@ -39,6 +40,8 @@ def start_target(ctx: BuildContext, steps: StepRunner) -> None:
     finally:
         for note in target.notes:
             ctx.events.info(note, step="start-target")
+        for warning in target.warnings:
+            ctx.events.warning(warning)
     build_running(ctx)
     ctx.os_type = target.os_type
     if ctx.os_type == "Linux":

@@ -30,6 +30,7 @@ class BuildOptions:
     store: Path | None = None
     catalogue: Path | None = None
     network: str | None = None
+    init: str = "auto"  # containers: auto | systemd | none
     on_error: str | None = None  # cleanup | abort | ask; None: the template's errorHandling
     deprovision: str = "generic"  # for images without waagent: generic | skip
     powershell_strict: bool = False
@@ -49,6 +50,7 @@ class BuildOptions:
         return StoredOptions(
             target=self.target,
             network=self.network,
+            init=self.init,
             deprovision=self.deprovision,
             allow_any_destination=self.allow_any_destination,
             powershell_strict=self.powershell_strict,
@@ -64,6 +66,7 @@ class BuildOptions:
             self,
             target=saved.target,
             network=self.network or saved.network,
+            init=self.init if self.init != "auto" else saved.init,
             deprovision=saved.deprovision,
             allow_any_destination=self.allow_any_destination or saved.allow_any_destination,
             powershell_strict=self.powershell_strict or saved.powershell_strict,

@@ -50,7 +50,8 @@ def resolve(ctx: BuildContext) -> Source:
     if continuation is not None and continuation.image is not None:
         source = Source(dict(continuation.record.source), continuation.image)
         ctx.events.info(
-            f"resuming build {continuation.record.build_id} from its checkpoint before customize[{continuation.first}]"
+            f"resuming build {continuation.record.build_id} from its checkpoint before customize[{continuation.first}] "
+            "(the checkpoint boots as a machine does: /tmp starts empty, /var/tmp keeps what was there)"
         )
     elif isinstance(declared, m.PlatformImageSource):
         source = platform_image(declared, ctx.options.catalogue)

@@ -17,7 +17,7 @@ from engine import exitcodes
 from engine.build.context import BuildContext
 from engine.errors import BuildFailed, BuildTimeout
 from engine.fetch import redact_uri
-from engine.targets.base import Command, CommandTimeout, TargetError
+from engine.targets.base import Command, CommandTimeout, Rebooted, TargetError
 
 PROBE_TIMEOUT = 60.0
 
@@ -97,6 +97,14 @@ class StepRunner:
                 f"buildTimeoutInMinutes ({ctx.deadline.minutes}) expired during {name}; the step was killed",
                 step=name,
             ) from None
+        except Rebooted as exc:
+            # A Shell step that reboots ends with the machine going down, as on the build VM:
+            # not a failure; the next step runs on the machine booted again.
+            status, code = "rebooted", None
+            ctx.events.info(f"{name}: {exc}", step=name)
+            if exc.warning:
+                ctx.events.warning(f"{name}: {exc.warning}")
+            return 0
         except TargetError as exc:
             raise BuildFailed(f"{name} failed: {exc}", step=name) from None
         finally:

@@ -138,6 +138,15 @@ def report(results: list[Any], output: str) -> None:
     "--network", help="Container network: host, none, bridge or a name [default: bridge where it exists, else host]."
 )
 @click.option(
+    "--init",
+    "init",
+    type=click.Choice(["auto", "systemd", "none"]),
+    default="auto",
+    show_default=True,
+    help="Container builds: systemd as PID 1, like the build VM (auto: where the image has systemd); "
+    "none: a keep-alive process (no services, no real reboots).",
+)
+@click.option(
     "--on-error",
     type=click.Choice(["cleanup", "abort", "ask"]),
     help="abort keeps the target for inspection, ask asks (on a terminal) "
@@ -206,6 +215,7 @@ def build(
     store: Path | None,
     catalogue: Path | None,
     network: str | None,
+    init: str,
     on_error: str | None,
     deprovision: str,
     allow_any_destination: bool,
@@ -252,6 +262,7 @@ def build(
         store=store,
         catalogue=catalogue,
         network=network,
+        init=init,
         on_error=on_error,
         deprovision=deprovision,
         allow_any_destination=allow_any_destination,

@@ -30,6 +30,16 @@ class CommandTimeout(TargetError):
     """A command outlived its timeout; it has been killed inside the target."""
 
 
+class Rebooted(TargetError):
+    """The machine rebooted during a command (a Shell step's `reboot`): the command ended
+    with the machine going down, and the machine is back up. Not a failure; `warning`
+    says what did not come back (failed units)."""
+
+    def __init__(self, message: str, warning: str = "") -> None:
+        super().__init__(message)
+        self.warning = warning
+
+
 @dataclass(frozen=True)
 class Command:
     """A command for a target: argv, run as the build user or as root."""
@@ -53,6 +63,7 @@ class OpenRequest:
     os_type: str = "Linux"
     vm_size: str = ""
     network: str | None = None
+    init: str = "auto"  # containers: systemd as PID 1 where the image has it (auto), systemd, or none
     ssh: SshOptions = field(default_factory=SshOptions)
 
 
@@ -144,7 +155,8 @@ class Target(ABC):
         return self.kind
 
     os_type: str = "Linux"
-    notes: list[str]
+    notes: list[str]  # said once the target has started
+    warnings: list[str]  # said as warnings (a degraded boot)
 
     def commit(self, repository: str, tag: str, base_image: str) -> str:
         """A local image of the machine's filesystem; returns its ID."""

@@ -40,8 +40,8 @@ from engine.images import (
     labels,
     reason,
 )
-from engine.targets import posix, runner, terminal
-from engine.targets.base import Command, CommandTimeout, OpenRequest, OutputSink, Target, TargetError
+from engine.targets import posix, runner, systemd, terminal
+from engine.targets.base import Command, CommandTimeout, OpenRequest, OutputSink, Rebooted, Target, TargetError
 from engine.vmsizes import vm_limits
 
 BUILD_USER = "packer"
@@ -107,6 +107,7 @@ class DockerTarget(Target):
         vm_size: str = "",
         network: str | None = None,
         os_type: str = "Linux",
+        init: str = "auto",
     ) -> None:
         self.client = client
         self.image = image
@@ -115,11 +116,14 @@ class DockerTarget(Target):
         self.vm_size = vm_size
         self.network = network
         self.os_type = os_type
+        self.init = init  # auto | systemd | none
+        self.machine: systemd.SystemdContainer | None = None  # when systemd is the container's PID 1
         self.container: Container | None = None
         self.build_user = "root"
         self._uid = 0
         self._gid = 0
         self.notes: list[str] = []
+        self.warnings: list[str] = []
         self._sessions: dict[str, runner.Session] = {}
 
     @property
@@ -154,25 +158,34 @@ class DockerTarget(Target):
             mem = min(mem, info_mem)
         network = self._network()
         self.notes.append(f"vmSize {note}; container limits {cpus:g} CPU, {mem / (1 << 30):.1f} GiB; network {network}")
+        settings: dict[str, Any] = {
+            "name": self.name,
+            "detach": True,
+            "labels": labels(self.build_id, self.template),
+            "network_mode": network,
+            "nano_cpus": int(cpus * 1e9),
+            "mem_limit": mem,
+            "hostname": "aib-build" if network not in ("host",) else None,
+        }
         try:
-            self.container = self.client.containers.run(
-                self.image,
-                entrypoint=KEEPALIVE,
-                command=[],
-                name=self.name,
-                detach=True,
-                init=True,
-                labels=labels(self.build_id, self.template),
-                network_mode=network,
-                nano_cpus=int(cpus * 1e9),
-                mem_limit=mem,
-                hostname="aib-build" if network not in ("host",) else None,
-            )
+            if self.init != "none" and self.os_type == "Linux":
+                self.machine = systemd.SystemdContainer.create(
+                    self.client, self.image, self.name, settings, required=self.init == "systemd"
+                )
+                self.notes.append(self.machine.note if self.machine else systemd.NO_SYSTEMD)
+                self.container = self.machine.container if self.machine else None
+            if self.container is None:
+                self.container = self.client.containers.run(
+                    self.image, entrypoint=KEEPALIVE, command=[], init=True, **settings
+                )
         except docker.errors.ImageNotFound:
             raise EnvironmentProblem(f"image {self.image} disappeared before the build started") from None
         except docker.errors.DockerException as exc:
             raise TargetError(f"cannot start a container from {self.image}: {reason(exc)}") from None
         failpoints.hit("target:started")
+        if self.machine:
+            self.notes.append(self.machine.await_boot(systemd.BOOT_TIMEOUT, "booted"))
+            self.warnings += self.machine.degraded()
         self._prepare_user()
 
     def _prepare_user(self) -> None:
@@ -201,6 +214,7 @@ class DockerTarget(Target):
             vm_size=request.vm_size,
             network=request.network,
             os_type=request.os_type,
+            init=request.init,
         )
 
     @classmethod
@@ -229,11 +243,15 @@ class DockerTarget(Target):
         )
         target.container = container
         target.build_user, target._uid, target._gid = info["buildUser"], info["uid"], info["gid"]
+        if info.get("systemd"):
+            target.machine = systemd.SystemdContainer(client, container, str(info["systemd"]))
         if container.status != "running":
             try:
                 container.start()
             except docker.errors.DockerException as exc:
                 raise TargetError(f"cannot start the kept container {info['name']}: {reason(exc)}") from None
+            if target.machine:
+                target.machine.await_boot(min(systemd.BOOT_TIMEOUT, within or systemd.BOOT_TIMEOUT), "booted")
         return target
 
     def info(self) -> dict[str, Any]:
@@ -248,6 +266,7 @@ class DockerTarget(Target):
             "uid": self._uid,
             "gid": self._gid,
             "osType": self.os_type,
+            "systemd": self.machine.init if self.machine else "",
         }
 
     def interactive_shell(self) -> int:
@@ -297,13 +316,19 @@ class DockerTarget(Target):
         user = "root" if command.as_root else self.build_user
         line = posix.command_line(command)
         try:
-            return runner.run_step(
+            code = runner.run_step(
                 self._session(user), uuid.uuid4().hex[:12], line, command.script, sink, timeout, self._kill
             )
+            # `systemctl reboot` returns at once: a script may end before the machine goes down.
+            if self.machine and command.script and systemd.may_reboot(command.script[1]):
+                self._reboot_if_going_down(timeout)
+            return code
         except runner.StepTimedOut:
             raise CommandTimeout(f"timed out after {timeout:.0f}s; the process was killed in the container") from None
         except runner.RunnerGone as exc:
             self._sessions.pop(user, None)
+            if self.machine and self.machine.rebooted(timeout):
+                self._rebooted()
             gone = self.gone()
             deadline = time.monotonic() + 3  # the engine updates the state a moment after the stream ends
             while not gone and time.monotonic() < deadline:
@@ -312,6 +337,17 @@ class DockerTarget(Target):
             if gone:
                 raise TargetError(f"the target went away during the step: {gone}") from None
             raise TargetError(f"lost the step runner in {self.name} ({exc})") from None
+
+    def _reboot_if_going_down(self, timeout: float | None) -> None:
+        assert self.machine is not None
+        if self.machine.going_down() and self.machine.rebooted(timeout):
+            self._rebooted()
+
+    def _rebooted(self) -> None:
+        assert self.machine is not None
+        self._close_sessions()
+        message = f"{self.name} rebooted during the step; {self.machine.last_boot}"
+        raise Rebooted(message, " ".join(self.machine.degraded())) from None
 
     def gone(self) -> str:
         """Why the container is no longer running ('' while it runs)."""
@@ -364,8 +400,13 @@ class DockerTarget(Target):
             raise TargetError(f"cannot write {destination}: {reason(exc)}") from None
 
     def restart(self, command: str, timeout: float, report: Callable[[str], None]) -> None:
-        """Restart the container itself (the restart command does not apply to a container)."""
+        """Reboot: with systemd, a real `systemctl reboot`; else restart the container itself
+        (the restart command does not apply to a container)."""
         container = self._require()
+        if self.machine:
+            self._close_sessions()
+            self.machine.reboot(timeout, report)
+            return
         report(f"restarting container {self.name} (a container restarts instead of running {command!r})")
         self._close_sessions()
         try:
@@ -393,8 +434,9 @@ class DockerTarget(Target):
 
     def prepare_capture(self) -> None:
         """Take the build user, its sudoers entry or the sudo shim back out of the image."""
+        undo = REMOVE_USER.replace("{user}", BUILD_USER) + (systemd.REMOVE_DROPIN if self.machine else "")
         self.run(
-            Command(["/bin/sh", "-c", REMOVE_USER.replace("{user}", BUILD_USER)], as_root=True),
+            Command(["/bin/sh", "-c", undo], as_root=True),
             lambda _s, _l: None,
             timeout=60,
         )

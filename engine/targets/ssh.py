@@ -264,6 +264,7 @@ class SshTarget(Target):
         self.link = SshLink(endpoint, options)
         self.build_user = endpoint.user
         self.notes: list[str] = []
+        self.warnings: list[str] = []
         self.os_type = "Linux"
         self._started = False
         self._sessions: dict[bool, runner.Session] = {}

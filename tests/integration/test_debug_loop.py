@@ -76,7 +76,7 @@ def test_checkpoints_let_a_build_resume_after_the_last_good_step(
     cli: Any, write_template: Any, base_image: str, leftovers: Any, docker_client: Any
 ) -> None:
     steps = [
-        {"type": "Shell", "name": "slow-setup", "inline": ["echo SETUP-RAN", "echo state > /tmp/state"]},
+        {"type": "Shell", "name": "slow-setup", "inline": ["echo SETUP-RAN", "echo state > /var/tmp/state"]},
         {"type": "Shell", "name": "second", "inline": ["echo SECOND-RAN"]},
         {"type": "Shell", "name": "broken", "inline": ["exit 9"]},
     ]
@@ -86,7 +86,7 @@ def test_checkpoints_let_a_build_resume_after_the_last_good_step(
     build_id = build_id_of(first)
     assert first.stdout.count("checkpoint after") == 2
 
-    steps[2]["inline"] = ["cat /tmp/state", "echo FIXED"]
+    steps[2]["inline"] = ["cat /var/tmp/state", "echo FIXED"]
     write_template(template("resume", steps))
     resumed = cli("build", "--resume", build_id, "--network", "none")
     assert resumed.code == 0, resumed.output

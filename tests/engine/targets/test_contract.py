@@ -16,13 +16,20 @@ from engine.targets.registry import attach, for_spec
 from tests.support import start_sshd
 
 
-@pytest.fixture(params=[pytest.param("docker", marks=pytest.mark.docker), pytest.param("ssh", marks=pytest.mark.ssh)])
+@pytest.fixture(
+    params=[
+        pytest.param("docker", marks=pytest.mark.docker),  # systemd as PID 1 (the base image has it)
+        pytest.param("docker-init-none", marks=pytest.mark.docker),  # a keep-alive PID 1
+        pytest.param("ssh", marks=pytest.mark.ssh),
+    ]
+)
 def target(request: Any, docker_client: Any, base_image: str, tmp_path: Path) -> Iterator[Target]:
     created: Target
     server = None
-    if request.param == "docker":
-        request = OpenRequest("docker", "contract-test", template="t", image=base_image, network="none")
-        created = for_spec("docker").open(request)
+    if request.param.startswith("docker"):
+        init = "none" if request.param == "docker-init-none" else "auto"
+        opening = OpenRequest("docker", "contract-test", template="t", image=base_image, network="none", init=init)
+        created = for_spec("docker").open(opening)
     else:
         image = request.getfixturevalue("sshd_image")
         server = start_sshd(docker_client, image, tmp_path / "sshd")
@@ -114,12 +121,13 @@ def test_export_is_a_tar_of_the_root_filesystem(target: Target) -> None:
 
 
 def test_restart_and_reconnect(target: Target) -> None:
-    target.put(b"kept", "/tmp/marker")
+    # /var/tmp: a booting systemd empties /tmp, on a VM as in a container.
+    target.put(b"kept", "/var/tmp/marker")
     _, before = run(target, "cut -d' ' -f22 /proc/1/stat")
     phases: list[str] = []
     # An sshd container restarts when its PID 1 stops; a Docker target restarts its container.
     target.restart("kill 1", 60, phases.append)
-    assert run(target, "cat /tmp/marker")[1] == [("stdout", "kept")]
+    assert run(target, "cat /var/tmp/marker")[1] == [("stdout", "kept")]
     assert run(target, "cut -d' ' -f22 /proc/1/stat")[1] != before
     assert phases and ("back up" in phases[-1] or "running again" in phases[-1])
 

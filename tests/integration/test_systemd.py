@@ -1,0 +1,198 @@
+"""Build containers that behave like the build VM: systemd as PID 1, services that keep
+running between steps, reboots inside Shell steps, and AIB's real deprovision (waagent)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import managed_image_id, run_image, template
+
+pytestmark = pytest.mark.docker
+
+UNIT = """[Unit]
+Description=a web page served from the image
+[Service]
+ExecStart=/usr/bin/python3 -m http.server 8088 --bind 127.0.0.1 --directory /srv/hello
+Restart=always
+[Install]
+WantedBy=multi-user.target
+"""
+PID1_STARTED = "cut -d' ' -f22 /proc/1/stat"
+REACH = "for i in $(seq 50); do curl -fsS http://127.0.0.1:8088/ && exit 0; sleep 0.1; done; exit 1"
+
+
+def image(cli: Any, name: str) -> str:
+    record = json.loads(cli("show", managed_image_id(name)).stdout)
+    return str(record["aibLocal"]["dockerImage"])
+
+
+def events(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def test_a_service_runs_across_steps_and_a_reboot_and_waagent_deprovisions(
+    cli: Any, write_template: Any, docker_client: Any, base_image: str, store: Path, leftovers: Any
+) -> None:
+    steps = [
+        {"type": "File", "name": "unit", "sourceUri": "hello.service", "destination": "/tmp/hello.service"},
+        {
+            "type": "Shell",
+            "name": "install",
+            "inline": [
+                "sudo mkdir -p /srv/hello /etc/ssh /var/lib/dhcp",
+                "echo hello-from-a-service | sudo tee /srv/hello/index.html",
+                "sudo cp /tmp/hello.service /etc/systemd/system/",
+                "sudo systemctl enable --now hello",
+                # what waagent's deprovision removes: SSH host keys, DHCP leases
+                "sudo touch /etc/ssh/ssh_host_test_key /var/lib/dhcp/dhclient.eth0.leases",
+                f"{PID1_STARTED} > /var/tmp/first-boot",
+            ],
+        },
+        {"type": "Shell", "name": "reach", "inline": [REACH]},
+        {"type": "Shell", "name": "reboot", "inline": ["echo going down", "sudo reboot", "sleep 60", "echo NEVER"]},
+        {
+            "type": "Shell",
+            "name": "after",
+            "inline": [
+                f'[ "$({PID1_STARTED})" != "$(cat /var/tmp/first-boot)" ] && echo NEW-BOOT',
+                "systemctl is-active hello",
+                REACH,
+            ],
+        },
+    ]
+    path = write_template(
+        template(
+            "systemd",
+            steps,
+            distribute=[
+                {
+                    "type": "ManagedImage",
+                    "imageId": managed_image_id("systemd"),
+                    "location": "westeurope",
+                    "runOutputName": "systemd",
+                }
+            ],
+        )
+    )
+    (path.parent / "hello.service").write_text(UNIT)
+    result = cli("build", str(path), "--network", "none", "--output", "json")
+    assert result.code == 0, result.output
+    seen = events(result.stdout)
+    finished = {e["step"]: e["status"] for e in seen if e["event"] == "step-finished"}
+    assert finished["customize[3] reboot"] == "rebooted"
+    assert finished["customize[4] after"] == "succeeded"
+    lines = [e["line"] for e in seen if e["event"] == "output"]
+    assert lines.count("hello-from-a-service") == 3  # tee, then reached before and after the reboot
+    assert "NEW-BOOT" in lines and "active" in lines
+    assert "going down" in lines and "NEVER" not in lines
+    assert any("systemd is the container's PID 1" in e.get("message", "") for e in seen)
+    log = next(store.glob("builds/*/customization.log")).read_text()
+    assert "ending customize[3] reboot: rebooted" in log
+    # AIB's own deprovision command ran, to the end, in the container.
+    assert "WARNING! All SSH host key pairs will be deleted." in lines
+    assert finished["deprovision"] == "succeeded"
+    out = run_image(
+        docker_client,
+        image(cli, "systemd"),
+        [
+            "sh",
+            "-c",
+            "ls /etc/ssh /var/lib/dhcp; grep ^root: /etc/shadow | cut -d: -f2; "
+            "ls /etc/systemd/system/multi-user.target.wants; ls /etc/systemd/system/systemd-reboot.service.d; echo end",
+        ],
+    )
+    assert "ssh_host_test_key" not in out and "dhclient.eth0.leases" not in out
+    assert "*LOCK*" in out  # waagent disabled root's password
+    assert "hello.service" in out  # the service stays enabled in the image
+    assert "No such file or directory" in out  # aib-local's reboot drop-in is taken out
+    assert leftovers() == []
+
+
+def test_a_step_that_fails_before_its_reboot_fails(
+    cli: Any, write_template: Any, base_image: str, leftovers: Any
+) -> None:
+    path = write_template(template("fails-first", [{"type": "Shell", "inline": ["false", "sudo reboot"]}]))
+    result = cli("build", str(path), "--network", "none")
+    assert result.code == 1, result.output
+    assert "customize[0] Shell failed with exit code 1" in result.stderr
+    assert "rebooted" not in result.stdout
+    assert leftovers() == []
+
+
+def test_a_degraded_boot_names_its_failed_units(cli: Any, write_template: Any, base_image: str, leftovers: Any) -> None:
+    unit = "[Service]\\nExecStart=/bin/false\\n[Install]\\nWantedBy=multi-user.target\\n"
+    steps = [
+        {
+            "type": "Shell",
+            "name": "broken-unit",
+            "inline": [
+                f"printf '{unit}' | sudo tee /etc/systemd/system/broken.service",
+                "sudo systemctl enable broken",
+            ],
+        },
+        {"type": "Shell", "name": "reboot", "inline": ["sudo systemctl reboot"]},
+        {"type": "Shell", "name": "after", "inline": ["systemctl is-system-running || true"]},
+    ]
+    result = cli("build", str(write_template(template("degraded", steps))), "--network", "none")
+    assert result.code == 0, result.output
+    assert "warning: customize[1] reboot: systemd booted degraded: broken.service failed" in result.stdout
+    assert "customize[2] after | degraded" in result.stdout
+    assert leftovers() == []
+
+
+def test_windows_restart_on_linux_reboots_systemd(
+    cli: Any, write_template: Any, base_image: str, leftovers: Any
+) -> None:
+    steps = [
+        {"type": "Shell", "name": "mark", "inline": [f"{PID1_STARTED} > /var/tmp/first-boot"]},
+        {"type": "WindowsRestart", "name": "restart"},
+        {
+            "type": "Shell",
+            "name": "after",
+            "inline": [f'[ "$({PID1_STARTED})" != "$(cat /var/tmp/first-boot)" ] && echo NEW-BOOT'],
+        },
+    ]
+    result = cli("build", str(write_template(template("restart", steps))), "--network", "none")
+    assert result.code == 0, result.output
+    assert "rebooting aib-local-restart-" in result.stdout and ": systemctl reboot" in result.stdout
+    assert "NEW-BOOT" in result.stdout
+    assert leftovers() == []
+
+
+def test_init_none_keeps_a_keep_alive_pid_1(cli: Any, write_template: Any, base_image: str, leftovers: Any) -> None:
+    path = write_template(template("no-init", [{"type": "Shell", "inline": ["cat /proc/1/comm"]}]))
+    result = cli("build", str(path), "--network", "none", "--init", "none")
+    assert result.code == 0, result.output
+    assert "systemd is the container's PID 1" not in result.stdout
+    assert "| systemd" not in result.stdout
+    assert leftovers() == []
+
+
+def test_an_image_without_systemd_falls_back_and_says_so(
+    cli: Any, write_template: Any, docker_client: Any, base_image: str, tmp_path: Path, leftovers: Any
+) -> None:
+    container = docker_client.containers.run(
+        base_image, ["rm", "-f", "/usr/lib/systemd/systemd"], detach=True, network_mode="none"
+    )
+    try:
+        assert container.wait(timeout=60)["StatusCode"] == 0
+        made = container.commit(repository="aib-local-test/no-systemd", tag=container.id[:12])
+    finally:
+        container.remove(force=True)
+    try:
+        catalogue = tmp_path / "catalogue.json"
+        catalogue.write_text(json.dumps({"Debian:debian-12:12:latest": made.id}))
+        path = write_template(template("fallback", [{"type": "Shell", "inline": ["echo built"]}]))
+        result = cli("build", str(path), "--network", "none", "--catalogue", str(catalogue))
+        assert result.code == 0, result.output
+        assert "the image has no systemd: a keep-alive process is the container's PID 1" in result.stdout
+        refused = cli("build", str(path), "--network", "none", "--catalogue", str(catalogue), "--init", "systemd")
+        assert refused.code == 1, refused.output
+        assert "--init systemd:" in refused.stderr and "has no systemd" in refused.stderr
+    finally:
+        docker_client.images.remove(made.id, force=True)
+    assert leftovers() == []
