@@ -3,7 +3,8 @@
     python bench/run.py [--runs 5] [--write bench/RESULTS.md]
 
 Workloads (each run alternates the tools, so they see the same machine state):
-  W1  20 Shell inline steps + one 5 MB File + ManagedImage
+  BOOT  `docker run` of the base image with systemd as PID 1, until systemd says "running"
+  W1  20 Shell inline steps + one 5 MB File + ManagedImage (systemd as PID 1, and --init none)
   W2  100 Shell inline steps + ManagedImage
   W3  one step writing 200 MB + VHD distribution (throughput and peak memory)
   W4  `aib-local validate` of 50 templates
@@ -144,6 +145,9 @@ class Bench:
             "aib-local": lambda: timed(
                 self.aib("build", str(path), "--network", "none", "--deprovision", "skip"), self.env
             ),
+            "aib-local --init none": lambda: timed(
+                self.aib("build", str(path), "--network", "none", "--deprovision", "skip", "--init", "none"), self.env
+            ),
             "docker SDK floor": lambda: timed(
                 [PYTHON, str(ROOT / "bench" / "sdk_floor.py"), IMAGE, str(step_count), "5" if with_file else "0"]
             ),
@@ -193,6 +197,27 @@ class Bench:
         ).stdout.split()
         return float(out[-1]) - float(out[-2])
 
+    def boot(self) -> None:
+        """From `docker run` (systemd's container settings, as a build uses them) to systemd
+        saying "running"."""
+        import docker
+
+        from engine.targets import systemd
+
+        client = docker.from_env()
+        settings = systemd.container_settings(systemd.INIT_PATHS[0], systemd.cgroup_version())
+        for _ in range(self.runs):
+            started = time.monotonic()
+            container = client.containers.run(IMAGE, detach=True, network_mode="none", **settings)
+            try:
+                state = ""
+                while state not in systemd.UP:
+                    result = container.exec_run(["systemctl", "is-system-running"])
+                    state = result.output.decode().strip()
+                self.record("BOOT", "docker run -> systemd running", time.monotonic() - started)
+            finally:
+                container.remove(force=True)
+
     def w4(self) -> None:
         files = [str(self.write(f"v{i}.json", template(f"v{i}", steps(5), managed(f"v{i}")))) for i in range(50)]
         self.alternate("W4", {"aib-local validate x50": lambda: timed(self.aib("validate", *files), self.env)})
@@ -240,7 +265,7 @@ class Bench:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--only", nargs="*", default=["W1", "W2", "W3", "W4", "W5"])
+    parser.add_argument("--only", nargs="*", default=["BOOT", "W1", "W2", "W3", "W4", "W5"])
     parser.add_argument("--write", type=Path, help="also write the report to this file")
     args = parser.parse_args()
     bench = Bench(args.runs)

@@ -42,6 +42,7 @@ from engine.images import (
 )
 from engine.targets import posix, runner, systemd, terminal
 from engine.targets.base import Command, CommandTimeout, OpenRequest, OutputSink, Rebooted, Target, TargetError
+from engine.targets.docker_systemd import SystemdContainer
 from engine.vmsizes import vm_limits
 
 BUILD_USER = "packer"
@@ -117,7 +118,7 @@ class DockerTarget(Target):
         self.network = network
         self.os_type = os_type
         self.init = init  # auto | systemd | none
-        self.machine: systemd.SystemdContainer | None = None  # when systemd is the container's PID 1
+        self.machine: SystemdContainer | None = None  # when systemd is the container's PID 1
         self.container: Container | None = None
         self.build_user = "root"
         self._uid = 0
@@ -169,7 +170,7 @@ class DockerTarget(Target):
         }
         try:
             if self.init != "none" and self.os_type == "Linux":
-                self.machine = systemd.SystemdContainer.create(
+                self.machine = SystemdContainer.create(
                     self.client, self.image, self.name, settings, required=self.init == "systemd"
                 )
                 self.notes.append(self.machine.note if self.machine else systemd.NO_SYSTEMD)
@@ -183,10 +184,10 @@ class DockerTarget(Target):
         except docker.errors.DockerException as exc:
             raise TargetError(f"cannot start a container from {self.image}: {reason(exc)}") from None
         failpoints.hit("target:started")
+        self._prepare_user()  # while systemd boots: the customizers wait for both
         if self.machine:
             self.notes.append(self.machine.await_boot(systemd.BOOT_TIMEOUT, "booted"))
             self.warnings += self.machine.degraded()
-        self._prepare_user()
 
     def _prepare_user(self) -> None:
         lines: list[str] = []
@@ -244,7 +245,7 @@ class DockerTarget(Target):
         target.container = container
         target.build_user, target._uid, target._gid = info["buildUser"], info["uid"], info["gid"]
         if info.get("systemd"):
-            target.machine = systemd.SystemdContainer(client, container, str(info["systemd"]))
+            target.machine = SystemdContainer(client, container, str(info["systemd"]))
         if container.status != "running":
             try:
                 container.start()

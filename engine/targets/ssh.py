@@ -10,6 +10,7 @@ retried with tenacity within the step's own time.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import logging
@@ -28,8 +29,17 @@ import paramiko
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from engine.errors import AibLocalError, EnvironmentProblem
-from engine.targets import posix, runner, terminal
-from engine.targets.base import Command, CommandTimeout, OpenRequest, OutputSink, OwnSource, Target, TargetError
+from engine.targets import posix, runner, systemd, terminal
+from engine.targets.base import (
+    Command,
+    CommandTimeout,
+    OpenRequest,
+    OutputSink,
+    OwnSource,
+    Rebooted,
+    Target,
+    TargetError,
+)
 from engine.targets.endpoint import SshEndpoint, SshOptions, parse_target
 
 # paramiko logs transport failures with tracebacks; they reach the user as our errors instead.
@@ -269,6 +279,7 @@ class SshTarget(Target):
         self._started = False
         self._sessions: dict[bool, runner.Session] = {}
         self._running: tuple[str, bool] | None = None  # (pid file, as root) of the step in progress
+        self._boot = ""  # the host's boot identity: a new one after a drop means it rebooted
         self._tag = re.sub(r"[^A-Za-z0-9]", "", build_id)[-6:]
 
     @property
@@ -300,6 +311,7 @@ class SshTarget(Target):
                 self.notes.append(f"{self.endpoint.host} runs Windows: commands run through PowerShell")
                 return
             raise TargetError(f"cannot tell the operating system of {self.endpoint.host}")
+        self._boot = self._identity()
         if self.endpoint.user == "root":
             self.notes.append(f"customizers run as root on {self.endpoint.host}")
         elif self.link.capture("sudo -n true")[0] == 0:
@@ -342,13 +354,36 @@ class SshTarget(Target):
             raise CommandTimeout(f"timed out after {timeout:.0f}s; the process was killed on the host") from None
         except runner.RunnerGone as exc:
             self._sessions.pop(root, None)
-            raise ConnectionLost(self._after_drop(str(exc), timeout)) from None
+            reboots = command.script is not None and systemd.may_reboot(command.script[1])
+            raise ConnectionLost(self._after_drop(str(exc), timeout, reboots)) from None
         self._running = None
+        # `systemctl reboot` returns at once: a script may end before the host goes down.
+        if command.script is not None and systemd.may_reboot(command.script[1]) and self._going_down():
+            self._close_sessions()
+            end = time.monotonic() + min(systemd.REBOOT_WAIT, timeout if timeout is not None else systemd.REBOOT_WAIT)
+            self._wait_down(self._boot, end)
+            self._wait_up(self._boot, end)
+            self._rebooted()
         return code
 
-    def _after_drop(self, why: str, timeout: float | None) -> str:
-        """The link dropped mid-step: reconnect (bounded) to stop the step's process; what happened."""
-        within = min(RECONNECT_WITHIN, timeout if timeout is not None else RECONNECT_WITHIN)
+    def _going_down(self) -> bool:
+        try:
+            code, out = self.link.capture(systemd.GOING_DOWN, timeout=15)
+        except (ConnectionLost, CommandTimeout):
+            return True
+        return code == -1 or "stopping" in out or "b true" in out
+
+    def _rebooted(self) -> None:
+        """The host came back from a reboot during a step: say so (the step is not a failure)."""
+        self._boot = self._identity()
+        raise Rebooted(f"{self.endpoint.host} rebooted during the step and is back up")
+
+    def _after_drop(self, why: str, timeout: float | None, reboots: bool = False) -> str:
+        """The link dropped mid-step: reconnect (bounded: 30 s, or AIB's 20 minutes for a
+        script that reboots). A host with a new boot identity rebooted: Rebooted is raised.
+        Else the step's process is stopped; what happened."""
+        window = systemd.REBOOT_WAIT if reboots else RECONNECT_WITHIN
+        within = min(window, timeout if timeout is not None else window)
         self._close_sessions()
         self.link.close()
         try:
@@ -358,6 +393,12 @@ class SshTarget(Target):
                 f"the SSH connection to {self.endpoint} dropped during the step ({why}), and reconnecting "
                 f"failed for {within:.0f}s: the host or its sshd is down"
             )
+        identity = ""
+        with contextlib.suppress(ConnectionLost, TargetError):
+            identity = self._identity()
+        if self._boot and identity and identity != self._boot:
+            self._running = None
+            self._rebooted()
         self._stop_running()
         return (
             f"the SSH connection to {self.endpoint} dropped during the step ({why}); "
@@ -482,6 +523,7 @@ class SshTarget(Target):
         self._wait_down(before, end)
         report(f"waiting for {self.endpoint.host} to come back up")
         self._wait_up(before, end)
+        self._boot = self._identity()
         report(f"{self.endpoint.host} is back up")
 
     def _wait_down(self, before: str, end: float) -> None:

@@ -31,6 +31,26 @@ def test_quickstart_over_ssh_captures_a_managed_image(cli: Any, sshd: Any, docke
     assert out.splitlines() == ["hello from an aib-local image", "Built by aib-local from the quickstart template."]
 
 
+def test_a_shell_step_that_reboots_the_host_ends_there_and_the_build_goes_on(
+    cli: Any, sshd: Any, write_template: Any
+) -> None:
+    # The sshd host restarts when its PID 1 dies: a reboot, as far as the build can tell (a
+    # new boot identity once it is back).
+    steps = [
+        {"type": "Shell", "name": "mark", "inline": ["cut -d' ' -f22 /proc/1/stat > /tmp/pid1"]},
+        {"type": "Shell", "name": "reboot", "inline": ["echo going down", "sudo kill 1", "sleep 60", "echo NEVER"]},
+        {"type": "Shell", "name": "after", "inline": ['test "$(cut -d\' \' -f22 /proc/1/stat)" != "$(cat /tmp/pid1)"']},
+    ]
+    result = cli("build", str(write_template(template("ssh-reboot", steps))), *sshd.cli_args(), "--output", "json")
+    assert result.code == 0, result.output
+    seen = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    finished = {e["step"]: e["status"] for e in seen if e["event"] == "step-finished"}
+    assert finished["customize[1] reboot"] == "rebooted"
+    assert finished["customize[2] after"] == "succeeded"
+    lines = [e["line"] for e in seen if e["event"] == "output"]
+    assert "going down" in lines and "NEVER" not in lines
+
+
 def test_restart_continues_the_build(cli: Any, sshd: Any, write_template: Any) -> None:
     path = write_template(
         template(

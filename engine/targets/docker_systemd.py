@@ -1,0 +1,182 @@
+"""A Docker container whose PID 1 is systemd (engine/targets/systemd.py says how and why)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tarfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+# isort: split
+from engine import _docker_import  # noqa: F401 - hides paramiko from docker-py; before `import docker`
+
+# isort: split
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from engine.images import reason
+from engine.targets.base import TargetError
+from engine.targets.systemd import (
+    BOOT_TIMEOUT,
+    DROPIN,
+    DROPIN_DIR,
+    DROPIN_NAME,
+    GOING_DOWN,
+    INIT_PATHS,
+    REBOOT_EXIT,
+    REBOOT_WAIT,
+    SHUTDOWN_TIMEOUT,
+    UP,
+    cgroup_version,
+    container_settings,
+    wait_until_up,
+)
+
+
+class SystemdContainer:
+    """A container whose PID 1 is systemd: created, booted, told apart from a power-off
+    when it goes down, and booted again after a reboot."""
+
+    def __init__(self, client: docker.DockerClient, container: Container, init: str) -> None:
+        self.client = client
+        self.container = container
+        self.init = init
+        self.note = f"systemd is the container's PID 1, as on the build VM (cgroup v{cgroup_version()})"
+        self.last_boot = ""
+        self.failed: list[str] = []
+
+    def degraded(self) -> list[str]:
+        """A warning for the last boot when units failed in it."""
+        if not self.failed:
+            return []
+        return [
+            f"systemd booted degraded: {', '.join(self.failed)} failed "
+            f"(systemctl status {self.failed[0]} in the machine says why)"
+        ]
+
+    @classmethod
+    def create(
+        cls, client: docker.DockerClient, image: str, name: str, settings: dict[str, Any], *, required: bool
+    ) -> SystemdContainer | None:
+        """The container, started with systemd as PID 1; None when the image has none (a
+        TargetError instead when it is `required`)."""
+        version = cgroup_version()
+        dropin = _archive(DROPIN_DIR.rsplit("/", 1)[1], DROPIN_NAME, DROPIN)
+        for path in INIT_PATHS:
+            container = client.containers.create(image, **settings, **container_settings(path, version))
+            try:
+                # No /etc/systemd/system (a 404): no systemd. Then a start that cannot find
+                # `path`: systemd is elsewhere. Two calls a build needs anyway, no probe.
+                container.put_archive(DROPIN_DIR.rsplit("/", 1)[0], dropin)
+                container.start()
+                return cls(client, container, path)
+            except docker.errors.NotFound:
+                container.remove(force=True)
+                break
+            except docker.errors.APIError as exc:
+                container.remove(force=True)
+                if path not in str(exc):
+                    raise TargetError(f"cannot start systemd in a container of {image}: {reason(exc)}") from None
+        if required:
+            raise TargetError(f"--init systemd: {image} has no systemd ({' or '.join(INIT_PATHS)})")
+        return None
+
+    def ask(self, argv: list[str]) -> tuple[int, str]:
+        """A short command as root, outside the step runner: its exit code and output."""
+        api = self.client.api
+        exec_id = api.exec_create(self.container.id, argv, user="root")["Id"]
+        out = api.exec_start(exec_id)
+        return int(api.exec_inspect(exec_id).get("ExitCode") or 0), out.decode(errors="replace")
+
+    def state(self) -> dict[str, Any]:
+        try:
+            return dict(self.client.api.inspect_container(self.container.id).get("State") or {})
+        except docker.errors.DockerException:
+            return {}
+
+    def await_boot(self, within: float, what: str) -> str:
+        """Wait for systemd to finish booting; what to say of it (a degraded boot names its
+        failed units)."""
+        started = time.monotonic()
+        try:
+            state, failed = wait_until_up(self.ask, within)
+        except TimeoutError as exc:
+            raise TargetError(f"{self.container.name}: {exc}") from None
+        except docker.errors.DockerException as exc:
+            raise TargetError(f"{self.container.name} did not boot: {reason(exc)}") from None
+        if state not in UP:
+            raise TargetError(f"systemd in {self.container.name} did not come up: it is {state} (failed: {failed})")
+        self.failed = failed
+        self.last_boot = f"systemd {what} in {time.monotonic() - started:.1f}s: {state}"
+        return self.last_boot
+
+    def going_down(self) -> bool:
+        """Whether the machine is shutting down (or already down). logind may hold a reboot
+        back for a few seconds (delay inhibitors such as unattended-upgrades'), so its
+        PreparingForShutdown says it before systemd's state does."""
+        try:
+            out = self.ask(["/bin/sh", "-c", GOING_DOWN])[1]
+        except docker.errors.DockerException:
+            return not self.state().get("Running")
+        return "stopping" in out or "b true" in out
+
+    def rebooted(self, timeout: float | None) -> bool:
+        """The step runner ended: if systemd is shutting the machine down, wait for it; after
+        a reboot, start the container again and wait for the boot (True). Up to 20 minutes,
+        never past `timeout`. False when the machine did not reboot."""
+        now = time.monotonic()
+        end = now + min(REBOOT_WAIT, timeout if timeout is not None else REBOOT_WAIT)
+        down_by = min(end, now + SHUTDOWN_TIMEOUT)
+        calm_until = now + 3  # the runner lost while systemd keeps running: not a shutdown
+        while (state := self.state()).get("Running"):
+            if time.monotonic() > down_by:
+                return False
+            if time.monotonic() > calm_until and not self.going_down():
+                return False
+            time.sleep(0.1)
+        if state.get("ExitCode") != REBOOT_EXIT or state.get("OOMKilled"):
+            return False
+        self.boot_again(end)
+        return True
+
+    def boot_again(self, end: float) -> None:
+        try:
+            self.container.start()
+        except docker.errors.DockerException as exc:
+            raise TargetError(f"{self.container.name} rebooted and could not start again: {reason(exc)}") from None
+        self.await_boot(max(1.0, min(BOOT_TIMEOUT, end - time.monotonic())), "booted again")
+
+    def reboot(self, timeout: float, report: Callable[[str], None]) -> None:
+        """A real reboot (`systemctl reboot`), waited for within `timeout`."""
+        end = time.monotonic() + timeout
+        name = self.container.name
+        report(f"rebooting {name}: systemctl reboot")
+        with contextlib.suppress(docker.errors.DockerException):
+            self.client.api.exec_start(self.client.api.exec_create(self.container.id, ["systemctl", "reboot"])["Id"])
+        report(f"waiting for {name} to go down")
+        while (state := self.state()).get("Running"):
+            if time.monotonic() > end:
+                raise TargetError(f"Timeout waiting for machine to restart: {name} did not go down")
+            time.sleep(0.1)
+        if state.get("ExitCode") != REBOOT_EXIT:
+            raise TargetError(f"{name} went down instead of rebooting (exit status {state.get('ExitCode')})")
+        report(f"waiting for {name} to come back up")
+        self.boot_again(end)
+        report(f"{name} is back up ({self.last_boot})" + "".join(f"; warning: {w}" for w in self.degraded()))
+
+
+def _archive(folder: str, name: str, text: str) -> bytes:
+    """A tar of folder/name holding `text`, for put_archive."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        entry = tarfile.TarInfo(folder)
+        entry.type, entry.mode = tarfile.DIRTYPE, 0o755
+        archive.addfile(entry)
+        data = text.encode()
+        entry = tarfile.TarInfo(f"{folder}/{name}")
+        entry.size, entry.mode, entry.mtime = len(data), 0o644, int(time.time())
+        archive.addfile(entry, io.BytesIO(data))
+    return buffer.getvalue()
