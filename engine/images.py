@@ -74,6 +74,22 @@ def ensure_image(client: docker.DockerClient, ref: str, make_hint: str) -> str:
         ) from None
 
 
+# fixtures/images/build-image.sh labels the images it makes with its recipe's number.
+RECIPE_LABEL = "aib-local.fixture-recipe"
+FIXTURE_RECIPE = 3  # the script's RECIPE (tests/engine/test_images_recipe.py keeps them equal)
+
+
+def older_recipe(client: docker.DockerClient, image_id: str) -> int | None:
+    """The recipe number of a fixture image made by an older recipe; None otherwise."""
+    try:
+        made_by = (image_config(client, image_id).get("Labels") or {}).get(RECIPE_LABEL)
+    except TargetError:
+        return None
+    if made_by is None or not str(made_by).isdigit():
+        return None
+    return int(made_by) if int(made_by) < FIXTURE_RECIPE else None
+
+
 def image_config(client: docker.DockerClient, image_id: str) -> dict[str, Any]:
     try:
         config: dict[str, Any] = client.api.inspect_image(image_id).get("Config") or {}

@@ -32,6 +32,8 @@ def start_target(ctx: BuildContext, steps: StepRunner) -> None:
             network=options.network,
             init=options.init,
             ssh=options.ssh,
+            progress=lambda message: ctx.events.info(message, step="start-target"),
+            within=ctx.deadline.remaining(),
         )
     )
     ctx.target = target

@@ -59,6 +59,13 @@ def resolve(ctx: BuildContext) -> Source:
         source = stored_image(ctx, declared)
     source.image_id = images.ensure_image(ctx.docker(), source.image_ref, recipe_hint(source.image_ref))
     source.record["exactVersion"] = source.image_id
+    if isinstance(declared, m.PlatformImageSource):
+        old = images.older_recipe(ctx.docker(), source.image_id)
+        if old is not None:
+            ctx.events.warning(
+                f"{source.image_ref} was made by an older recipe ({old}; now {images.FIXTURE_RECIPE}) and lacks what "
+                f"builds expect of a marketplace image (systemd, waagent); remake it: {recipe_hint(source.image_ref)}"
+            )
     ctx.events.info(
         f"source {source.record.get('urn') or source.record.get('id')}"
         f" -> image {source.image_ref} ({source.image_id[:19]})"

@@ -65,6 +65,8 @@ class OpenRequest:
     network: str | None = None
     init: str = "auto"  # containers: systemd as PID 1 where the image has it (auto), systemd, or none
     ssh: SshOptions = field(default_factory=SshOptions)
+    progress: Callable[[str], None] = field(default=lambda _message: None, compare=False)  # said as it happens
+    within: float = 3600.0  # seconds the build has left, for what the start may have to make
 
 
 @dataclass(frozen=True)

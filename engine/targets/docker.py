@@ -40,7 +40,7 @@ from engine.images import (
     labels,
     reason,
 )
-from engine.targets import posix, runner, systemd, terminal
+from engine.targets import posix, runner, systemd, terminal, vm_layer
 from engine.targets.base import Command, CommandTimeout, OpenRequest, OutputSink, Rebooted, Target, TargetError
 from engine.targets.docker_systemd import SystemdContainer
 from engine.vmsizes import vm_limits
@@ -109,6 +109,8 @@ class DockerTarget(Target):
         network: str | None = None,
         os_type: str = "Linux",
         init: str = "auto",
+        progress: Callable[[str], None] | None = None,
+        within: float = 3600.0,
     ) -> None:
         self.client = client
         self.image = image
@@ -118,6 +120,8 @@ class DockerTarget(Target):
         self.network = network
         self.os_type = os_type
         self.init = init  # auto | systemd | none
+        self.progress = progress or (lambda _message: None)
+        self.within = within
         self.machine: SystemdContainer | None = None  # when systemd is the container's PID 1
         self.container: Container | None = None
         self.build_user = "root"
@@ -170,9 +174,12 @@ class DockerTarget(Target):
         }
         try:
             if self.init != "none" and self.os_type == "Linux":
-                self.machine = SystemdContainer.create(
-                    self.client, self.image, self.name, settings, required=self.init == "systemd"
-                )
+
+                def layer() -> str | None:  # made only for an image without systemd
+                    build = labels(self.build_id, self.template)
+                    return vm_layer.ensure(self.client, self.image, network, self.progress, self.within, build)
+
+                self.machine = SystemdContainer.boot_up(self.client, self.image, settings, self.init, layer)
                 self.notes.append(self.machine.note if self.machine else systemd.NO_SYSTEMD)
                 self.container = self.machine.container if self.machine else None
             if self.container is None:
@@ -216,6 +223,8 @@ class DockerTarget(Target):
             network=request.network,
             os_type=request.os_type,
             init=request.init,
+            progress=request.progress,
+            within=request.within,
         )
 
     @classmethod
@@ -321,15 +330,15 @@ class DockerTarget(Target):
                 self._session(user), uuid.uuid4().hex[:12], line, command.script, sink, timeout, self._kill
             )
             # `systemctl reboot` returns at once: a script may end before the machine goes down.
-            if self.machine and command.script and systemd.may_reboot(command.script[1]):
-                self._reboot_if_going_down(timeout)
+            if self.machine and command.script and systemd.may_reboot(command.script[1]) and self.machine.going_down():
+                self._rebooted(timeout)
             return code
         except runner.StepTimedOut:
             raise CommandTimeout(f"timed out after {timeout:.0f}s; the process was killed in the container") from None
         except runner.RunnerGone as exc:
             self._sessions.pop(user, None)
-            if self.machine and self.machine.rebooted(timeout):
-                self._rebooted()
+            if self.machine:
+                self._rebooted(timeout)
             gone = self.gone()
             deadline = time.monotonic() + 3  # the engine updates the state a moment after the stream ends
             while not gone and time.monotonic() < deadline:
@@ -339,16 +348,12 @@ class DockerTarget(Target):
                 raise TargetError(f"the target went away during the step: {gone}") from None
             raise TargetError(f"lost the step runner in {self.name} ({exc})") from None
 
-    def _reboot_if_going_down(self, timeout: float | None) -> None:
-        assert self.machine is not None
-        if self.machine.going_down() and self.machine.rebooted(timeout):
-            self._rebooted()
-
-    def _rebooted(self) -> None:
-        assert self.machine is not None
-        self._close_sessions()
-        message = f"{self.name} rebooted during the step; {self.machine.last_boot}"
-        raise Rebooted(message, " ".join(self.machine.degraded())) from None
+    def _rebooted(self, timeout: float | None) -> None:
+        """Raise Rebooted once the machine is back, if it is rebooting (else return)."""
+        if self.machine is not None and self.machine.rebooted(timeout):
+            self._close_sessions()
+            message = f"{self.name} rebooted during the step; {self.machine.last_boot}"
+            raise Rebooted(message, " ".join(self.machine.degraded())) from None
 
     def gone(self) -> str:
         """Why the container is no longer running ('' while it runs)."""

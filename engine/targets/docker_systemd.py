@@ -59,7 +59,7 @@ class SystemdContainer:
 
     @classmethod
     def create(
-        cls, client: docker.DockerClient, image: str, name: str, settings: dict[str, Any], *, required: bool
+        cls, client: docker.DockerClient, image: str, settings: dict[str, Any], *, required: bool
     ) -> SystemdContainer | None:
         """The container, started with systemd as PID 1; None when the image has none (a
         TargetError instead when it is `required`)."""
@@ -83,6 +83,24 @@ class SystemdContainer:
         if required:
             raise TargetError(f"--init systemd: {image} has no systemd ({' or '.join(INIT_PATHS)})")
         return None
+
+    @classmethod
+    def boot_up(
+        cls,
+        client: docker.DockerClient,
+        image: str,
+        settings: dict[str, Any],
+        init: str,
+        make_layer: Callable[[], str | None],
+    ) -> SystemdContainer | None:
+        """`create`, and for an image without systemd under --init auto, its VM-like layer
+        (`make_layer`: its image ID, or None when it cannot be made)."""
+        machine = cls.create(client, image, settings, required=init == "systemd")
+        if machine is None and init == "auto":
+            layer = make_layer()
+            if layer is not None:
+                machine = cls.create(client, layer, settings, required=False)
+        return machine
 
     def ask(self, argv: list[str]) -> tuple[int, str]:
         """A short command as root, outside the step runner: its exit code and output."""

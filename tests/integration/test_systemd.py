@@ -3,6 +3,7 @@ running between steps, reboots inside Shell steps, and AIB's real deprovision (w
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -189,10 +190,101 @@ def test_an_image_without_systemd_falls_back_and_says_so(
         path = write_template(template("fallback", [{"type": "Shell", "inline": ["echo built"]}]))
         result = cli("build", str(path), "--network", "none", "--catalogue", str(catalogue))
         assert result.code == 0, result.output
+        assert "its VM-like layer needs the network to install it (--network none)" in result.stdout
         assert "the image has no systemd: a keep-alive process is the container's PID 1" in result.stdout
         refused = cli("build", str(path), "--network", "none", "--catalogue", str(catalogue), "--init", "systemd")
         assert refused.code == 1, refused.output
         assert "--init systemd:" in refused.stderr and "has no systemd" in refused.stderr
     finally:
         docker_client.images.remove(made.id, force=True)
+    assert leftovers() == []
+
+
+def test_a_fixture_image_from_an_older_recipe_is_named_with_the_command_that_remakes_it(
+    cli: Any, write_template: Any, docker_client: Any, base_image: str, tmp_path: Path, leftovers: Any
+) -> None:
+    container = docker_client.containers.create(base_image, ["true"], network_mode="none")
+    try:
+        made = container.commit(
+            repository="aib-local-test/old-recipe",
+            tag=container.id[:12],
+            conf={"Labels": {"aib-local.fixture-recipe": "2"}, "Cmd": ["/bin/bash"]},
+        )
+    finally:
+        container.remove(force=True)
+    try:
+        catalogue = tmp_path / "catalogue.json"
+        catalogue.write_text(json.dumps({"Debian:debian-12:12:latest": made.id}))
+        path = write_template(template("old-recipe", [{"type": "Shell", "inline": ["echo built"]}]))
+        result = cli("build", str(path), "--network", "none", "--catalogue", str(catalogue))
+        assert result.code == 0, result.output
+        assert "was made by an older recipe (2; now 3)" in result.stdout
+        assert "build-image.sh" in result.stdout or "docker import" in result.stdout
+    finally:
+        docker_client.images.remove(made.id, force=True)
+    assert leftovers() == []
+
+
+def debian_mirror_reachable() -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("deb.debian.org", 80), timeout=5).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_an_image_without_systemd_gets_a_vm_like_layer_once(
+    cli: Any, write_template: Any, docker_client: Any, base_image: str, tmp_path: Path, leftovers: Any
+) -> None:
+    if not debian_mirror_reachable():
+        pytest.skip("the VM-like layer installs systemd from Debian's mirror, which is not reachable here")
+    # A minimized image: systemd and its packages gone, as in a registry's ubuntu or debian.
+    purge = "dpkg --purge --force-all systemd-sysv systemd libpam-systemd dbus-user-session 2>&1 | tail -2"
+    container = docker_client.containers.run(base_image, ["sh", "-c", purge], detach=True, network_mode="none")
+    try:
+        container.wait(timeout=120)
+        made = container.commit(repository="aib-local-test/minimized", tag=container.id[:12], conf={"Cmd": ["bash"]})
+    finally:
+        container.remove(force=True)
+    layer_tag = f"aib-local/vm-layer:{made.id.split(':')[-1][:12]}"
+    try:
+        catalogue = tmp_path / "catalogue.json"
+        catalogue.write_text(json.dumps({"Debian:debian-12:12:latest": made.id}))
+        path = write_template(template("layered", [{"type": "Shell", "inline": ["cat /proc/1/comm"]}]))
+        first = cli("build", str(path), "--catalogue", str(catalogue))
+        assert first.code == 0, first.output
+        assert "installing systemd, dbus and sudo once with its package manager" in first.stdout
+        assert "vm-layer | Setting up systemd" in first.stdout
+        assert "| systemd" in first.stdout  # PID 1
+        again = cli("build", str(path), "--catalogue", str(catalogue))
+        assert again.code == 0, again.output
+        assert f"using its VM-like layer {layer_tag}" in again.stdout
+        assert "| systemd" in again.stdout
+    finally:
+        for image in (layer_tag, made.id):
+            with contextlib.suppress(Exception):
+                docker_client.images.remove(image, force=True)
+    assert leftovers() == []
+
+
+def test_the_nginx_script_of_a_typical_template_builds_and_serves_in_the_next_step(
+    cli: Any, write_template: Any, base_image: str, leftovers: Any
+) -> None:
+    if not debian_mirror_reachable():
+        pytest.skip("installing nginx needs Debian's mirror, which is not reachable here")
+    steps = [
+        {
+            "type": "Shell",
+            "name": "nginx",
+            "inline": [
+                "sudo apt-get install -y nginx-light && sudo systemctl enable nginx && sudo systemctl restart nginx"
+            ],
+        },
+        {"type": "Shell", "name": "serves", "inline": ["curl -fsS http://localhost/ | grep -o 'Welcome to nginx!'"]},
+    ]
+    result = cli("build", str(write_template(template("nginx", steps))))
+    assert result.code == 0, result.output
+    assert "customize[1] serves | Welcome to nginx!" in result.stdout
     assert leftovers() == []
