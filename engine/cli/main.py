@@ -175,6 +175,29 @@ def export_(
 
 
 @cli.command()
+@click.option(
+    "--api-version",
+    default=None,
+    help="The template apiVersion the schema is for [default: the newest aib-local knows].",
+)
+@click.option("--output-file", "-o", type=click.Path(path_type=Path), help="Write the schema here [default: stdout].")
+def schema(api_version: str | None, output_file: Path | None) -> None:
+    """Print the JSON Schema of image templates, for editors (VS Code: json.schemas)."""
+    from engine import model
+    from engine.schema import template_schema
+    from engine.store import atomic_write
+
+    version = api_version or model.LATEST_API_VERSION
+    if version not in model.API_VERSIONS:
+        raise UsageError(f"--api-version {version}: unknown (known: {', '.join(model.API_VERSIONS)})")
+    text = json.dumps(template_schema(version), indent=2) + "\n"
+    if output_file is None:
+        click.echo(text, nl=False)
+    else:
+        atomic_write(output_file, text.encode())
+
+
+@cli.command()
 @click.argument("resource_id")
 @store_option
 def show(resource_id: str, store: Path | None) -> None:
