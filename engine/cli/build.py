@@ -20,6 +20,7 @@ import click
 from engine import signals
 from engine.cli.options import (
     any_destination_option,
+    junit_option,
     load_options,
     output_option,
     secret_option,
@@ -203,6 +204,7 @@ def report(results: list[Any], output: str) -> None:
 )
 @template_options
 @output_option
+@junit_option
 def build(
     templates: tuple[Path, ...],
     target: str,
@@ -234,10 +236,12 @@ def build(
     location: str,
     allow_outside_template_dir: bool,
     output: str,
+    junit: Path | None,
 ) -> None:
     """Build templates: customize, deprovision and distribute, as AIB would."""
     from engine.build import BuildOptions, BuildRun, run_all
     from engine.build.revisit import resume
+    from engine.junit import JunitReport
     from engine.store import Store
     from engine.targets.endpoint import SshOptions
     from engine.targets.registry import for_spec
@@ -275,8 +279,14 @@ def build(
         resource_group=resource_group,
     )
     the_store = Store.open(store)
+    tests = JunitReport() if junit is not None else None
+
+    def reporter(name: str, prefix: str = "") -> Any:
+        shown = make_reporter(output, prefix)
+        return tests.sink(name, shown) if tests is not None else shown
+
     if resume_id:
-        builds = [resume(the_store, resume_id, options, make_reporter(output), list(templates))]
+        builds = [resume(the_store, resume_id, options, reporter(resume_id), list(templates))]
     else:
         reading = load_options(
             parameters,
@@ -291,10 +301,15 @@ def build(
         loaded = [item for path in templates for item in load_templates(path, options=reading)]
         several = len(loaded) > 1 and output == "text"
         builds = [
-            BuildRun(item, options, the_store, make_reporter(output, f"[{item.name}] " if several else ""))
+            BuildRun(item, options, the_store, reporter(item.name, f"[{item.name}] " if several else ""))
             for item in loaded
         ]
-    report(run_all(builds, parallel), output)
+    try:
+        results = run_all(builds, parallel)
+    finally:
+        if tests is not None and junit is not None:
+            tests.write(junit)
+    report(results, output)
 
 
 @click.command()

@@ -19,7 +19,14 @@ import click
 from engine import signals
 from engine.cli.build import build_commands
 from engine.cli.gallery import sig
-from engine.cli.options import any_destination_option, load_options, output_option, store_option, template_options
+from engine.cli.options import (
+    any_destination_option,
+    junit_option,
+    load_options,
+    output_option,
+    store_option,
+    template_options,
+)
 from engine.errors import AibLocalError, TemplateError, UsageError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -45,6 +52,7 @@ def cli(ctx: click.Context, show_traceback: bool) -> None:
 
 
 @cli.command()
+@junit_option
 @click.argument("templates", nargs=-1, required=True, type=click.Path(path_type=Path))
 @output_option
 @any_destination_option
@@ -62,6 +70,7 @@ def validate(
     location: str,
     allow_outside_template_dir: bool,
     strict: bool,
+    junit: Path | None,
 ) -> None:
     """Check templates as AIB would, before any target starts.
 
@@ -132,10 +141,25 @@ def validate(
                 click.echo(f"{path}: {item.name} is valid (apiVersion {item.api_version})")
                 for f in item.findings:
                     click.echo("  " + f.render())
+    if junit is not None:
+        write_validation_junit(junit, results)
     if output == "json":
         click.echo(json.dumps({"valid": invalid == 0, "templates": results}, indent=2))
     if invalid:
         sys.exit(2)
+
+
+def write_validation_junit(path: Path, results: list[dict[str, Any]]) -> None:
+    """One test case per template: its errors fail it, its other findings are its output."""
+    from engine.junit import JunitReport
+
+    report = JunitReport()
+    for result in results:
+        lines = [f"{f['severity']}: {f['path'] + ': ' if f['path'] else ''}{f['message']}" for f in result["findings"]]
+        errors = [line for line in lines if line.startswith("error:")]
+        notes = [line for line in lines if not line.startswith("error:")]
+        report.add_validation(str(result.get("name") or result["template"]), 0.0, errors, notes)
+    report.write(path)
 
 
 @cli.command(name="export")

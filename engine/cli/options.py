@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +104,11 @@ def load_options(
     if resource_group:
         options.resource_group = resource_group
     return options
+
+
+def junit_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--junit",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="Also write a JUnit XML report here (one test case per step, or per template for validate).",
+    )(function)

@@ -1,0 +1,145 @@
+"""JUnit XML reports (`--junit FILE`), the format Jenkins, GitLab, Azure Pipelines and
+GitHub test reporters read.
+
+A build is a test suite: one test case per customizer, validator, deprovision and
+distribution step, with its duration, its failure (the message and the output's tail) and
+its output; a build that fails outside those steps gets a "build" case that fails. For
+`validate` each template is a test case whose failure lists the findings. The XML is
+written with the standard library's ElementTree: the format is a handful of elements,
+and a library would not remove code.
+"""
+
+from __future__ import annotations
+
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.store import atomic_write
+
+KEPT_STEPS = ("customize[", "validate[", "deprovision", "distribute[")
+TAIL_LINES = 40
+
+
+@dataclass
+class Case:
+    name: str
+    seconds: float = 0.0
+    status: str = "succeeded"
+    exit_code: int | None = None
+    output: list[str] = field(default_factory=list)
+    failure: str = ""
+
+
+@dataclass
+class Suite:
+    name: str
+    started: str = ""
+    seconds: float = 0.0
+    status: str = ""
+    message: str = ""
+    cases: list[Case] = field(default_factory=list)
+    open: dict[str, Case] = field(default_factory=dict)
+
+
+class JunitReport:
+    """Collects the events of one or more builds (each through `sink`), then writes them."""
+
+    def __init__(self) -> None:
+        self.suites: list[Suite] = []
+        self._lock = threading.Lock()
+
+    def sink(self, name: str, forward: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+        """An event sink for the build of template `name` that also passes events to `forward`."""
+        suite = Suite(name)
+        with self._lock:
+            self.suites.append(suite)
+
+        def record(event: dict[str, Any]) -> None:
+            forward(event)
+            _record(suite, event)
+
+        return record
+
+    def add_validation(self, template: str, seconds: float, errors: list[str], notes: list[str]) -> None:
+        suite = Suite(f"validate {template}", seconds=seconds, status="Failed" if errors else "Succeeded")
+        case = Case(template, seconds, "failed" if errors else "succeeded", output=notes)
+        case.failure = "\n".join(errors)
+        suite.cases.append(case)
+        with self._lock:
+            self.suites.append(suite)
+
+    def write(self, path: Path) -> None:
+        root = ET.Element("testsuites", name="aib-local")
+        total = failures = 0
+        for suite in self.suites:
+            cases = list(suite.cases)
+            if suite.status == "Failed" and not any(c.status != "succeeded" for c in cases):
+                cases.append(Case("build", 0.0, "failed", failure=suite.message or "the build failed"))
+            if suite.status == "Canceled":
+                cases.append(Case("build", 0.0, "failed", failure=suite.message or "the build was interrupted"))
+            failed = sum(1 for c in cases if c.status not in ("succeeded", "rebooted"))
+            total, failures = total + len(cases), failures + failed
+            element = ET.SubElement(
+                root,
+                "testsuite",
+                name=suite.name,
+                tests=str(len(cases)),
+                failures=str(failed),
+                errors="0",
+                skipped="0",
+                time=f"{suite.seconds:.3f}",
+            )
+            if suite.started:
+                element.set("timestamp", suite.started[:19])
+            for case in cases:
+                _case(element, suite.name, case)
+        root.set("tests", str(total))
+        root.set("failures", str(failures))
+        root.set("errors", "0")
+        root.set("time", f"{sum(s.seconds for s in self.suites):.3f}")
+        ET.indent(root)
+        atomic_write(path, ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n")
+
+
+def _record(suite: Suite, event: dict[str, Any]) -> None:
+    kind, step = event.get("event"), str(event.get("step", ""))
+    if kind == "build-started":
+        suite.started = str(event.get("time", ""))
+    elif kind == "step-started" and step.startswith(KEPT_STEPS):
+        suite.open[step] = Case(step)
+    elif kind == "output" and step in suite.open:
+        lines = suite.open[step].output
+        lines.append(str(event.get("line", "")))
+        del lines[:-TAIL_LINES]
+    elif kind == "step-finished" and step in suite.open:
+        case = suite.open.pop(step)
+        case.seconds = float(event.get("duration") or 0.0)
+        case.status = str(event.get("status", "failed"))
+        case.exit_code = event.get("exitCode")
+        suite.cases.append(case)
+    elif kind == "build-finished":
+        suite.seconds = float(event.get("duration") or 0.0)
+        suite.status = str(event.get("status", ""))
+        suite.message = str(event.get("message") or "")
+        for case in suite.cases:
+            if case.status not in ("succeeded", "rebooted") and not case.failure:
+                case.failure = suite.message or f"{case.name}: {case.status}"
+
+
+def _case(parent: ET.Element, suite: str, case: Case) -> None:
+    element = ET.SubElement(parent, "testcase", classname=f"aib-local.{suite}", name=case.name)
+    element.set("time", f"{case.seconds:.3f}")
+    rebooted = case.status == "rebooted"
+    if case.status != "succeeded" and not rebooted:
+        kind = f"exit code {case.exit_code}" if case.exit_code is not None else case.status
+        message = case.failure.splitlines()[0] if case.failure else kind
+        failure = ET.SubElement(element, "failure", message=message, type=kind)
+        tail = ["--- output (tail) ---", *case.output] if case.output else []
+        failure.text = "\n".join([case.failure, *tail])
+    if case.output or rebooted:
+        out = ET.SubElement(element, "system-out")
+        out.text = "\n".join([*case.output, *(["(the machine rebooted during this step)"] if rebooted else [])])

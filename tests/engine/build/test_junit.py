@@ -1,0 +1,94 @@
+"""JUnit reports (`--junit`), checked against the JUnit XML schema CI tools read."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import xmlschema
+
+from engine.build import BuildOptions, BuildRun
+from engine.junit import JunitReport
+from engine.validation import load_templates
+from tests.engine.build.conftest import Builds
+from tests.support import ROOT, managed_image_id, template
+
+SCHEMA = xmlschema.XMLSchema(str(ROOT / "fixtures" / "schemas" / "junit.xsd"))
+
+
+def run(builds: Builds, report: JunitReport, name: str, customize: list[dict[str, Any]]) -> None:
+    path = builds.folder / f"{name}.json"
+    distribute = [
+        {"type": "ManagedImage", "imageId": managed_image_id(name), "location": "westeurope", "runOutputName": "o"}
+    ]
+    path.write_text(json.dumps(template(name, customize, distribute=distribute)))
+    (loaded,) = load_templates(path)
+    BuildRun(loaded, BuildOptions(target="fake"), builds.store, report.sink(name, builds.events.append)).run()
+
+
+def cases(path: Path) -> dict[str, ET.Element]:
+    SCHEMA.validate(str(path))
+    return {f"{c.get('classname')}/{c.get('name')}": c for c in ET.parse(path).iter("testcase")}
+
+
+def test_a_build_is_a_suite_with_a_case_per_step(builds: Builds, tmp_path: Path) -> None:
+    builds.rule("exit 3", 3, ["about to fail", "the reason"])
+    report = JunitReport()
+    run(builds, report, "good", [{"type": "Shell", "name": "setup", "inline": ["echo ok"]}])
+    run(
+        builds,
+        report,
+        "bad",
+        [
+            {"type": "Shell", "name": "first", "inline": ["echo first"]},
+            {"type": "Shell", "name": "second", "inline": ["echo x; exit 3"]},
+        ],
+    )
+    out = tmp_path / "junit.xml"
+    report.write(out)
+    found = cases(out)
+    root = ET.parse(out).getroot()
+    assert root.get("tests") == str(len(found)) and root.get("failures") == "1"
+    good = [name for name in found if name.startswith("aib-local.good/")]
+    assert good == [
+        "aib-local.good/customize[0] setup",
+        "aib-local.good/deprovision",
+        "aib-local.good/distribute[0] o (ManagedImage)",
+    ]
+    assert found["aib-local.good/customize[0] setup"].find("failure") is None
+    failed = found["aib-local.bad/customize[1] second"].find("failure")
+    assert failed is not None and failed.get("type") == "exit code 3"
+    assert "customize[1] second failed with exit code 3" in (failed.get("message") or "")
+    assert "the reason" in (failed.text or "")
+    assert "aib-local.bad/deprovision" not in found  # it never ran
+    suites = {s.get("name"): s for s in root.iter("testsuite")}
+    assert suites["bad"].get("failures") == "1" and suites["good"].get("failures") == "0"
+    assert float(suites["good"].get("time") or 0) > 0
+
+
+def test_a_build_that_fails_outside_its_steps_has_a_failing_build_case(builds: Builds, tmp_path: Path) -> None:
+    (builds.folder / "setup.sh").write_text("echo ok\n")
+    wrong = {"type": "Shell", "name": "setup", "scriptUri": "setup.sh", "sha256Checksum": "0" * 64}
+    report = JunitReport()
+    run(builds, report, "nostart", [wrong])  # the checksum fails the fetch, before any step
+    out = tmp_path / "junit.xml"
+    report.write(out)
+    found = cases(out)
+    assert list(found) == ["aib-local.nostart/build"]
+    assert found["aib-local.nostart/build"].find("failure") is not None
+
+
+def test_validate_writes_one_case_per_template_with_its_findings(cli: Any, tmp_path: Path) -> None:
+    good = ROOT / "fixtures" / "templates" / "quickstart.json"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"type": "Microsoft.VirtualMachineImages/imageTemplates", "properties": {}}))
+    out = tmp_path / "validate.xml"
+    result = cli("validate", str(good), str(bad), "--junit", str(out))
+    assert result.code == 2
+    found = cases(out)
+    assert set(found) == {"aib-local.validate quickstart/quickstart", f"aib-local.validate {bad}/{bad}"}
+    failure = found[f"aib-local.validate {bad}/{bad}"].find("failure")
+    assert failure is not None and "properties.source: required field is missing" in (failure.text or "")
+    assert found["aib-local.validate quickstart/quickstart"].find("failure") is None
