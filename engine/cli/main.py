@@ -23,7 +23,6 @@ from engine.cli.options import (
     any_destination_option,
     junit_option,
     load_options,
-    output_option,
     store_option,
     template_options,
 )
@@ -54,7 +53,13 @@ def cli(ctx: click.Context, show_traceback: bool) -> None:
 @cli.command()
 @junit_option
 @click.argument("templates", nargs=-1, required=True, type=click.Path(path_type=Path))
-@output_option
+@click.option(
+    "--output",
+    type=click.Choice(["text", "json", "sarif"]),
+    default="text",
+    show_default=True,
+    help="json: machine-readable; sarif: SARIF 2.1.0 for code scanning (file, line and column of each finding).",
+)
 @any_destination_option
 @template_options
 @click.option("--strict", is_flag=True, help="Every finding AIB would reject is an error (for CI).")
@@ -107,13 +112,12 @@ def validate(
                         raise TemplateError(str(path), item.findings)
         except TemplateError as exc:
             invalid += 1
-            findings = exc.findings
-            results.append({"template": str(path), "valid": False, "findings": [f.__dict__ for f in findings]})
+            findings = placed(path, exc.findings)
+            results.append({"template": str(path), "valid": False, "findings": findings})
             if output == "text":
-                _echo_err(str(exc))
-                for f in findings:
-                    if f.severity != "error":
-                        _echo_err("  " + f.render())
+                _echo_err(f"{path}: {sum(f['severity'] == 'error' for f in findings)} error(s)")
+                for f in sorted(findings, key=lambda f: f["severity"] != "error"):
+                    _echo_err("  " + clickable(path, f))
             continue
         except UsageError as exc:
             invalid += 1
@@ -128,25 +132,53 @@ def validate(
                 _echo_err(f"error: {exc}")
             continue
         for item in loaded:
+            findings = placed(path, item.findings)
             results.append(
                 {
                     "template": str(path),
                     "name": item.name,
                     "apiVersion": item.api_version,
                     "valid": True,
-                    "findings": [f.__dict__ for f in item.findings],
+                    "findings": findings,
                 }
             )
             if output == "text":
                 click.echo(f"{path}: {item.name} is valid (apiVersion {item.api_version})")
-                for f in item.findings:
-                    click.echo("  " + f.render())
+                for f in findings:
+                    click.echo("  " + clickable(path, f))
     if junit is not None:
         write_validation_junit(junit, results)
     if output == "json":
         click.echo(json.dumps({"valid": invalid == 0, "templates": results}, indent=2))
+    if output == "sarif":
+        from engine.sarif import sarif_log
+
+        click.echo(json.dumps(sarif_log(results), indent=2))
     if invalid:
         sys.exit(2)
+
+
+def placed(path: Path, findings: list[Any]) -> list[dict[str, Any]]:
+    """Findings as dicts, each with the line and column of its JSON path in the file."""
+    from engine.locations import locate, position
+
+    try:
+        found = locate(path.read_text(errors="replace"))
+    except OSError:
+        found = {}
+    out = []
+    for finding in findings:
+        line, column = position(found, finding.path)
+        out.append({**finding.__dict__, "line": line, "column": column})
+    return out
+
+
+def clickable(path: Path, finding: dict[str, Any]) -> str:
+    """`file:line:column: severity: path: message (verdict)`, as compilers write it."""
+    from engine.errors import Finding
+
+    text = Finding(finding["path"], finding["message"], finding["severity"], finding["aib_rejects"]).render()
+    return f"{path}:{finding['line']}:{finding['column']}: {text}"
 
 
 def write_validation_junit(path: Path, results: list[dict[str, Any]]) -> None:

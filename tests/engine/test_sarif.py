@@ -1,0 +1,75 @@
+"""Findings that point at the line: JSON paths located in the file as written (comments,
+ARM deployments), `file:line:column:` in text output, and SARIF 2.1.0 for code scanning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from engine.locations import locate, position
+from engine.sarif import rule_id
+
+JSONC = """{
+  // a comment with "quotes" and [brackets]
+  "type": "Microsoft.VirtualMachineImages/imageTemplates",
+  /* a block
+     comment */ "properties": {
+    "tags": {"a b": "x\\"y", "k": [1, {"deep": true}]},
+    "customize": [
+      {"type": "Shell", "inline": ["echo [1]", "echo {2}"]},
+      {"type": "Shel"}
+    ]
+  }
+}
+"""
+
+
+def test_paths_are_located_at_their_key_or_item() -> None:
+    found = locate(JSONC)
+    assert found["type"] == (3, 3)
+    assert found["properties"] == (5, 17)
+    assert found['properties.tags["a b"]'] == (6, 14)
+    assert found["properties.tags.k[1].deep"] == (6, 39)
+    assert found["properties.customize[0].inline[1]"] == (8, 48)
+    assert found["properties.customize[1].type"] == (9, 8)
+    # A path that is not written is placed at its nearest ancestor.
+    assert position(found, "properties.distribute") == (5, 17)
+    assert position(found, "properties.customize[1].inline") == (9, 7)
+
+
+def test_rule_ids_name_the_kind_of_finding_not_its_values() -> None:
+    assert rule_id("unknown type 'Shel'; expected one of 'Shell'") == rule_id("unknown type 'Blob'; expected one")
+    assert rule_id("required field is missing") == "aib/required-field-is-missing"
+    assert rule_id("variable 'x': reference() asks Azure and is not evaluated locally") == ("aib/not-evaluated-locally")
+
+
+def write_invalid(tmp_path: Path) -> Path:
+    path = tmp_path / "bad.json"
+    path.write_text(JSONC.replace('"type": "Microsoft', '"apiVersion": "2024-02-01",\n  "type": "Microsoft'))
+    return path
+
+
+def test_text_output_says_file_line_and_column(cli: Any, tmp_path: Path) -> None:
+    path = write_invalid(tmp_path)
+    result = cli("validate", str(path))
+    assert result.code == 2
+    assert f"{path}:10:8: error: properties.customize[1].type: unknown type 'Shel'" in result.stderr
+    assert f"{path}:6:17: error: properties.source: required field is missing" in result.stderr
+
+
+def test_sarif_output_has_rules_levels_and_regions(cli: Any, tmp_path: Path) -> None:
+    path = write_invalid(tmp_path)
+    result = cli("validate", str(path), "--output", "sarif")
+    assert result.code == 2
+    log = json.loads(result.stdout)
+    assert log["version"] == "2.1.0" and log["$schema"].endswith("sarif-2.1.0.json")
+    (run,) = log["runs"]
+    rules = {rule["id"] for rule in run["tool"]["driver"]["rules"]}
+    by_path = {r["locations"][0]["logicalLocations"][0]["fullyQualifiedName"]: r for r in run["results"]}
+    shel = by_path["properties.customize[1].type"]
+    assert shel["level"] == "error" and shel["ruleId"] in rules
+    region = shel["locations"][0]["physicalLocation"]["region"]
+    assert (region["startLine"], region["startColumn"]) == (10, 8)
+    assert shel["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == path.as_posix()
+    assert by_path["properties.source"]["ruleId"] == "aib/required-field-is-missing"
