@@ -158,6 +158,9 @@ class JsonReporter:
             self.stream.flush()
 
 
+EVENTS_NAME = "events.jsonl"
+
+
 class BuildLog:
     """The build's customization.log: every step's command, output, exit code, duration."""
 
@@ -166,6 +169,8 @@ class BuildLog:
         self.path = path
         self.build_id = build_id
         self._file = path.open("a", encoding="utf-8")
+        # The same events, one JSON object per line, for `aib-local report`.
+        self._events = (path.parent / EVENTS_NAME).open("a", encoding="utf-8")
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["event"]
@@ -188,9 +193,12 @@ class BuildLog:
             body = f"{kind}: " + json.dumps({k: v for k, v in event.items() if k not in ("event", "time")})
         self._file.write(f"[{self.build_id}] {stamp} {body}\n")
         self._file.flush()
+        self._events.write(json.dumps(event) + "\n")
+        self._events.flush()
 
     def close(self) -> None:
         self._file.close()
+        self._events.close()
 
 
 SAS_SIGNATURE = re.compile(r"([?&]sig=)[^&\s\"']+", re.IGNORECASE)

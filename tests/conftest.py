@@ -181,3 +181,14 @@ def pwsh_stand_in_image(docker_client: Any, base_image: str) -> str:
     finally:
         container.remove(force=True)
     return PWSH_STAND_IN_IMAGE
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Headless Chromium (Debian's chromium package), for the HTML report."""
+    import shutil
+
+    found = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if found is None:
+        _unavailable("no chromium: apt-get install chromium")
+    return str(found)

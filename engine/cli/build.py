@@ -80,7 +80,7 @@ def make_reporter(output: str, prefix: str = "") -> Any:
     return TextReporter(prefix=prefix)
 
 
-def report(results: list[Any], output: str) -> None:
+def report_outcome(results: list[Any], output: str) -> None:
     """One line per build's outcome; exit with the worst exit code."""
     worst = 0
     for result in results:
@@ -205,6 +205,12 @@ def report(results: list[Any], output: str) -> None:
 @template_options
 @output_option
 @junit_option
+@click.option(
+    "--report",
+    "report_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write an HTML report of the build here (several builds: one file each, NAME in its name).",
+)
 def build(
     templates: tuple[Path, ...],
     target: str,
@@ -237,6 +243,7 @@ def build(
     allow_outside_template_dir: bool,
     output: str,
     junit: Path | None,
+    report_file: Path | None,
 ) -> None:
     """Build templates: customize, deprovision and distribute, as AIB would."""
     from engine.build import BuildOptions, BuildRun, run_all
@@ -309,7 +316,13 @@ def build(
     finally:
         if tests is not None and junit is not None:
             tests.write(junit)
-    report(results, output)
+    if report_file is not None:
+        for result in results:
+            path = report_file
+            if len(results) > 1:
+                path = report_file.with_name(f"{report_file.stem}-{result.build_id}{report_file.suffix}")
+            write_report(the_store, result.build_id, path)
+    report_outcome(results, output)
 
 
 @click.command()
@@ -343,7 +356,7 @@ def rerun(
     build_ = rerun_build(
         Store.open(store), build_id, options, make_reporter(output), start=start, only=only, finish=finish
     )
-    report([build_.run()], output)
+    report_outcome([build_.run()], output)
 
 
 @click.command()
@@ -393,6 +406,32 @@ def logs(build_id: str, follow: bool, store: Path | None) -> None:
 
 
 @click.command()
+@click.argument("build_id")
+@click.option("--output-file", "-o", type=click.Path(path_type=Path, dir_okay=False), help="[default: stdout]")
+@store_option
+def report(build_id: str, output_file: Path | None, store: Path | None) -> None:
+    """Write a build's HTML report: a timeline of its steps, their output, findings and artifacts."""
+    from engine.records import require_build
+    from engine.store import Store
+
+    the_store = Store.open(store)
+    require_build(the_store, build_id)
+    write_report(the_store, build_id, output_file)
+
+
+def write_report(the_store: Any, build_id: str, output_file: Path | None) -> None:
+    from engine.report import report_of
+    from engine.store import atomic_write
+
+    record = the_store.get_build(build_id) or {}
+    text = report_of(the_store.build_dir(build_id), record)
+    if output_file is None:
+        click.echo(text, nl=False)
+    else:
+        atomic_write(output_file, text.encode())
+
+
+@click.command()
 @click.option("--build", "build_id", help="Only this build's leftovers.")
 @store_option
 def clean(build_id: str | None, store: Path | None) -> None:
@@ -406,4 +445,4 @@ def clean(build_id: str | None, store: Path | None) -> None:
         click.echo(f"left {name}: its build is still running")
 
 
-build_commands = [build, rerun, shell, logs, clean]
+build_commands = [build, rerun, shell, logs, report, clean]
