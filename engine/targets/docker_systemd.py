@@ -80,6 +80,10 @@ class SystemdContainer:
                 container.remove(force=True)
                 if path not in str(exc):
                     raise TargetError(f"cannot start systemd in a container of {image}: {reason(exc)}") from None
+            except BaseException:  # the engine gone, an interrupt: leave no container behind
+                with contextlib.suppress(docker.errors.DockerException):
+                    container.remove(force=True)
+                raise
         if required:
             raise TargetError(f"--init systemd: {image} has no systemd ({' or '.join(INIT_PATHS)})")
         return None

@@ -5,6 +5,7 @@ under its own tag keyed by the base image's ID, and used by every later build of
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 
@@ -14,6 +15,7 @@ from engine import _docker_import  # noqa: F401 - hides paramiko from docker-py;
 # isort: split
 import docker
 import docker.errors
+import requests
 
 from engine.images import image_config, reason
 
@@ -82,15 +84,23 @@ def ensure(
     )
     try:
         tail: list[str] = []
-        for raw in container.logs(stream=True, follow=True):
-            for line in raw.decode(errors="replace").splitlines():
-                tail = [*tail[-4:], line]
-                if line.startswith(PROGRESS):
-                    report(f"vm-layer | {line}")
-            if time.monotonic() - started > within:
-                report(f"the VM-like layer took longer than {within:.0f}s: building with a keep-alive PID 1")
-                return None
-        code = int(container.wait(timeout=60).get("StatusCode", 1))
+
+        def pump() -> None:
+            with contextlib.suppress(docker.errors.DockerException, requests.exceptions.RequestException):
+                for raw in container.logs(stream=True, follow=True):
+                    for line in raw.decode(errors="replace").splitlines():
+                        tail[:] = [*tail[-4:], line]
+                        if line.startswith(PROGRESS):
+                            report(f"vm-layer | {line}")
+
+        reader = threading.Thread(target=pump, name="vm-layer-log", daemon=True)
+        reader.start()
+        try:
+            code = int(container.wait(timeout=max(1.0, within)).get("StatusCode", 1))
+        except requests.exceptions.RequestException:
+            report(f"the VM-like layer took longer than {within:.0f}s: building with a keep-alive PID 1")
+            return None
+        reader.join(5)
         if code != 0:
             report(
                 f"could not make the VM-like layer (exit {code}: {' / '.join(tail)}): "
