@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,29 @@ def image(cli: Any, name: str) -> str:
 
 def events(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+@contextlib.contextmanager
+def derived(docker_client: Any, base_image: str, script: str, conf: dict[str, Any] | None = None) -> Iterator[str]:
+    """An image made from the base image by `script` (as root, no network); removed after."""
+    container = docker_client.containers.run(base_image, ["sh", "-c", script], detach=True, network_mode="none")
+    try:
+        container.wait(timeout=120)
+        made = container.commit(repository="aib-local-test/derived", tag=container.id[:12], conf=conf or {})
+    finally:
+        container.remove(force=True)
+    try:
+        yield str(made.id)
+    finally:
+        docker_client.images.remove(made.id, force=True)
+
+
+def build_from(cli: Any, write_template: Any, tmp_path: Path, image_id: str, name: str, *args: str) -> Any:
+    """Build a one-step template whose Debian URN maps to `image_id`."""
+    catalogue = tmp_path / "catalogue.json"
+    catalogue.write_text(json.dumps({"Debian:debian-12:12:latest": image_id}))
+    path = write_template(template(name, [{"type": "Shell", "inline": ["cat /proc/1/comm"]}]))
+    return cli("build", str(path), "--catalogue", str(catalogue), *args)
 
 
 def test_a_service_runs_across_steps_and_a_reboot_and_waagent_deprovisions(
@@ -176,52 +200,26 @@ def test_init_none_keeps_a_keep_alive_pid_1(cli: Any, write_template: Any, base_
 def test_an_image_without_systemd_falls_back_and_says_so(
     cli: Any, write_template: Any, docker_client: Any, base_image: str, tmp_path: Path, leftovers: Any
 ) -> None:
-    container = docker_client.containers.run(
-        base_image, ["rm", "-f", "/usr/lib/systemd/systemd"], detach=True, network_mode="none"
-    )
-    try:
-        assert container.wait(timeout=60)["StatusCode"] == 0
-        made = container.commit(repository="aib-local-test/no-systemd", tag=container.id[:12])
-    finally:
-        container.remove(force=True)
-    try:
-        catalogue = tmp_path / "catalogue.json"
-        catalogue.write_text(json.dumps({"Debian:debian-12:12:latest": made.id}))
-        path = write_template(template("fallback", [{"type": "Shell", "inline": ["echo built"]}]))
-        result = cli("build", str(path), "--network", "none", "--catalogue", str(catalogue))
+    with derived(docker_client, base_image, "rm -f /usr/lib/systemd/systemd") as image:
+        result = build_from(cli, write_template, tmp_path, image, "fallback", "--network", "none")
         assert result.code == 0, result.output
         assert "its VM-like layer needs the network to install it (--network none)" in result.stdout
         assert "the image has no systemd: a keep-alive process is the container's PID 1" in result.stdout
-        refused = cli("build", str(path), "--network", "none", "--catalogue", str(catalogue), "--init", "systemd")
+        refused = build_from(cli, write_template, tmp_path, image, "fallback", "--network", "none", "--init", "systemd")
         assert refused.code == 1, refused.output
         assert "--init systemd:" in refused.stderr and "has no systemd" in refused.stderr
-    finally:
-        docker_client.images.remove(made.id, force=True)
     assert leftovers() == []
 
 
 def test_a_fixture_image_from_an_older_recipe_is_named_with_the_command_that_remakes_it(
     cli: Any, write_template: Any, docker_client: Any, base_image: str, tmp_path: Path, leftovers: Any
 ) -> None:
-    container = docker_client.containers.create(base_image, ["true"], network_mode="none")
-    try:
-        made = container.commit(
-            repository="aib-local-test/old-recipe",
-            tag=container.id[:12],
-            conf={"Labels": {"aib-local.fixture-recipe": "2"}, "Cmd": ["/bin/bash"]},
-        )
-    finally:
-        container.remove(force=True)
-    try:
-        catalogue = tmp_path / "catalogue.json"
-        catalogue.write_text(json.dumps({"Debian:debian-12:12:latest": made.id}))
-        path = write_template(template("old-recipe", [{"type": "Shell", "inline": ["echo built"]}]))
-        result = cli("build", str(path), "--network", "none", "--catalogue", str(catalogue))
+    old = {"Labels": {"aib-local.fixture-recipe": "2"}, "Cmd": ["/bin/bash"]}
+    with derived(docker_client, base_image, "true", old) as image:
+        result = build_from(cli, write_template, tmp_path, image, "old-recipe", "--network", "none")
         assert result.code == 0, result.output
         assert "was made by an older recipe (2; now 3)" in result.stdout
         assert "build-image.sh" in result.stdout or "docker import" in result.stdout
-    finally:
-        docker_client.images.remove(made.id, force=True)
     assert leftovers() == []
 
 
@@ -241,31 +239,22 @@ def test_an_image_without_systemd_gets_a_vm_like_layer_once(
     if not debian_mirror_reachable():
         pytest.skip("the VM-like layer installs systemd from Debian's mirror, which is not reachable here")
     # A minimized image: systemd and its packages gone, as in a registry's ubuntu or debian.
-    purge = "dpkg --purge --force-all systemd-sysv systemd libpam-systemd dbus-user-session 2>&1 | tail -2"
-    container = docker_client.containers.run(base_image, ["sh", "-c", purge], detach=True, network_mode="none")
-    try:
-        container.wait(timeout=120)
-        made = container.commit(repository="aib-local-test/minimized", tag=container.id[:12], conf={"Cmd": ["bash"]})
-    finally:
-        container.remove(force=True)
-    layer_tag = f"aib-local/vm-layer:{made.id.split(':')[-1][:12]}"
-    try:
-        catalogue = tmp_path / "catalogue.json"
-        catalogue.write_text(json.dumps({"Debian:debian-12:12:latest": made.id}))
-        path = write_template(template("layered", [{"type": "Shell", "inline": ["cat /proc/1/comm"]}]))
-        first = cli("build", str(path), "--catalogue", str(catalogue))
-        assert first.code == 0, first.output
-        assert "installing systemd, dbus and sudo once with its package manager" in first.stdout
-        assert "vm-layer | Setting up systemd" in first.stdout
-        assert "| systemd" in first.stdout  # PID 1
-        again = cli("build", str(path), "--catalogue", str(catalogue))
-        assert again.code == 0, again.output
-        assert f"using its VM-like layer {layer_tag}" in again.stdout
-        assert "| systemd" in again.stdout
-    finally:
-        for image in (layer_tag, made.id):
+    purge = "dpkg --purge --force-all systemd-sysv systemd libpam-systemd dbus-user-session"
+    with derived(docker_client, base_image, purge, {"Cmd": ["bash"]}) as image:
+        layer_tag = f"aib-local/vm-layer:{image.split(':')[-1][:12]}"
+        try:
+            first = build_from(cli, write_template, tmp_path, image, "layered")
+            assert first.code == 0, first.output
+            assert "installing systemd, dbus and sudo once with its package manager" in first.stdout
+            assert "vm-layer | Setting up systemd" in first.stdout
+            assert "| systemd" in first.stdout  # PID 1
+            again = build_from(cli, write_template, tmp_path, image, "layered")
+            assert again.code == 0, again.output
+            assert f"using its VM-like layer {layer_tag}" in again.stdout
+            assert "| systemd" in again.stdout
+        finally:
             with contextlib.suppress(Exception):
-                docker_client.images.remove(image, force=True)
+                docker_client.images.remove(layer_tag, force=True)
     assert leftovers() == []
 
 
