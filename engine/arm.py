@@ -357,10 +357,7 @@ class _Evaluator:
             return arm_functions.format_time(ctx.now, *(str(a) for a in args[:1]))
         if lowered == "newguid":
             return str(uuid.uuid4())
-        try:
-            return arm_functions.call(name, args)
-        except KeyError:
-            raise ExpressionError(f"{name}() is not an ARM template function") from None
+        return arm_functions.call(name, args)  # its ArmError becomes an ExpressionError in call()
 
     def variable(self, name: str) -> Any:
         ctx = self.ctx

@@ -520,7 +520,9 @@ FUNCTIONS: dict[str, tuple[Function, int, int | None]] = {
 
 
 def call(name: str, args: list[Any]) -> Any:
-    """Call the pure function `name` (any case); KeyError when there is none."""
+    """Call the pure function `name` (any case); ArmError when there is none."""
+    if name.lower() not in FUNCTIONS:
+        raise ArmError(f"{name}() is not an ARM template function")
     fn, low, high = FUNCTIONS[name.lower()]
     _count(name, tuple(args), low, high)
     return fn(*args)

@@ -289,3 +289,50 @@ class Meter:
             rate=round(self.bytes / elapsed),
             final=final,
         )
+
+
+def read_events(build_dir: Path) -> list[dict[str, Any]]:
+    """A build's events from its events.jsonl (none when it has none)."""
+    path = build_dir / EVENTS_NAME
+    events = []
+    for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash
+    return events
+
+
+def _time(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def steps_of(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The build's steps in order: name, start (s from the build's start), duration,
+    status, exit code, detail and output lines."""
+    start = next((_time(e["time"]) for e in events if e["event"] == "build-started"), None)
+    if start is None and events:
+        start = _time(events[0]["time"])
+    found: list[dict[str, Any]] = []
+    open_steps: dict[str, dict[str, Any]] = {}
+    for event in events:
+        step = event.get("step")
+        if event["event"] == "step-started" and step:
+            entry = {
+                "name": step,
+                "start": _time(event["time"]) - (start or 0.0),
+                "duration": 0.0,
+                "status": "running",
+                "exitCode": None,
+                "detail": event.get("detail") or "",
+                "output": [],
+            }
+            open_steps[step] = entry
+            found.append(entry)
+        elif event["event"] == "output" and step in open_steps:
+            open_steps[step]["output"].append(event.get("line", ""))
+        elif event["event"] == "step-finished" and step in open_steps:
+            entry = open_steps.pop(step)
+            entry.update(duration=float(event.get("duration") or 0.0), status=event.get("status", ""))
+            entry["exitCode"] = event.get("exitCode")
+    return found

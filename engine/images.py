@@ -90,6 +90,25 @@ def older_recipe(client: docker.DockerClient, image_id: str) -> int | None:
     return int(made_by) if int(made_by) < FIXTURE_RECIPE else None
 
 
+def commit_config(client: docker.DockerClient, base_image: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """The config to commit a container of `base_image` with: the base image's own
+    entrypoint, command, environment, working directory and user, not the container's."""
+    config = image_config(client, base_image)
+    # The engine merges the container's labels into the image and cannot drop a key, so
+    # ours are blanked: containers run from the image later are not taken for build
+    # containers (those are found by label *value*).
+    blanked = {LABEL_TOOL: "", LABEL_BUILD: "", LABEL_TEMPLATE: "", LABEL_OWNER: ""}
+    return {
+        "Cmd": config.get("Cmd"),
+        # [] and not null: null would keep the container's own (the build's keep-alive loop).
+        "Entrypoint": config.get("Entrypoint") or [],
+        "Labels": {**(config.get("Labels") or {}), **blanked, **(labels or {})},
+        "Env": config.get("Env"),
+        "WorkingDir": config.get("WorkingDir") or "",
+        "User": config.get("User") or "",
+    }
+
+
 def image_config(client: docker.DockerClient, image_id: str) -> dict[str, Any]:
     try:
         config: dict[str, Any] = client.api.inspect_image(image_id).get("Config") or {}

@@ -1,23 +1,23 @@
 """JUnit XML reports (`--junit FILE`), the format Jenkins, GitLab, Azure Pipelines and
 GitHub test reporters read.
 
-A build is a test suite: one test case per customizer, validator, deprovision and
-distribution step, with its duration, its failure (the message and the output's tail) and
-its output; a build that fails outside those steps gets a "build" case that fails. For
-`validate` each template is a test case whose failure lists the findings. The XML is
-written with the standard library's ElementTree: the format is a handful of elements,
-and a library would not remove code.
+A build is a test suite, made from the events the build kept (events.jsonl, folded into
+steps as the HTML report folds them): one test case per customizer, validator,
+deprovision and distribution step, with its duration, its failure (the message and the
+output's tail) and its output; a build that fails outside those steps gets a "build" case
+that fails. For `validate` each template is a test case whose failure lists the findings.
+The XML is written with the standard library's ElementTree: the format is a handful of
+elements, and a library would not remove code.
 """
 
 from __future__ import annotations
 
-import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.events import steps_of
 from engine.store import atomic_write
 
 KEPT_STEPS = ("customize[", "validate[", "deprovision", "distribute[")
@@ -42,35 +42,40 @@ class Suite:
     status: str = ""
     message: str = ""
     cases: list[Case] = field(default_factory=list)
-    open: dict[str, Case] = field(default_factory=dict)
 
 
 class JunitReport:
-    """Collects the events of one or more builds (each through `sink`), then writes them."""
+    """Builds and validations, as test suites, written at the end."""
 
     def __init__(self) -> None:
         self.suites: list[Suite] = []
-        self._lock = threading.Lock()
 
-    def sink(self, name: str, forward: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
-        """An event sink for the build of template `name` that also passes events to `forward`."""
-        suite = Suite(name)
-        with self._lock:
-            self.suites.append(suite)
-
-        def record(event: dict[str, Any]) -> None:
-            forward(event)
-            _record(suite, event)
-
-        return record
+    def add_build(self, name: str, events: list[dict[str, Any]]) -> None:
+        """The build of template `name`, from its events."""
+        finished: dict[str, Any] = next((e for e in reversed(events) if e["event"] == "build-finished"), {})
+        started: dict[str, Any] = next((e for e in events if e["event"] == "build-started"), {})
+        suite = Suite(
+            name,
+            started=str(started.get("time", "")),
+            seconds=float(finished.get("duration") or 0.0),
+            status=str(finished.get("status") or "Failed"),
+            message=str(finished.get("message") or ""),
+        )
+        for step in steps_of(events):
+            if not step["name"].startswith(KEPT_STEPS):
+                continue
+            case = Case(step["name"], step["duration"], step["status"], step["exitCode"], step["output"][-TAIL_LINES:])
+            if case.status not in ("succeeded", "rebooted"):
+                case.failure = suite.message or f"{case.name}: {case.status}"
+            suite.cases.append(case)
+        self.suites.append(suite)
 
     def add_validation(self, template: str, seconds: float, errors: list[str], notes: list[str]) -> None:
         suite = Suite(f"validate {template}", seconds=seconds, status="Failed" if errors else "Succeeded")
         case = Case(template, seconds, "failed" if errors else "succeeded", output=notes)
         case.failure = "\n".join(errors)
         suite.cases.append(case)
-        with self._lock:
-            self.suites.append(suite)
+        self.suites.append(suite)
 
     def write(self, path: Path) -> None:
         root = ET.Element("testsuites", name="aib-local")
@@ -103,31 +108,6 @@ class JunitReport:
         root.set("time", f"{sum(s.seconds for s in self.suites):.3f}")
         ET.indent(root)
         atomic_write(path, ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n")
-
-
-def _record(suite: Suite, event: dict[str, Any]) -> None:
-    kind, step = event.get("event"), str(event.get("step", ""))
-    if kind == "build-started":
-        suite.started = str(event.get("time", ""))
-    elif kind == "step-started" and step.startswith(KEPT_STEPS):
-        suite.open[step] = Case(step)
-    elif kind == "output" and step in suite.open:
-        lines = suite.open[step].output
-        lines.append(str(event.get("line", "")))
-        del lines[:-TAIL_LINES]
-    elif kind == "step-finished" and step in suite.open:
-        case = suite.open.pop(step)
-        case.seconds = float(event.get("duration") or 0.0)
-        case.status = str(event.get("status", "failed"))
-        case.exit_code = event.get("exitCode")
-        suite.cases.append(case)
-    elif kind == "build-finished":
-        suite.seconds = float(event.get("duration") or 0.0)
-        suite.status = str(event.get("status", ""))
-        suite.message = str(event.get("message") or "")
-        for case in suite.cases:
-            if case.status not in ("succeeded", "rebooted") and not case.failure:
-                case.failure = suite.message or f"{case.name}: {case.status}"
 
 
 def _case(parent: ET.Element, suite: str, case: Case) -> None:

@@ -7,14 +7,12 @@ artifact IDs, and the template. It is made from the build's record and events.js
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from engine.errors import UsageError
-from engine.events import EVENTS_NAME
+from engine.events import EVENTS_NAME, read_events, steps_of
 
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
@@ -39,41 +37,6 @@ document.getElementById('search').addEventListener('input', function (event) {
   });
 });
 """
-
-
-def _time(stamp: str) -> float:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-
-
-def steps_of(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The build's steps in order: name, start (s from the build's start), duration,
-    status, exit code, detail and output lines."""
-    start = next((_time(e["time"]) for e in events if e["event"] == "build-started"), None)
-    if start is None and events:
-        start = _time(events[0]["time"])
-    found: list[dict[str, Any]] = []
-    open_steps: dict[str, dict[str, Any]] = {}
-    for event in events:
-        step = event.get("step")
-        if event["event"] == "step-started" and step:
-            entry = {
-                "name": step,
-                "start": _time(event["time"]) - (start or 0.0),
-                "duration": 0.0,
-                "status": "running",
-                "exitCode": None,
-                "detail": event.get("detail") or "",
-                "output": [],
-            }
-            open_steps[step] = entry
-            found.append(entry)
-        elif event["event"] == "output" and step in open_steps:
-            open_steps[step]["output"].append(event.get("line", ""))
-        elif event["event"] == "step-finished" and step in open_steps:
-            entry = open_steps.pop(step)
-            entry.update(duration=float(event.get("duration") or 0.0), status=event.get("status", ""))
-            entry["exitCode"] = event.get("exitCode")
-    return found
 
 
 def render(record: dict[str, Any], events: list[dict[str, Any]]) -> str:
@@ -136,13 +99,6 @@ def render(record: dict[str, Any], events: list[dict[str, Any]]) -> str:
 
 
 def report_of(build_dir: Path, record: dict[str, Any]) -> str:
-    events_file = build_dir / EVENTS_NAME
-    if not events_file.exists():
+    if not (build_dir / EVENTS_NAME).exists():
         raise UsageError(f"build {record.get('buildId')} has no {EVENTS_NAME} (made by an older aib-local?)")
-    events = []
-    for line in events_file.read_text(errors="replace").splitlines():
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut short by a crash
-    return render(record, events)
+    return render(record, read_events(build_dir))

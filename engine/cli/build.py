@@ -248,6 +248,7 @@ def build(
     """Build templates: customize, deprovision and distribute, as AIB would."""
     from engine.build import BuildOptions, BuildRun, run_all
     from engine.build.revisit import resume
+    from engine.events import read_events
     from engine.junit import JunitReport
     from engine.store import Store
     from engine.targets.endpoint import SshOptions
@@ -286,14 +287,8 @@ def build(
         resource_group=resource_group,
     )
     the_store = Store.open(store)
-    tests = JunitReport() if junit is not None else None
-
-    def reporter(name: str, prefix: str = "") -> Any:
-        shown = make_reporter(output, prefix)
-        return tests.sink(name, shown) if tests is not None else shown
-
     if resume_id:
-        builds = [resume(the_store, resume_id, options, reporter(resume_id), list(templates))]
+        builds = [resume(the_store, resume_id, options, make_reporter(output), list(templates))]
     else:
         reading = load_options(
             parameters,
@@ -308,13 +303,17 @@ def build(
         loaded = [item for path in templates for item in load_templates(path, options=reading)]
         several = len(loaded) > 1 and output == "text"
         builds = [
-            BuildRun(item, options, the_store, reporter(item.name, f"[{item.name}] " if several else ""))
+            BuildRun(item, options, the_store, make_reporter(output, f"[{item.name}] " if several else ""))
             for item in loaded
         ]
     try:
         results = run_all(builds, parallel)
-    finally:
-        if tests is not None and junit is not None:
+    finally:  # interrupted builds too: their events say so
+        if junit is not None:
+            tests = JunitReport()
+            for build_run in builds:
+                ctx = build_run.ctx
+                tests.add_build(ctx.loaded.name, read_events(the_store.build_dir(ctx.build_id)))
             tests.write(junit)
     if report_file is not None:
         for result in results:

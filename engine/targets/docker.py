@@ -31,12 +31,8 @@ from engine import failpoints
 from engine.errors import EnvironmentProblem, UsageError
 from engine.images import (
     KEEPALIVE,
-    LABEL_BUILD,
-    LABEL_OWNER,
-    LABEL_TEMPLATE,
-    LABEL_TOOL,
+    commit_config,
     connect,
-    image_config,
     labels,
     reason,
 )
@@ -450,20 +446,7 @@ class DockerTarget(Target):
     def commit(self, repository: str, tag: str, base_image: str) -> str:
         """Commit the container as `repository:tag`, with the source image's own config."""
         container = self._require()
-        config = image_config(self.client, base_image)
-        # The engine merges the container's labels into the image and cannot drop a key,
-        # so ours are blanked: containers run from the image later are not taken for
-        # build containers (those are found by label *value*).
-        labels = {**(config.get("Labels") or {}), LABEL_TOOL: "", LABEL_BUILD: "", LABEL_TEMPLATE: "", LABEL_OWNER: ""}
-        conf = {
-            "Cmd": config.get("Cmd"),
-            # [] and not null: null would keep the container's own (the build's keep-alive loop).
-            "Entrypoint": config.get("Entrypoint") or [],
-            "Labels": labels,
-            "Env": config.get("Env"),
-            "WorkingDir": config.get("WorkingDir") or "",
-            "User": config.get("User") or "",
-        }
+        conf = commit_config(self.client, base_image)
         try:
             image = container.commit(repository=repository, tag=tag, conf=conf)
         except docker.errors.DockerException as exc:

@@ -17,7 +17,7 @@ import docker
 import docker.errors
 import requests
 
-from engine.images import image_config, reason
+from engine.images import commit_config, reason
 
 REPOSITORY = "aib-local/vm-layer"
 LABEL_OF = "io.aib-local.vm-layer-of"
@@ -107,16 +107,7 @@ def ensure(
                 "building with a keep-alive PID 1 instead"
             )
             return None
-        config = image_config(client, image_id)
-        labels = {**(config.get("Labels") or {}), LABEL_OF: image_id}
-        conf = {
-            "Cmd": config.get("Cmd"),
-            "Entrypoint": config.get("Entrypoint") or [],
-            "Env": config.get("Env"),
-            "WorkingDir": config.get("WorkingDir") or "",
-            "User": config.get("User") or "",
-            "Labels": labels,
-        }
+        conf = commit_config(client, image_id, {LABEL_OF: image_id})
         repository, _, version = tag.partition(":")
         made = container.commit(repository=repository, tag=version, conf=conf)
         report(f"made the VM-like layer {tag} in {time.monotonic() - started:.0f}s")

@@ -251,6 +251,9 @@ def test_an_image_without_systemd_gets_a_vm_like_layer_once(
             again = build_from(cli, write_template, tmp_path, image, "layered")
             assert again.code == 0, again.output
             assert f"using its VM-like layer {layer_tag}" in again.stdout
+            # Kept as an image of its own: not carrying the build's labels, it is no build's leftover.
+            layer_labels = docker_client.images.get(layer_tag).labels
+            assert not layer_labels.get("io.aib-local.build-id") and layer_labels["io.aib-local.vm-layer-of"] == image
             assert "| systemd" in again.stdout
         finally:
             with contextlib.suppress(Exception):

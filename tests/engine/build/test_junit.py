@@ -10,6 +10,7 @@ from typing import Any
 import xmlschema
 
 from engine.build import BuildOptions, BuildRun
+from engine.events import read_events
 from engine.junit import JunitReport
 from engine.validation import load_templates
 from tests.engine.build.conftest import Builds
@@ -25,7 +26,9 @@ def run(builds: Builds, report: JunitReport, name: str, customize: list[dict[str
     ]
     path.write_text(json.dumps(template(name, customize, distribute=distribute)))
     (loaded,) = load_templates(path)
-    BuildRun(loaded, BuildOptions(target="fake"), builds.store, report.sink(name, builds.events.append)).run()
+    build = BuildRun(loaded, BuildOptions(target="fake"), builds.store, builds.events.append)
+    build.run()
+    report.add_build(name, read_events(builds.store.build_dir(build.build_id)))
 
 
 def cases(path: Path) -> dict[str, ET.Element]:
@@ -92,3 +95,21 @@ def test_validate_writes_one_case_per_template_with_its_findings(cli: Any, tmp_p
     failure = found[f"aib-local.validate {bad}/{bad}"].find("failure")
     assert failure is not None and "properties.source: required field is missing" in (failure.text or "")
     assert found["aib-local.validate quickstart/quickstart"].find("failure") is None
+
+
+def test_build_writes_junit_and_html_reports_for_each_template(builds: Builds, cli: Any, tmp_path: Path) -> None:
+    builds.rule("exit 3", 3)
+    paths = []
+    for name, line in (("one", "echo ok"), ("two", "exit 3")):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(template(name, [{"type": "Shell", "name": "s", "inline": [line]}])))
+        paths.append(str(path))
+    out, page = tmp_path / "build.xml", tmp_path / "report.html"
+    store = str(builds.store.root)
+    result = cli("build", *paths, "--target", "fake", "--store", store, "--junit", str(out), "--report", str(page))
+    assert result.code == 1, result.output
+    found = cases(out)
+    assert "aib-local.one/customize[0] s" in found and found["aib-local.one/customize[0] s"].find("failure") is None
+    assert found["aib-local.two/customize[0] s"].find("failure") is not None
+    pages = sorted(tmp_path.glob("report-*.html"))
+    assert len(pages) == 2 and all("customize[0] s" in p.read_text() for p in pages)
