@@ -1,21 +1,28 @@
 """Writes a root filesystem (a tar stream) as ext4 into a disk image file, for VHDs.
 
 Whatever the target was, the filesystem is written the same way: in a short-lived
-helper container on the local Docker engine, so that aib-local itself never needs root.
+helper container on the Docker engine, so that aib-local itself never needs root. A
+local engine writes the disk image straight into the store through a bind mount; a
+remote one (tcp://, ssh://) writes it in the helper, whence it is streamed back as a
+sparse tar (only the written blocks travel) into the file on this machine.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import shlex
-from collections.abc import Iterator
+import tarfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import docker.errors
 from docker.models.containers import Container
 
 from engine import failpoints
 from engine.errors import EnvironmentProblem
-from engine.images import KEEPALIVE, labels, reason
+from engine.images import KEEPALIVE, engine_is_local, labels, reason
 from engine.targets.base import TargetError
 
 HELPER_IMAGES_ENV = "AIB_LOCAL_HELPER_IMAGE"
@@ -32,13 +39,25 @@ class Ext4Writer:
     to the calling user.
     """
 
-    def __init__(self, client: docker.DockerClient, candidates: list[str], *, build_id: str) -> None:
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        candidates: list[str],
+        *,
+        build_id: str,
+        report: Callable[[str], None] = lambda _message: None,
+    ) -> None:
         self.client = client
+        self.report = report
         env = os.environ.get(HELPER_IMAGES_ENV)
         self.candidates = [env] if env else [*candidates, FALLBACK_HELPER]
         self.build_id = build_id
 
-    def _start(self, folder: str) -> Container:
+    def _start(self, folder: str | None) -> Container:
+        mounts = {folder: {"bind": "/out", "mode": "rw"}} if folder else {}
+        # Streaming the disk back needs GNU tar's --sparse (busybox tar has none).
+        probe = "command -v mke2fs && mke2fs -V 2>&1 | grep -q 'mke2fs 1.4[3-9]'"
+        probe += "" if folder else " && tar --version | grep -q GNU && mkdir -p /out"
         for image in dict.fromkeys(self.candidates):
             try:
                 container = self.client.containers.run(
@@ -49,18 +68,18 @@ class Ext4Writer:
                     network_mode="none",
                     user="root",
                     labels=labels(self.build_id, "vhd-helper"),
-                    volumes={folder: {"bind": "/out", "mode": "rw"}},
+                    volumes=mounts,
                 )
             except docker.errors.ImageNotFound:
                 continue
             except docker.errors.DockerException as exc:
                 raise TargetError(f"cannot start the disk helper from {image}: {reason(exc)}") from None
-            if self._exec(container, "command -v mke2fs && mke2fs -V 2>&1 | grep -q 'mke2fs 1.4[3-9]'")[0] == 0:
+            if self._exec(container, probe)[0] == 0:
                 return container
             container.remove(force=True)
+        needs = "mke2fs (e2fsprogs 1.43 or newer)" + ("" if folder else " and GNU tar")
         raise EnvironmentProblem(
-            "no image with mke2fs (e2fsprogs 1.43 or newer) to write the VHD's filesystem: "
-            f"tried {', '.join(dict.fromkeys(self.candidates))}",
+            f"no image with {needs} to write the VHD's filesystem: tried {', '.join(dict.fromkeys(self.candidates))}",
             hint=f"make one: fixtures/images/build-image.sh debian:12, or set {HELPER_IMAGES_ENV}=IMAGE",
         )
 
@@ -77,15 +96,9 @@ class Ext4Writer:
         `size` is the whole disk in bytes, or None for the smallest fit. Returns
         (disk size, bytes of files).
         """
-        host = os.environ.get("DOCKER_HOST", "")
-        if host and not host.startswith("unix://"):
-            raise EnvironmentProblem(
-                f"a VHD needs the Docker engine on this machine (DOCKER_HOST is {host}): "
-                "its helper writes the disk through a bind mount of the store",
-                hint="build VHDs with a local engine, or distribute a ManagedImage instead",
-            )
         folder, _, name = image.rpartition("/")
-        container = self._start(folder)
+        local = engine_is_local(self.client)
+        container = self._start(folder if local else None)
         try:
             self._exec(container, "mkdir -p /rootfs")
             try:
@@ -108,18 +121,102 @@ class Ext4Writer:
                     f"the filesystem needs about {needed // (1 << 20)} MiB"
                 )
             fs_kib = (disk - offset) // 1024
+            out_file = f"/out/{shlex.quote(name)}"
+            handover = f" && chown {os.getuid()}:{os.getgid()} {out_file}" if local else " && rm -rf /rootfs"
             code, out = self._exec(
                 container,
-                f"mke2fs -q -F -t ext4 -L rootfs -N {inodes} -d /rootfs -E offset={offset} "
-                f"/out/{shlex.quote(name)} {fs_kib}k && chown {os.getuid()}:{os.getgid()} /out/{shlex.quote(name)}",
+                f"mke2fs -q -F -t ext4 -L rootfs -N {inodes} -d /rootfs -E offset={offset} {out_file} {fs_kib}k"
+                + handover,
             )
             if code != 0 and "No space left" in out:
-                raise TargetError(f"the disk holding {folder} is full: mke2fs could not write the VHD there")
+                where = folder if local else "the remote engine's data root"
+                raise TargetError(f"the disk holding {where} is full: mke2fs could not write the VHD there")
             if code != 0:
                 raise TargetError(f"mke2fs failed: {out.strip()[-500:]}")
+            if not local:
+                self._fetch(container, name, image)
+                written = Path(image).stat().st_blocks * 512
+                self.report(
+                    f"the disk image came back from the remote engine: {written >> 20} MiB of data "
+                    f"in a {disk >> 20} MiB disk (the holes do not travel)"
+                )
             return disk, used_kib * 1024
         finally:
             _remove_quietly(container)
+
+    def _fetch(self, container: Container, name: str, image: str) -> None:
+        """Stream /out/NAME from the helper into `image` on this machine, holes kept."""
+        api = self.client.api
+        try:
+            exec_id = api.exec_create(
+                container.id, ["tar", "--sparse", "-cf", "-", "-C", "/out", name], user="root", stderr=True
+            )["Id"]
+            frames = api.exec_start(exec_id, stream=True, demux=True)
+            errors: list[bytes] = []
+            reader = _Frames(frames, errors)
+            with tarfile.open(fileobj=reader, mode="r|") as archive:
+                member = archive.next()
+                if member is None or not member.isfile():
+                    raise TargetError("the disk helper sent no disk image")
+                failpoints.hit("vhd:fetching")  # the disk image is on its way from the remote engine
+                _write_sparse(archive.fileobj, member, image)
+            reader.drain()
+            code = api.exec_inspect(exec_id).get("ExitCode")
+        except docker.errors.DockerException as exc:
+            raise TargetError(f"cannot copy the disk image from the remote engine: {reason(exc)}") from None
+        except tarfile.TarError as exc:
+            raise TargetError(f"the disk image from the remote engine is damaged: {exc}") from None
+        if code != 0:
+            detail = b"".join(errors).decode("utf-8", "replace").strip()[-300:]
+            raise TargetError(f"cannot copy the disk image from the remote engine: tar exited {code}: {detail}")
+
+
+class _Frames(io.RawIOBase):
+    """A readable file over the stdout of a demultiplexed exec stream; stderr is kept."""
+
+    def __init__(self, frames: Iterator[tuple[bytes | None, bytes | None]], errors: list[bytes]) -> None:
+        self.frames = frames
+        self.errors = errors
+        self.pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self.pending:
+            try:
+                out, err = next(self.frames)
+            except StopIteration:
+                return 0
+            if err:
+                self.errors.append(err)
+            self.pending = memoryview(out or b"")
+        size = min(len(buffer), len(self.pending))
+        buffer[:size] = self.pending[:size]
+        self.pending = self.pending[size:]
+        return size
+
+    def drain(self) -> None:
+        while self.readinto(bytearray(1 << 16)):
+            pass
+
+
+def _write_sparse(data: Any, member: tarfile.TarInfo, image: str) -> None:
+    """Write `member` into `image`, its data read from `data` (the archive positioned at
+    the member's data): a sparse member's regions are stored one after the other, each
+    is written at its offset, and the holes are left as holes."""
+    regions = getattr(member, "sparse", None) or [(0, member.size)]
+    with Path(image).open("r+b" if Path(image).exists() else "wb") as out:
+        for start, length in regions:
+            out.seek(start)
+            left = length
+            while left:
+                chunk = data.read(min(left, 1 << 20))
+                if not chunk:
+                    raise TargetError("the disk image from the remote engine ended early")
+                out.write(chunk)
+                left -= len(chunk)
+        out.truncate(member.size)
 
 
 def _remove_quietly(container: Container) -> None:

@@ -42,6 +42,7 @@ POINTS = (
     "phase:distribute",
     "target:started",
     "vhd:unpacked",
+    "vhd:fetching",
     "vhd:written",
     "image:committed",
     "store:tmp-written",

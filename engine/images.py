@@ -3,15 +3,14 @@
 Whatever the build target, images live here: source images of container builds,
 checkpoints, committed managed images and gallery versions, and the helper containers
 that write VHDs. Every container aib-local starts carries its labels, so that a build
-that died is cleaned up by label. `DOCKER_HOST` (and the TLS variables) are honoured
-through `docker.from_env()`. Docker SDK errors are translated here (and in the Docker
-target) into the project's own, each with a hint.
+that died is cleaned up by label. The engine is the one `DOCKER_HOST` (and the TLS
+variables) or the docker context in use names (engine.docker_host). Docker SDK errors
+are translated here (and in the Docker target) into the project's own, each with a hint.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Collection, Iterator
 from typing import Any
 
@@ -21,7 +20,10 @@ from engine import _docker_import  # noqa: F401 - hides paramiko from docker-py;
 # isort: split
 import docker
 import docker.errors
+import docker.tls
+import docker.utils
 
+from engine.docker_host import LOCAL_SOCKET, Endpoint, resolve
 from engine.errors import EnvironmentProblem
 from engine.process import alive, identity
 from engine.targets.base import TargetError
@@ -39,17 +41,63 @@ KEEPALIVE = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & 
 
 
 def connect() -> docker.DockerClient:
-    """A client for the engine named by the environment (DOCKER_HOST etc.)."""
+    """A client for the engine the environment names: DOCKER_HOST (and the TLS
+    variables), else the docker context in use (engine.docker_host)."""
+    endpoint = resolve()
     try:
-        client = docker.from_env(timeout=120)
+        if endpoint.context is None:
+            client = engine_client(timeout=120, **docker.utils.kwargs_from_env())
+        else:
+            client = engine_client(base_url=endpoint.host, tls=_context_tls(endpoint), timeout=120)
         client.ping()
     except docker.errors.DockerException as exc:
-        where = os.environ.get("DOCKER_HOST", "the local socket (unix:///var/run/docker.sock)")
+        where = endpoint.describe() if endpoint.host != LOCAL_SOCKET else f"the local socket ({LOCAL_SOCKET})"
         raise EnvironmentProblem(
             f"no Docker engine answers at {where}: {reason(exc)}",
             hint="start one (sudo systemctl start docker, or fixtures/ensure-docker.sh), or set DOCKER_HOST",
         ) from None
     return client
+
+
+class _EngineApi(docker.APIClient):  # type: ignore[misc]
+    """docker-py's API client, verifying a TLS engine against its own CA even when
+    REQUESTS_CA_BUNDLE is set.
+
+    requests lets that variable replace the session's CA file for every request, so a
+    client given the engine's ca.pem fails with "unable to get local issuer certificate"
+    on machines that set it (docker/docker-py#2433, still open).
+    """
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if verify is None and isinstance(self.verify, str):
+            settings["verify"] = self.verify
+        return settings
+
+
+def engine_client(**settings: Any) -> docker.DockerClient:
+    """A DockerClient (the keywords of docker.DockerClient) whose TLS trusts the engine's CA."""
+    client = docker.DockerClient.__new__(docker.DockerClient)
+    client.api = _EngineApi(**settings)
+    return client
+
+
+def _context_tls(endpoint: Endpoint) -> docker.tls.TLSConfig | bool:
+    folder = endpoint.tls_dir
+    if folder is None or not endpoint.host.startswith("tcp://"):
+        return False
+    ca, cert, key = (folder / name for name in ("ca.pem", "cert.pem", "key.pem"))
+    return docker.tls.TLSConfig(
+        client_cert=(str(cert), str(key)) if cert.exists() and key.exists() else None,
+        ca_cert=str(ca) if ca.exists() else None,
+        verify=not endpoint.skip_tls_verify,
+    )
+
+
+def engine_is_local(client: docker.DockerClient) -> bool:
+    """Whether the engine is reached through a socket on this machine, so that it sees
+    this machine's files (bind mounts). tcp:// and ssh:// engines are taken as remote."""
+    return str(client.api.base_url).startswith("http+docker://local")
 
 
 def reason(exc: Exception) -> str:

@@ -88,7 +88,10 @@ def filesystem_writer(ctx: BuildContext) -> FilesystemWriter:
         from engine.ext4 import Ext4Writer
 
         candidates = [ctx.source.image_id] if ctx.source.image_id else []
-        writer = Ext4Writer(ctx.docker(), candidates, build_id=ctx.build_id)
+        step = ctx.current
+        writer = Ext4Writer(
+            ctx.docker(), candidates, build_id=ctx.build_id, report=lambda message: ctx.events.info(message, step=step)
+        )
         metered = ctx.events.metered(stream, step=ctx.current, label="filesystem export")
         return writer.write(metered, image, offset=offset, size=size)
 

@@ -2,8 +2,9 @@
 
 Docker SDK errors of the container are caught here (those of images and helper
 containers in engine.images); each is re-raised as one of the project's errors with a
-hint. `DOCKER_HOST` (and the TLS variables) are honoured through `docker.from_env()`, so
-a remote engine serves as well as the local one.
+hint. The engine is the one engine.images.connect names (DOCKER_HOST with its TLS
+variables, or the docker context in use), so a remote engine serves as well as the
+local one.
 """
 
 from __future__ import annotations
@@ -292,7 +293,7 @@ class DockerTarget(Target):
             raw = getattr(sock, "_sock", sock)
             with contextlib.suppress(docker.errors.DockerException):
                 self.client.api.exec_resize(exec_id, height=rows, width=columns)
-            terminal.pump(raw.fileno(), lambda: raw.recv(4096), raw.sendall)
+            terminal.pump(raw.fileno(), lambda: _receive(raw), raw.sendall)
             return int(self.client.api.exec_inspect(exec_id).get("ExitCode") or 0)
         except docker.errors.DockerException as exc:
             raise TargetError(f"cannot open a shell in {self.name}: {reason(exc)}") from None
@@ -474,6 +475,15 @@ class DockerTarget(Target):
         self.container = None
 
 
+def _receive(raw: Any) -> bytes:
+    """What the socket has, including what a TLS socket holds already decrypted."""
+    data = raw.recv(4096)
+    buffered = getattr(raw, "pending", None)
+    while data and buffered and buffered():
+        data += raw.recv(buffered())
+    return bytes(data)
+
+
 class _DockerSession(runner.Session):
     """A runner started with `docker exec -i`, its multiplexed output read frame by frame."""
 
@@ -493,9 +503,12 @@ class _DockerSession(runner.Session):
 
     def poll(self, timeout: float) -> list[tuple[str, bytes]]:
         try:
-            ready, _, _ = select.select([self.raw], [], [], timeout)
-            if not ready:
-                return []
+            # A TLS socket (a tcp:// engine) may hold decrypted bytes select() cannot see.
+            buffered = getattr(self.raw, "pending", None)
+            if not (buffered and buffered()):
+                ready, _, _ = select.select([self.raw], [], [], timeout)
+                if not ready:
+                    return []
             chunk = self.raw.recv(1 << 16)
         except OSError as exc:
             raise runner.RunnerGone(str(exc)) from None

@@ -17,7 +17,7 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from engine.images import reason
+from engine.images import engine_is_local, reason
 from engine.targets.base import TargetError
 from engine.targets.systemd import (
     BOOT_TIMEOUT,
@@ -36,15 +36,26 @@ from engine.targets.systemd import (
 )
 
 
+def engine_cgroup(client: docker.DockerClient) -> int:
+    """The cgroup version of the engine's host: this machine's, or what a remote engine says."""
+    if engine_is_local(client):
+        return cgroup_version()
+    try:
+        return 2 if str(client.info().get("CgroupVersion")) == "2" else 1
+    except docker.errors.DockerException as exc:
+        raise TargetError(f"cannot ask the Docker engine for its cgroup version: {reason(exc)}") from None
+
+
 class SystemdContainer:
     """A container whose PID 1 is systemd: created, booted, told apart from a power-off
     when it goes down, and booted again after a reboot."""
 
-    def __init__(self, client: docker.DockerClient, container: Container, init: str) -> None:
+    def __init__(self, client: docker.DockerClient, container: Container, init: str, cgroup: int = 0) -> None:
         self.client = client
         self.container = container
         self.init = init
-        self.note = f"systemd is the container's PID 1, as on the build VM (cgroup v{cgroup_version()})"
+        version = cgroup or engine_cgroup(client)
+        self.note = f"systemd is the container's PID 1, as on the build VM (cgroup v{version})"
         self.last_boot = ""
         self.failed: list[str] = []
 
@@ -63,7 +74,7 @@ class SystemdContainer:
     ) -> SystemdContainer | None:
         """The container, started with systemd as PID 1; None when the image has none (a
         TargetError instead when it is `required`)."""
-        version = cgroup_version()
+        version = engine_cgroup(client)
         dropin = _archive(DROPIN_DIR.rsplit("/", 1)[1], DROPIN_NAME, DROPIN)
         for path in INIT_PATHS:
             container = client.containers.create(image, **settings, **container_settings(path, version))
@@ -72,7 +83,7 @@ class SystemdContainer:
                 # `path`: systemd is elsewhere. Two calls a build needs anyway, no probe.
                 container.put_archive(DROPIN_DIR.rsplit("/", 1)[0], dropin)
                 container.start()
-                return cls(client, container, path)
+                return cls(client, container, path, version)
             except docker.errors.NotFound:
                 container.remove(force=True)
                 break

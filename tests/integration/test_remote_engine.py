@@ -1,0 +1,207 @@
+"""Builds through a Docker engine on another "host": a second, real dockerd started here
+with its own data root, reached over tcp:// with TLS (DOCKER_HOST and the TLS variables,
+and a docker context). Nothing it does shares a path with the client's store: the VHD
+must come back over the API, and everything else must live on that engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from engine.images import LABEL_BUILD
+from tests.remote_engine import RemoteEngine, copy_image, start_engine
+from tests.support import (
+    SIGNALS,
+    SUBSCRIPTION,
+    Running,
+    build_ids,
+    images_named,
+    make_gallery,
+    managed_image_id,
+    template,
+)
+
+pytestmark = pytest.mark.docker
+
+GIB = 1 << 30
+
+
+@pytest.fixture(scope="module")
+def remote(docker_client: Any, base_image: str) -> Iterator[RemoteEngine]:
+    if os.geteuid() != 0 or shutil.which("dockerd") is None or shutil.which("openssl") is None:
+        pytest.skip("a second engine needs root, dockerd and openssl")
+    engine = start_engine()
+    try:
+        copy_image(docker_client, engine.client(), base_image)
+        yield engine
+    finally:
+        engine.stop()
+
+
+def remote_containers(remote: RemoteEngine, store: Path) -> list[str]:
+    client = remote.client()
+    return [
+        container.name
+        for build_id in build_ids(store)
+        for container in client.containers.list(all=True, filters={"label": f"{LABEL_BUILD}={build_id}"})
+    ]
+
+
+def output_of(cli: Any, name: str, output: str, env: dict[str, str]) -> dict[str, Any]:
+    base = (
+        f"/subscriptions/{SUBSCRIPTION}/resourceGroups/aib-local/providers"
+        f"/Microsoft.VirtualMachineImages/imageTemplates/{name}/runOutputs/{output}"
+    )
+    shown = cli("show", base, env=env)
+    assert shown.code == 0, shown.output
+    return dict(json.loads(shown.stdout)["properties"])
+
+
+def test_every_distribution_through_a_tls_engine_and_a_docker_context(
+    cli: Any, write_template: Any, docker_client: Any, remote: RemoteEngine, store: Path, tmp_path: Path
+) -> None:
+    definition = make_gallery(cli)
+    image_id = managed_image_id("remote-all")
+    path = write_template(
+        template(
+            "remote-all",
+            [{"type": "Shell", "name": "mark", "inline": ["echo built-remotely | sudo tee /etc/marker"]}],
+            distribute=[
+                {"type": "VHD", "runOutputName": "disk"},
+                {"type": "ManagedImage", "runOutputName": "image", "imageId": image_id, "location": "westeurope"},
+                {
+                    "type": "SharedImage",
+                    "runOutputName": "gallery",
+                    "galleryImageId": definition,
+                    "targetRegions": [{"name": "westeurope"}],
+                },
+            ],
+            vmProfile={"osDiskSizeGB": 2},
+        )
+    )
+    result = cli("build", str(path), "--network", "none", env=remote.env)
+    assert result.code == 0, result.output
+    assert "the disk image came back from the remote engine" in result.output
+
+    # The VHD came back to this machine: whole, fixed, sparse, the customizer's file inside.
+    disk = Path(urlsplit(output_of(cli, "remote-all", "disk", remote.env)["artifactUri"]).path)
+    assert disk.is_relative_to(store)
+    info = json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "-f", "vpc", "--output", "json", str(disk)], check=True, capture_output=True, text=True
+        ).stdout
+    )
+    assert info["virtual-size"] == 2 * GIB and disk.stat().st_size == 2 * GIB + 512
+    assert disk.stat().st_blocks * 512 < GIB  # the holes stayed holes on the way back
+    cat = subprocess.run(
+        ["debugfs", "-R", "cat /etc/marker", f"{disk}?offset={1 << 20}"], check=True, capture_output=True, text=True
+    )
+    assert cat.stdout.strip() == "built-remotely"
+    assert not list(store.rglob("*.partial"))
+
+    # The managed image and the gallery version live on the remote engine, not on this one.
+    (build_id,) = build_ids(store)
+    client = remote.client()
+    assert images_named(client, build_id) and not images_named(docker_client, build_id)
+    version = json.loads(
+        cli(
+            "sig",
+            "image-version",
+            "show",
+            "-g",
+            "rg",
+            "-r",
+            "gal",
+            "-i",
+            "debian",
+            "--gallery-image-version",
+            "latest",
+            env=remote.env,
+        ).stdout
+    )
+    assert client.images.get(version["aibLocal"]["dockerImage"])
+    assert remote_containers(remote, store) == []
+
+    # A docker context names the same engine: the next build, from the managed image, uses it.
+    config = tmp_path / "docker-config"
+    certs = remote.certs
+    subprocess.run(
+        [
+            "docker",
+            "--config",
+            str(config),
+            "context",
+            "create",
+            "aib-remote",
+            "--docker",
+            f"host={remote.host},ca={certs / 'ca.pem'},cert={certs / 'cert.pem'},key={certs / 'key.pem'}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    chained = write_template(
+        template(
+            "from-remote-image",
+            [{"type": "Shell", "inline": ["cat /etc/marker"]}],
+            source={"type": "ManagedImage", "imageId": image_id},
+        ),
+        "chained.json",
+    )
+    result = cli(
+        "build", str(chained), "--network", "none", env={"DOCKER_CONFIG": str(config), "DOCKER_CONTEXT": "aib-remote"}
+    )
+    assert result.code == 0, result.output
+    assert "built-remotely" in result.stdout
+
+    # A context that does not exist is a usage error, with the command that lists them.
+    missing = cli("build", str(chained), env={"DOCKER_CONFIG": str(config), "DOCKER_CONTEXT": "nowhere"})
+    assert missing.code == 2, missing.output
+    assert "docker context 'nowhere' does not exist" in missing.stderr and "docker context ls" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("point", "wait_for"),
+    [
+        (None, "remote-step-running"),  # a running customizer
+        ("vhd:fetching=wait:120", "failpoint vhd:fetching reached"),  # the disk on its way back
+    ],
+)
+def test_an_interrupt_through_the_remote_engine_leaves_nothing(
+    point: str | None, wait_for: str, write_template: Any, remote: RemoteEngine, store: Path
+) -> None:
+    inline = ["echo remote-step-running", "true" if point else "sleep 300"]
+    steps = [{"type": "Shell", "name": "long", "inline": inline}]
+    path = write_template(template("remote-int", steps, distribute=[{"type": "VHD", "runOutputName": "disk"}]))
+    env = {**remote.env, **({"AIB_LOCAL_FAILPOINTS": point} if point else {})}
+    running = Running(["build", str(path), "--network", "none"], store, env)
+    running.wait_for(wait_for)
+    signum, expected = SIGNALS["SIGINT"]
+    running.send(signum)
+    code, output = running.finish()
+    assert code == expected, output
+    assert running.seconds_since_signal() < 10
+    assert remote_containers(remote, store) == []  # the build container and the disk helper
+    assert not list(store.rglob("*.partial")) and not list(store.rglob("*.vhd"))
+
+
+def test_clean_through_the_remote_engine_removes_what_a_killed_build_left(
+    cli: Any, write_template: Any, remote: RemoteEngine, store: Path
+) -> None:
+    path = write_template(template("remote-crash", [{"type": "Shell", "inline": ["true"]}]))
+    running = Running(
+        ["build", str(path), "--network", "none"], store, {**remote.env, "AIB_LOCAL_FAILPOINTS": "phase:customize=kill"}
+    )
+    code, output = running.finish()
+    assert code == -9, output
+    assert remote_containers(remote, store), "the killed build left its container on the remote engine"
+    cleaned = cli("clean", env=remote.env)
+    assert cleaned.code == 0, cleaned.output
+    assert remote_containers(remote, store) == []
