@@ -9,10 +9,12 @@ sparse tar (only the written blocks travel) into the file on this machine.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shlex
 import tarfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -145,15 +147,22 @@ class Ext4Writer:
             _remove_quietly(container)
 
     def _fetch(self, container: Container, name: str, image: str) -> None:
-        """Stream /out/NAME from the helper into `image` on this machine, holes kept."""
+        """Stream /out/NAME from the helper into `image` on this machine, holes kept.
+
+        The exec's raw socket is read (and on any error closed, unread): a response
+        stream would be drained to its end first, gigabytes when interrupted early."""
         api = self.client.api
+        errors: list[bytes] = []
         try:
             exec_id = api.exec_create(
                 container.id, ["tar", "--sparse", "-cf", "-", "-C", "/out", name], user="root", stderr=True
             )["Id"]
-            frames = api.exec_start(exec_id, stream=True, demux=True)
-            errors: list[bytes] = []
-            reader = _Frames(frames, errors)
+            sock = api.exec_start(exec_id, socket=True)
+        except docker.errors.DockerException as exc:
+            raise TargetError(f"cannot copy the disk image from the remote engine: {reason(exc)}") from None
+        raw = getattr(sock, "_sock", sock)
+        try:
+            reader = _Frames(raw.recv, errors)
             with tarfile.open(fileobj=reader, mode="r|") as archive:
                 member = archive.next()
                 if member is None or not member.isfile():
@@ -161,40 +170,74 @@ class Ext4Writer:
                 failpoints.hit("vhd:fetching")  # the disk image is on its way from the remote engine
                 _write_sparse(archive.fileobj, member, image)
             reader.drain()
-            code = api.exec_inspect(exec_id).get("ExitCode")
-        except docker.errors.DockerException as exc:
-            raise TargetError(f"cannot copy the disk image from the remote engine: {reason(exc)}") from None
-        except tarfile.TarError as exc:
-            raise TargetError(f"the disk image from the remote engine is damaged: {exc}") from None
+        except (OSError, tarfile.TarError) as exc:
+            raise TargetError(f"cannot copy the disk image from the remote engine: {exc}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                raw.close()
+        code = self._exit_code(exec_id)
         if code != 0:
             detail = b"".join(errors).decode("utf-8", "replace").strip()[-300:]
             raise TargetError(f"cannot copy the disk image from the remote engine: tar exited {code}: {detail}")
 
+    def _exit_code(self, exec_id: str) -> int | None:
+        """The exit code of an exec whose output has ended (it may take a moment to be reaped)."""
+        end = time.monotonic() + 10
+        while True:
+            try:
+                state = self.client.api.exec_inspect(exec_id)
+            except docker.errors.DockerException as exc:
+                raise TargetError(f"cannot ask the disk helper how tar ended: {reason(exc)}") from None
+            if not state.get("Running") or time.monotonic() > end:
+                code = state.get("ExitCode")
+                return None if code is None else int(code)
+            time.sleep(0.05)
+
 
 class _Frames(io.RawIOBase):
-    """A readable file over the stdout of a demultiplexed exec stream; stderr is kept."""
+    """The stdout of a Docker exec's multiplexed stream as a readable file; stderr is kept.
 
-    def __init__(self, frames: Iterator[tuple[bytes | None, bytes | None]], errors: list[bytes]) -> None:
-        self.frames = frames
+    Each frame: one byte naming the stream (1 stdout, 2 stderr), three zero bytes, the
+    payload's length (4 bytes, big-endian), the payload."""
+
+    def __init__(self, receive: Callable[[int], bytes], errors: list[bytes]) -> None:
+        self.receive = receive
         self.errors = errors
-        self.pending = memoryview(b"")
+        self.buffer = bytearray()
+        self.stream = 1
+        self.left = 0  # bytes of the current frame still to read
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
-        while not self.pending:
-            try:
-                out, err = next(self.frames)
-            except StopIteration:
-                return 0
-            if err:
-                self.errors.append(err)
-            self.pending = memoryview(out or b"")
-        size = min(len(buffer), len(self.pending))
-        buffer[:size] = self.pending[:size]
-        self.pending = self.pending[size:]
-        return size
+    def _fill(self, size: int) -> bool:
+        while len(self.buffer) < size:
+            chunk = self.receive(1 << 16)
+            if not chunk:
+                return False
+            self.buffer += chunk
+        return True
+
+    def readinto(self, out: Any) -> int:
+        while True:
+            if self.left == 0:
+                if not self._fill(8):
+                    return 0
+                self.stream, self.left = self.buffer[0], int.from_bytes(self.buffer[4:8], "big")
+                del self.buffer[:8]
+                continue
+            if not self._fill(1):
+                raise TargetError("the disk helper's stream ended inside a frame")
+            size = min(self.left, len(self.buffer))
+            if self.stream == 2:
+                self.errors.append(bytes(self.buffer[:size]))
+            else:
+                size = min(size, len(out))
+                out[:size] = self.buffer[:size]
+            del self.buffer[:size]
+            self.left -= size
+            if self.stream != 2:
+                return size
 
     def drain(self) -> None:
         while self.readinto(bytearray(1 << 16)):

@@ -4,6 +4,7 @@ context), and the sparse copy that brings a remote engine's disk image back."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 import subprocess
@@ -86,6 +87,10 @@ def test_a_damaged_context_says_which_file(config: Path, monkeypatch: pytest.Mon
         resolve()
 
 
+def multiplexed(stream: int, payload: bytes) -> bytes:
+    return bytes([stream, 0, 0, 0]) + len(payload).to_bytes(4, "big") + payload
+
+
 @pytest.mark.skipif(shutil.which("tar") is None, reason="needs GNU tar")
 @pytest.mark.parametrize("sparse", [True, False])
 def test_a_disk_image_streamed_as_a_sparse_tar_comes_back_whole_with_its_holes(tmp_path: Path, sparse: bool) -> None:
@@ -101,14 +106,21 @@ def test_a_disk_image_streamed_as_a_sparse_tar_comes_back_whole_with_its_holes(t
         check=True,
         capture_output=True,
     ).stdout
-    # As the engine sends it: frames of odd sizes, some stderr among them.
-    frames = [(archive[i : i + 7001], b"warning" if i == 0 else None) for i in range(0, len(archive), 7001)]
+    # As the engine sends it: frames of odd sizes, a stderr frame among them, read in odd pieces.
+    stream = io.BytesIO(
+        b"".join(
+            multiplexed(2, b"warning") + multiplexed(1, archive[i : i + 7001])
+            if i == 7001
+            else multiplexed(1, archive[i : i + 7001])
+            for i in range(0, len(archive), 7001)
+        )
+    )
     errors: list[bytes] = []
     copy = tmp_path / "copy"
-    with tarfile.open(fileobj=_Frames(iter(frames), errors), mode="r|") as stream:
-        member = stream.next()
+    with tarfile.open(fileobj=_Frames(lambda n: stream.read(min(n, 5000)), errors), mode="r|") as archive_in:
+        member = archive_in.next()
         assert member is not None
-        _write_sparse(stream.fileobj, member, str(copy))
+        _write_sparse(archive_in.fileobj, member, str(copy))
     assert copy.read_bytes() == disk.read_bytes()
     assert errors == [b"warning"]
     if sparse:
@@ -121,7 +133,7 @@ def test_a_stream_that_ends_early_is_an_error(tmp_path: Path) -> None:
     archive = subprocess.run(["tar", "-cf", "-", "-C", str(tmp_path), "disk"], check=True, capture_output=True).stdout
     with (
         pytest.raises(TargetError, match="ended early"),
-        tarfile.open(fileobj=_Frames(iter([(archive[:20_000], None)]), []), mode="r|") as stream,
+        tarfile.open(fileobj=_Frames(io.BytesIO(multiplexed(1, archive[:20_000])).read, []), mode="r|") as stream,
     ):
         member = stream.next()
         assert member is not None

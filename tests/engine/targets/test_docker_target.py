@@ -25,14 +25,3 @@ def test_labels_name_the_build(target: DockerTarget, docker_client: Any) -> None
     labels = docker_client.api.inspect_container(target.container.id)["Config"]["Labels"]
     assert labels["io.aib-local.build-id"] == "target-test"
     assert labels["io.aib-local.tool"] == "aib-local"
-
-
-def test_a_vhd_needs_a_local_engine(docker_client: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    from engine.errors import EnvironmentProblem
-    from engine.ext4 import Ext4Writer
-
-    monkeypatch.setenv("DOCKER_HOST", "tcp://build-server:2376")
-    writer = Ext4Writer(docker_client, ["debian:12"], build_id="remote-test")
-    with pytest.raises(EnvironmentProblem, match="a VHD needs the Docker engine on this machine"):
-        writer.write(iter([b""]), str(tmp_path / "disk.vhd"), offset=1 << 20, size=None)
-    assert not list(tmp_path.iterdir())
