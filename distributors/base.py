@@ -10,10 +10,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
+from engine import disks
 from engine.journal import Journal
 from engine.sections import DistributeSection
 from engine.store import Store
@@ -27,6 +29,10 @@ class Captured(Protocol):
 
     def commit(self, repository: str, tag: str, base_image: str) -> str:
         """A local image of it (Docker targets); returns the image ID."""
+
+    def disk(self) -> Path | None:
+        """Its whole disk (a VM's: partition table, bootloader and all), or None when it is
+        captured as a filesystem or an image."""
 
 
 # (tar stream, image path, offset, disk size or None) -> (disk size, bytes of files):
@@ -88,6 +94,38 @@ class DistributeError(Exception):
 
 
 S = TypeVar("S", bound=BaseModel)
+
+
+def keep_image(ctx: DistributeContext, repository: str, tag: str) -> dict[str, str]:
+    """The captured machine kept as an image the next build can start from: a Docker image
+    committed as `repository:tag`, or a VM's whole disk flattened into the store (qcow2).
+    It is entered in the journal before it exists; `settle_image` once a record owns it."""
+    whole = ctx.captured.disk()
+    if whole is None:
+        ctx.pending("images", f"{repository}:{tag}")
+        return {"dockerImage": ctx.captured.commit(repository, tag, ctx.base_image), "reference": f"{repository}:{tag}"}
+    final = ctx.store.root / "artifacts" / ctx.build_id / f"{repository.replace('/', '-')}.qcow2"
+    partial = final.with_name(f".{final.name}.partial")
+    ctx.pending("files", str(final))
+    ctx.pending("files", str(partial))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        disks.flatten(whole, partial, "qcow2")
+        partial.replace(final)
+    except OSError as exc:
+        raise DistributeError(f"cannot write {final}: {exc.strerror or exc}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+        ctx.settled("files", str(partial))
+    return {"disk": str(final)}
+
+
+def settle_image(ctx: DistributeContext, kept: dict[str, str]) -> None:
+    """A record owns the image `keep_image` made."""
+    if "reference" in kept:
+        ctx.settled("images", kept["reference"])
+    else:
+        ctx.settled("files", kept["disk"])
 
 
 class Distributor(ABC, Generic[S]):

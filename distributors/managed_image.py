@@ -1,4 +1,5 @@
-"""ManagedImage: a local image committed from the target, recorded under its resource ID.
+"""ManagedImage: a local image committed from the target (a VM build's: its disk, as a
+qcow2 file in the store), recorded under its resource ID.
 
 It can be the `source` of the next build (`type: ManagedImage`), so builds chain.
 """
@@ -9,7 +10,7 @@ import re
 from datetime import UTC, datetime
 from typing import Literal
 
-from distributors.base import DistributeContext, Distributor, RunOutput
+from distributors.base import DistributeContext, Distributor, RunOutput, keep_image, settle_image
 from engine import failpoints
 from engine.sections import Check, DistributeSection, ManagedImageId, check_region
 from engine.store import split_id
@@ -42,8 +43,7 @@ class ManagedImage(Distributor[ManagedImageDistribute]):
         # A tag of this build's own: a build that dies before its record is written takes
         # only its own image with it, never the one the record still names.
         tag = f"build-{ctx.build_id}"
-        ctx.pending("images", f"{repository}:{tag}")
-        docker_image = ctx.captured.commit(repository, tag, ctx.base_image)
+        kept = keep_image(ctx, repository, tag)
         failpoints.hit("image:committed")
         ctx.store.put(
             image_id,
@@ -63,8 +63,7 @@ class ManagedImage(Distributor[ManagedImageDistribute]):
                     "provisioningState": "Succeeded",
                 },
                 "aibLocal": {
-                    "dockerImage": docker_image,
-                    "reference": f"{repository}:{tag}",
+                    **kept,
                     "buildId": ctx.build_id,
                     "imageTemplate": ctx.template_id,
                     "source": ctx.source,
@@ -72,5 +71,5 @@ class ManagedImage(Distributor[ManagedImageDistribute]):
                 },
             },
         )
-        ctx.settled("images", f"{repository}:{tag}")
+        settle_image(ctx, kept)
         return RunOutput(self.section.run_output_name, artifact_id=image_id)

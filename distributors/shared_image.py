@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
-from distributors.base import DistributeContext, DistributeError, Distributor, RunOutput
+from distributors.base import DistributeContext, DistributeError, Distributor, RunOutput, keep_image, settle_image
 from engine import failpoints
 from engine.gallery import Galleries, GalleryError, parse_version
 from engine.sections import Check, DistributeSection, Section, check_region, since
@@ -175,8 +175,7 @@ class SharedImage(Distributor[SharedImageDistribute]):
         name = definition["name"].lower()
         repository = f"aib-local/sig/{gallery['name'].lower()}/{re.sub(r'[^a-z0-9._-]+', '-', name)}"
         tag = f"build-{ctx.build_id}"
-        ctx.pending("images", f"{repository}:{tag}")
-        docker_image = ctx.captured.commit(repository, tag, ctx.base_image)
+        kept = keep_image(ctx, repository, tag)
         failpoints.hit("image:committed")
         try:
             version_id = galleries.add_version(
@@ -188,8 +187,7 @@ class SharedImage(Distributor[SharedImageDistribute]):
                 exclude_from_latest=self.section.exclude_from_latest,
                 source={"id": ctx.template_id},
                 local={
-                    "dockerImage": docker_image,
-                    "reference": f"{repository}:{tag}",
+                    **kept,
                     "buildId": ctx.build_id,
                     "imageTemplate": ctx.template_id,
                     "source": ctx.source,
@@ -200,5 +198,5 @@ class SharedImage(Distributor[SharedImageDistribute]):
             )
         except GalleryError as exc:
             raise DistributeError(exc.message, hint=exc.hint) from None
-        ctx.settled("images", f"{repository}:{tag}")
+        settle_image(ctx, kept)
         return RunOutput(self.section.run_output_name, artifact_id=version_id)

@@ -1,10 +1,14 @@
-"""VHD: a fixed-format VHD file holding the target's filesystem, as Azure accepts it.
+"""VHD: a fixed-format VHD file, as Azure accepts it.
 
-Layout: an MBR with one Linux partition starting at 1 MiB, an ext4 filesystem in it
-(written by the engine's filesystem writer from the exported filesystem stream), then
-the 512-byte VHD footer. The virtual size is `osDiskSizeGB` when given, else the
-smallest fit, rounded up to a whole MiB as Azure requires. The file is sparse, written
-under a temporary name and renamed into place.
+A VM build's VHD is its whole disk, flattened from the VM's overlay: the source's own
+partition table and bootloader, so it boots as the VM did. A container or SSH build's
+has no bootloader: an MBR with one Linux partition starting at 1 MiB and an ext4
+filesystem in it (written by the engine's filesystem writer from the exported
+filesystem stream). Either way the 512-byte VHD footer follows; the virtual size is
+`osDiskSizeGB` when given (a VM's disk can only grow: its partition is grown at first
+boot, as Azure does), else the disk's own or the smallest fit, rounded up to a whole
+MiB as Azure requires. The file is sparse, written under a temporary name and renamed
+into place.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from urllib.request import url2pathname
 from pydantic import Field
 
 from distributors.base import DistributeContext, DistributeError, Distributor, RunOutput
-from engine import failpoints
+from engine import disks, failpoints
 from engine.sections import Check, DistributeSection, since
 from engine.store import file_mode
 
@@ -117,7 +121,7 @@ class Vhd(Distributor[VhdDistribute]):
         return ctx.store.root / "artifacts" / ctx.build_id / f"{self.section.run_output_name}.vhd"
 
     def distribute(self, ctx: DistributeContext) -> RunOutput:
-        if ctx.write_filesystem is None:
+        if ctx.captured.disk() is None and ctx.write_filesystem is None:
             raise DistributeError("this target cannot write a filesystem image")
         final = self.destination(ctx)
         size = ctx.os_disk_size_gb << 30 if ctx.os_disk_size_gb else None
@@ -142,11 +146,23 @@ class Vhd(Distributor[VhdDistribute]):
         return RunOutput(self.section.run_output_name, artifact_uri=final.as_uri())
 
     def _write(self, ctx: DistributeContext, partial: Path, final: Path, size: int | None) -> None:
-        """The filesystem, then the MBR and the footer, then the rename that publishes it."""
-        assert ctx.write_filesystem is not None
-        disk, _used = ctx.write_filesystem(ctx.captured.export(), str(partial), PARTITION_OFFSET, size)
+        """The disk (the VM's whole disk, or a filesystem behind a new MBR), then the
+        footer, then the rename that publishes it."""
+        whole = ctx.captured.disk()
+        if whole is not None:
+            disks.flatten(whole, partial, "raw")
+            own = partial.stat().st_size
+            if size is not None and size < own:
+                raise DistributeError(
+                    f"osDiskSizeGB {ctx.os_disk_size_gb} is smaller than the VM's disk ({own / (1 << 30):.1f} GiB)"
+                )
+            disk = -(-(size or own) // (1 << 20)) * (1 << 20)
+        else:
+            assert ctx.write_filesystem is not None
+            disk, _used = ctx.write_filesystem(ctx.captured.export(), str(partial), PARTITION_OFFSET, size)
         with partial.open("r+b") as out:
-            out.write(mbr(disk, int.from_bytes(os.urandom(4), "little")))
+            if whole is None:
+                out.write(mbr(disk, int.from_bytes(os.urandom(4), "little")))
             out.truncate(disk)
             out.seek(disk)
             out.write(footer(disk, uuid.uuid4().bytes, time.time()))

@@ -34,6 +34,7 @@ def start_target(ctx: BuildContext, steps: StepRunner) -> None:
             ssh=options.ssh,
             progress=lambda message: ctx.events.info(message, step="start-target"),
             within=ctx.deadline.remaining(),
+            folder=str(ctx.store.build_dir(ctx.build_id)),
         )
     )
     ctx.target = target

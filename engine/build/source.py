@@ -46,6 +46,8 @@ def resolve(ctx: BuildContext) -> Source:
             f"properties.source ({declared.type}) is recorded only"
         )
         return Source({**own.record, "declared": declared.type})
+    if for_spec(ctx.options.target).source_kind == "disk":
+        return source_disk(ctx, declared)
     continuation = ctx.continuation
     if continuation is not None and continuation.image is not None:
         source = Source(dict(continuation.record.source), continuation.image)
@@ -73,6 +75,39 @@ def resolve(ctx: BuildContext) -> Source:
     return source
 
 
+def source_disk(ctx: BuildContext, declared: m.Source) -> Source:
+    """The disk file a VM build boots (an overlay of it): from the catalogue for a
+    PlatformImage, from the store for an image an earlier VM build made."""
+    if isinstance(declared, m.PlatformImageSource):
+        disk = Catalogue.load(ctx.options.catalogue).resolve_disk(declared)
+        if disk is None:
+            raise EnvironmentProblem(
+                f"no disk in the catalogue for {declared.urn}: VM builds boot a disk file",
+                hint=f'map it with --catalogue FILE: {{"{declared.urn}": {{"disk": "/path/to/disk.qcow2"}}}}',
+            )
+        record: dict[str, Any] = {"type": "PlatformImage", "urn": declared.urn, "disk": str(disk)}
+        hint = f"make it: {disk_recipe()}" if disk.name == "debian-12.qcow2" else "build or download that disk first"
+    else:
+        stored, resource_id = stored_record(ctx, declared)
+        local = stored.get("aibLocal") or {}
+        if not local.get("disk"):
+            raise UsageError(
+                f"properties.source: {resource_id} was made by a container build: a VM build needs a disk",
+                hint="build the image it comes from with --target vm",
+            )
+        disk = Path(str(local["disk"]))
+        record = {"type": declared.type, "id": resource_id, "disk": str(disk)}
+        hint = "its store record names a disk that is gone: build that image again"
+    if not disk.is_file():
+        raise EnvironmentProblem(f"the source disk {disk} does not exist", hint=hint)
+    ctx.events.info(f"source {record.get('urn') or record.get('id')} -> disk {disk}")
+    return Source(record, str(disk), str(disk))
+
+
+def disk_recipe() -> str:
+    return str(Path(__file__).resolve().parents[2] / "fixtures" / "images" / "build-disk.sh")
+
+
 def platform_image(declared: m.PlatformImageSource, catalogue: Path | None) -> Source:
     ref = Catalogue.load(catalogue).resolve(declared)
     if ref is None:
@@ -91,6 +126,10 @@ def stored_image(ctx: BuildContext, declared: m.Source) -> Source:
     record, resource_id = stored_record(ctx, declared)
     local = record.get("aibLocal") or {}
     ref = str(local.get("dockerImage", ""))
+    if not ref and local.get("disk"):
+        raise UsageError(
+            f"properties.source: {resource_id} is a disk made by a VM build: build from it with --target vm",
+        )
     os_disk = (record.get("properties") or {}).get("storageProfile", {}).get("osDisk", {})
     source = Source({"type": declared.type, "id": resource_id, "image": ref}, ref)
     source.os_type = os_disk.get("osType") or local.get("osType")

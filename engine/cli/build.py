@@ -119,7 +119,8 @@ def report_outcome(results: list[Any], output: str) -> None:
     "--target",
     default="docker",
     show_default=True,
-    help="docker (DOCKER_HOST honoured), or ssh://USER@HOST[:PORT] for a host or VM you run.",
+    help="docker (DOCKER_HOST honoured), vm (a local QEMU VM booted from the source disk), "
+    "or ssh://USER@HOST[:PORT] for a host or VM you run.",
 )
 @click.option(
     "--ssh-key", type=click.Path(path_type=Path), help="Private key for the SSH target [default: agent, ~/.ssh keys]."

@@ -392,6 +392,9 @@ def version_delete(
         subscription, resource_group, gallery_name, gallery_image_definition, gallery_image_version
     )
     record = Galleries(Store.open(store)).delete_version(resource_id)
-    image = (record.get("aibLocal") or {}).get("reference") or (record.get("aibLocal") or {}).get("dockerImage")
+    local = record.get("aibLocal") or {}
+    image = local.get("reference") or local.get("dockerImage")
     if image:
         click.echo(f"deleted {resource_id}; its image {image} stays (docker image rm {image})", err=True)
+    elif local.get("disk"):
+        click.echo(f"deleted {resource_id}; its disk {local['disk']} stays (rm it to free the space)", err=True)

@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 import click
 
 from engine import signals
+from engine.cli.boot import boot
 from engine.cli.build import build_commands
 from engine.cli.gallery import sig
 from engine.cli.options import (
@@ -299,6 +300,7 @@ def list_(kind: str | None, store: Path | None) -> None:
 
 
 cli.add_command(sig)
+cli.add_command(boot)
 for command in build_commands:
     cli.add_command(command)
 

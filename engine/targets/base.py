@@ -13,6 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from engine.errors import AibLocalError
@@ -67,6 +68,7 @@ class OpenRequest:
     ssh: SshOptions = field(default_factory=SshOptions)
     progress: Callable[[str], None] = field(default=lambda _message: None, compare=False)  # said as it happens
     within: float = 3600.0  # seconds the build has left, for what the start may have to make
+    folder: str = ""  # a folder of the build's own on this machine, for what the target keeps here (a VM's disk)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class Target(ABC):
     build_user: str = "root"
     # Capabilities: what the build may ask of this kind of target.
     starts_from_image: ClassVar[bool] = True  # False: the machine is its own source
+    source_kind: ClassVar[str] = "image"  # what it starts from: a local Docker image, or a "disk" file
     can_checkpoint: ClassVar[bool] = False  # cheap commits after each customizer (--checkpoint)
     export_needs_stop: ClassVar[bool] = True  # a quiescent disk to export needs the machine stopped
 
@@ -163,6 +166,15 @@ class Target(ABC):
     def commit(self, repository: str, tag: str, base_image: str) -> str:
         """A local image of the machine's filesystem; returns its ID."""
         raise TargetError(f"a {self.kind} target cannot be captured as an image")
+
+    def disk(self) -> Path | None:
+        """The whole disk of the stopped machine (partition table, bootloader), for targets
+        captured as a disk; None for those captured as a filesystem or an image."""
+        return None
+
+    def console(self) -> Path | None:
+        """The file the machine's serial console is written to, for those that have one."""
+        return None
 
     def info(self) -> dict[str, Any]:
         """What is needed to find this target again (kept builds, rerun, shell)."""

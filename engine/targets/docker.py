@@ -40,6 +40,7 @@ from engine.images import (
 from engine.targets import posix, runner, systemd, terminal, vm_layer
 from engine.targets.base import Command, CommandTimeout, OpenRequest, OutputSink, Rebooted, Target, TargetError
 from engine.targets.docker_systemd import SystemdContainer
+from engine.targets.endpoint import TARGET_SPECS
 from engine.vmsizes import vm_limits
 
 BUILD_USER = "packer"
@@ -227,7 +228,7 @@ class DockerTarget(Target):
     @classmethod
     def check_spec(cls, spec: str) -> None:
         if spec != cls.kind:
-            raise UsageError(f"--target {spec!r}: expected docker or ssh://USER@HOST[:PORT]")
+            raise UsageError(f"--target {spec!r}: expected {TARGET_SPECS}")
 
     @classmethod
     def attach(cls, info: dict[str, Any], build_id: str, *, within: float | None = None) -> DockerTarget:

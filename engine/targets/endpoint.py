@@ -12,6 +12,9 @@ from engine.errors import UsageError
 TARGET_PATTERN = re.compile(r"^ssh://(?:(?P<user>[^@/:]+)@)?(?P<host>\[[^\]]+\]|[^:/@]+)(?::(?P<port>\d+))?/?$")
 
 
+TARGET_SPECS = "docker, vm or ssh://USER@HOST[:PORT]"  # what --target takes
+
+
 @dataclass(frozen=True)
 class SshEndpoint:
     user: str
@@ -26,7 +29,7 @@ def parse_target(text: str) -> SshEndpoint:
     """`ssh://USER@HOST[:PORT]` (USER defaults to the local user name)."""
     match = TARGET_PATTERN.match(text)
     if not match:
-        raise UsageError(f"--target {text!r}: expected docker or ssh://USER@HOST[:PORT]")
+        raise UsageError(f"--target {text!r}: expected {TARGET_SPECS}")
     port = int(match["port"] or 22)
     if not 0 < port < 65536:
         raise UsageError(f"--target {text!r}: port {port} is out of range")
@@ -45,3 +48,6 @@ class SshOptions:
     start_command: str | None = None
     stop_command: str | None = None
     connect_timeout: float = 30.0
+    # Seconds between SSH keepalives (0: none). A VM behind QEMU's user network needs them:
+    # its reboot drops the connection without a word, and only traffic finds that out.
+    keepalive: int = 0

@@ -1,4 +1,5 @@
-"""Build targets by kind: where customizers run (a Docker container, a host over SSH).
+"""Build targets by kind: where customizers run (a Docker container, a host over SSH, a
+local QEMU VM).
 
 `TARGETS` maps the kind (the --target name, or the scheme of its URL) to the module's
 target class, loaded on first use so that paramiko is imported only for SSH builds.
@@ -14,6 +15,7 @@ from engine.errors import AibLocalError, UsageError
 from engine.records import read_build
 from engine.store import Store
 from engine.targets.base import Target
+from engine.targets.endpoint import TARGET_SPECS
 
 
 def _docker() -> type[Target]:
@@ -28,8 +30,14 @@ def _ssh() -> type[Target]:
     return SshTarget
 
 
-TARGETS: dict[str, Callable[[], type[Target]]] = {"docker": _docker, "ssh": _ssh}
-SPECS = "docker or ssh://USER@HOST[:PORT]"
+def _vm() -> type[Target]:
+    from engine.targets.vm import VmTarget
+
+    return VmTarget
+
+
+TARGETS: dict[str, Callable[[], type[Target]]] = {"docker": _docker, "ssh": _ssh, "vm": _vm}
+SPECS = TARGET_SPECS
 
 
 def kind_of(spec: str) -> str:
@@ -63,17 +71,27 @@ def attach(info: dict[str, Any], build_id: str, *, within: float | None = None) 
 
 def releaser(store: Store, warn: Callable[[str], None]) -> Callable[[str], list[str]]:
     """For a journal sweep: stop what a dead build left running on its target (a step on
-    an SSH host), unless the build kept its target; `warn` hears of a target not reached."""
+    an SSH host, a VM's QEMU), unless the build kept its target; `warn` hears of a target
+    not reached. A build that died before its record named its target is looked for in
+    its build folder: a target that keeps things on this machine keeps them in a
+    subfolder named after its kind."""
 
     def release(build_id: str) -> list[str]:
         record = read_build(store, build_id)
+        if record is not None and record.kept:
+            return []
         info = (record.target if record else None) or {}
-        if record is None or record.kept or info.get("kind") not in TARGETS:
-            return []
-        try:
-            return lookup(str(info["kind"])).release(info, build_id)
-        except AibLocalError as exc:
-            warn(str(exc))
-            return []
+        if info.get("kind") in TARGETS:
+            found = [info]
+        else:
+            folder = store.build_dir(build_id)
+            found = [{"kind": kind, "folder": str(folder / kind)} for kind in TARGETS if (folder / kind).is_dir()]
+        released = []
+        for item in found:
+            try:
+                released += lookup(str(item["kind"])).release(item, build_id)
+            except AibLocalError as exc:
+                warn(str(exc))
+        return released
 
     return release

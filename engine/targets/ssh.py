@@ -151,6 +151,9 @@ class SshLink:
             ) from None
         except (OSError, EOFError) as exc:
             raise ConnectionLost(f"cannot connect to {self.endpoint}: {exc}") from None
+        transport = client.get_transport()
+        if self.options.keepalive and transport is not None:
+            transport.set_keepalive(self.options.keepalive)
         return client
 
     def connect(self, within: float) -> None:
@@ -591,7 +594,7 @@ class SshTarget(Target):
         parse_target(spec)
 
     @classmethod
-    def own_source(cls, spec: str) -> OwnSource:
+    def own_source(cls, spec: str) -> OwnSource | None:
         endpoint = parse_target(spec)
         return OwnSource({"type": "SshHost", "host": str(endpoint)}, f"SSH host {endpoint}")
 

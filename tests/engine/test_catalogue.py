@@ -67,3 +67,41 @@ def test_bad_override_files(tmp_path: Path, content: str, message: str) -> None:
     path.write_text(content)
     with pytest.raises(UsageError, match=message):
         Catalogue.load(path)
+
+
+def test_vm_builds_find_debian_12s_disk_in_the_disks_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIB_LOCAL_CATALOGUE", raising=False)
+    monkeypatch.setenv("AIB_LOCAL_DISKS", str(tmp_path))
+    catalogue = Catalogue.load()
+    assert catalogue.resolve_disk(source("Debian:debian-12:12:latest")) == tmp_path / "debian-12.qcow2"
+    assert catalogue.resolve(source("Debian:debian-12:12:latest")) == "debian:12"  # containers keep theirs
+    assert catalogue.resolve_disk(source("Canonical:UbuntuServer:18.04-LTS:latest")) is None
+
+
+def test_an_override_maps_a_urn_to_an_image_and_a_disk_relative_to_its_file(tmp_path: Path) -> None:
+    override = tmp_path / "catalogue.json"
+    override.write_text(
+        json.dumps(
+            {
+                "Canonical:UbuntuServer:18.04-LTS:latest": {"disk": "disks/ubuntu.qcow2"},
+                "Debian:debian-12:12:latest": {"image": "my/debian:12", "disk": "/srv/debian.vhd"},
+            }
+        )
+    )
+    catalogue = Catalogue.load(override)
+    ubuntu = source("Canonical:UbuntuServer:18.04-LTS:latest")
+    assert catalogue.resolve_disk(ubuntu) == tmp_path / "disks" / "ubuntu.qcow2"
+    assert catalogue.resolve(ubuntu) is None  # the entry replaces the built-in one whole
+    assert catalogue.resolve(source("Debian:debian-12:12:latest")) == "my/debian:12"
+    assert catalogue.resolve_disk(source("Debian:debian-12:12:latest")) == Path("/srv/debian.vhd")
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [{"disk": 3}, {"disks": "x.qcow2"}, {}, {"image": ""}],
+)
+def test_a_malformed_object_entry_is_a_usage_error(tmp_path: Path, entry: dict[str, object]) -> None:
+    override = tmp_path / "catalogue.json"
+    override.write_text(json.dumps({"Debian:debian-12:12:latest": entry}))
+    with pytest.raises(UsageError, match="expected an image reference, or an object"):
+        Catalogue.load(override)

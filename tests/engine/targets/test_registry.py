@@ -14,15 +14,18 @@ from engine.targets.base import Target
 
 
 def test_each_kind_names_its_class_and_its_capabilities() -> None:
-    docker, ssh = registry.lookup("docker"), registry.lookup("ssh")
-    assert (docker.kind, ssh.kind) == ("docker", "ssh")
+    docker, ssh, vm = registry.lookup("docker"), registry.lookup("ssh"), registry.lookup("vm")
+    assert (docker.kind, ssh.kind, vm.kind) == ("docker", "ssh", "vm")
     assert docker.can_checkpoint and docker.export_needs_stop and docker.starts_from_image
     assert not ssh.can_checkpoint and not ssh.export_needs_stop and not ssh.starts_from_image
+    assert not vm.can_checkpoint and vm.export_needs_stop and vm.starts_from_image
+    assert (docker.source_kind, vm.source_kind) == ("image", "disk")
     assert all(issubclass(load(), Target) for load in registry.TARGETS.values())
 
 
 @pytest.mark.parametrize(
-    ("spec", "kind"), [("docker", "docker"), ("ssh://me@host", "ssh"), ("ssh://me@[::1]:2222", "ssh")]
+    ("spec", "kind"),
+    [("docker", "docker"), ("vm", "vm"), ("VM", "vm"), ("ssh://me@host", "ssh"), ("ssh://me@[::1]:2222", "ssh")],
 )
 def test_a_target_spec_picks_its_kind(spec: str, kind: str) -> None:
     assert registry.for_spec(spec).kind == kind
@@ -31,10 +34,10 @@ def test_a_target_spec_picks_its_kind(spec: str, kind: str) -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("podman", "--target 'podman': expected docker or ssh://USER@HOST[:PORT]"),
-        ("docker://x", "--target 'docker://x': expected docker or ssh://USER@HOST[:PORT]"),
+        ("podman", "--target 'podman': expected docker, vm or ssh://USER@HOST[:PORT]"),
+        ("docker://x", "--target 'docker://x': expected docker, vm or ssh://USER@HOST[:PORT]"),
         ("ssh://me@host:99999", "port 99999 is out of range"),
-        ("ssh://", "expected docker or ssh://USER@HOST[:PORT]"),
+        ("ssh://", "expected docker, vm or ssh://USER@HOST[:PORT]"),
     ],
 )
 def test_a_malformed_target_is_refused_before_anything_starts(spec: str, message: str) -> None:
@@ -43,8 +46,8 @@ def test_a_malformed_target_is_refused_before_anything_starts(spec: str, message
 
 
 def test_an_unknown_kind_names_the_known_ones() -> None:
-    with pytest.raises(UsageError, match="no target kind 'vm': expected one of docker, ssh"):
-        registry.lookup("vm")
+    with pytest.raises(UsageError, match="no target kind 'podman': expected one of docker, ssh, vm"):
+        registry.lookup("podman")
 
 
 def test_the_ssh_host_is_its_own_source() -> None:

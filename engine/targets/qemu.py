@@ -1,0 +1,243 @@
+"""QEMU for the VM target: the machine's command line, its cloud-init seed, its keys, and
+its monitor (QMP). Nothing here knows of builds; engine/targets/vm.py drives it.
+
+- The disk is a copy-on-write overlay of the source (`qemu-img create -b`), so the
+  source is never written; the overlay is flattened when the VM is captured.
+- The SSH key and the host key reach the guest through a cloud-init NoCloud seed: an ISO
+  9660 volume labelled `cidata` (made with pycdlib), so the host key is known before
+  the first connection and is verified, never accepted blindly.
+- KVM is used when /dev/kvm opens and a VM actually runs under it: where KVM only
+  half works (nested virtualization), QEMU starts and the guest then stops with an
+  emulation failure (QMP's status: internal-error) before its kernel prints a line. The
+  first boot of a process tells; the machine is then booted again under TCG, QEMU's
+  emulator, and the answer is kept for the process. AIB_LOCAL_ACCEL=kvm|tcg decides it
+  outright.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.disks import need
+from engine.targets.base import TargetError
+
+QEMU = "qemu-system-x86_64"
+# qemu.qmp logs each failed connection attempt as an error; failures reach the user as ours.
+logging.getLogger("qemu.qmp").addHandler(logging.NullHandler())
+logging.getLogger("qemu.qmp").propagate = False
+
+
+def monitor_socket(folder: Path) -> Path:
+    """Where the QMP socket of the VM in `folder` listens: a short path of its own under
+    the runtime folder (a unix socket's path has at most 107 bytes; a store's may be longer)."""
+    runtime = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
+    digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
+    return runtime / f"aib-local-qmp-{digest}.sock"
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    private: str  # OpenSSH PEM
+    public: str  # "ssh-ed25519 AAAA..."
+
+
+def new_key() -> KeyPair:
+    """A fresh Ed25519 key pair."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    ).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return KeyPair(private, public.decode())
+
+
+def user_data(user: str, login: KeyPair, host: KeyPair) -> str:
+    """cloud-config: the build user with passwordless sudo and the login key, and the host
+    key the client will expect (JSON is YAML, so it is written as JSON)."""
+    config = {
+        "users": [
+            {
+                "name": user,
+                "sudo": "ALL=(ALL) NOPASSWD:ALL",
+                "shell": "/bin/bash",
+                "lock_passwd": True,
+                "ssh_authorized_keys": [login.public],
+            }
+        ],
+        "ssh_keys": {"ed25519_private": host.private, "ed25519_public": host.public},
+        "ssh_deletekeys": True,
+        "ssh_genkeytypes": [],
+    }
+    return "#cloud-config\n" + json.dumps(config, indent=2) + "\n"
+
+
+def seed_iso(path: Path, *, instance_id: str, hostname: str, user_data: str) -> None:
+    """A NoCloud seed: an ISO 9660 volume `cidata` with user-data and meta-data."""
+    import pycdlib
+
+    files = {
+        "user-data": user_data.encode(),
+        "meta-data": f"instance-id: {instance_id}\nlocal-hostname: {hostname}\n".encode(),
+    }
+    iso = pycdlib.PyCdlib()
+    iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident="cidata")
+    for name, data in files.items():
+        iso.add_fp(
+            io.BytesIO(data),
+            len(data),
+            f"/{name.replace('-', '').upper()}.;1",
+            rr_name=name,
+            joliet_path=f"/{name}",
+        )
+    iso.write(str(path))
+    iso.close()
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What one QEMU process is given."""
+
+    disk: Path
+    seed: Path
+    qmp: Path
+    serial: Path
+    pidfile: Path
+    ssh_port: int
+    cpus: int
+    memory_mib: int
+    network: bool = True  # False: the guest reaches nothing outside (SSH still comes in)
+    accel: str = "tcg"  # kvm or tcg
+
+    def argv(self) -> list[str]:
+        netdev = f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22" + ("" if self.network else ",restrict=on")
+        return [
+            need(QEMU, "qemu-system-x86"),
+            "-name",
+            "aib-local",
+            "-machine",
+            "pc",
+            "-accel",
+            self.accel,
+            "-smp",
+            str(self.cpus),
+            "-m",
+            str(self.memory_mib),
+            "-drive",
+            f"file={self.disk},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
+            "-drive",
+            f"file={self.seed},if=virtio,format=raw,readonly=on",
+            "-netdev",
+            netdev,
+            "-device",
+            "virtio-net-pci,netdev=n0",
+            "-device",
+            "virtio-rng-pci",
+            "-serial",
+            f"file:{self.serial}",
+            "-qmp",
+            f"unix:{self.qmp},server=on,wait=off",
+            "-pidfile",
+            str(self.pidfile),
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-no-user-config",
+            "-nodefaults",
+        ]
+
+
+class Monitor:
+    """QEMU's monitor (QMP) over its unix socket, through qemu.qmp's synchronous client."""
+
+    def __init__(self, socket_path: Path) -> None:
+        self.path = socket_path
+        self._qmp: Any = None
+
+    def connect(self, within: float, alive: Callable[[], None] = lambda: None) -> None:
+        """Connect, retrying until `within` seconds are up; `alive` raises once QEMU is gone."""
+        import time
+
+        from qemu.qmp.legacy import QEMUMonitorProtocol
+
+        end = time.monotonic() + within
+        while True:
+            try:
+                qmp = QEMUMonitorProtocol(str(self.path))
+                qmp.connect()
+                self._qmp = qmp
+                return
+            except Exception as exc:
+                alive()
+                if time.monotonic() > end:
+                    raise TargetError(f"QEMU's monitor did not answer at {self.path}: {exc}") from None
+                time.sleep(0.1)
+
+    def command(self, name: str, **arguments: Any) -> Any:
+        if self._qmp is None:
+            raise TargetError("QEMU's monitor is not connected")
+        try:
+            return self._qmp.cmd(name, **arguments) if arguments else self._qmp.cmd(name)
+        except Exception as exc:
+            raise TargetError(f"QEMU's monitor refused {name}: {exc}") from None
+
+    def close(self) -> None:
+        if self._qmp is not None:
+            with contextlib.suppress(Exception):
+                self._qmp.close()
+            self._qmp = None
+
+
+ACCEL_ENV = "AIB_LOCAL_ACCEL"
+_kvm_verdict: dict[str, str] = {}  # "kvm" -> why not, once a boot has told
+
+
+def kvm_usable() -> bool:
+    """Whether /dev/kvm can be opened (a VM may still fail under it)."""
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def choose_accel() -> tuple[str, str]:
+    """(accelerator, why) for the next boot."""
+    forced = os.environ.get(ACCEL_ENV, "").lower()
+    if forced in ("kvm", "tcg"):
+        return forced, f"{ACCEL_ENV}={forced}"
+    if "kvm" in _kvm_verdict:
+        return "tcg", _kvm_verdict["kvm"]
+    if not kvm_usable():
+        return "tcg", "/dev/kvm cannot be opened"
+    return "kvm", "/dev/kvm opens"
+
+
+def kvm_failed(why: str) -> None:
+    """KVM stopped a guest here: later boots of this process use TCG."""
+    _kvm_verdict["kvm"] = why
+
+
+def running_pid(folder: Path) -> int | None:
+    """The pid of the QEMU running the VM of `folder` (its pid file, and a command line
+    that names the folder, so that a reused pid is never taken for it)."""
+    try:
+        pid = int((folder / "qemu.pid").read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if str(folder).encode() in cmdline else None

@@ -1,0 +1,206 @@
+"""VM builds on a real QEMU (TCG here: no usable KVM), booting the fixture disk made by
+fixtures/images/build-disk.sh. Boots are slow under TCG, so each test boots as few
+times as what it proves needs, and every wait is bounded."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.support import SIGNALS, SUBSCRIPTION, Running, build_ids, managed_image_id, template
+
+pytestmark = pytest.mark.vm
+
+MARKER = "vm-built"
+# A unit that reports on the serial console at every boot: proof that an image booted by itself.
+REPORT_UNIT = [
+    "sudo tee /etc/systemd/system/aib-report.service >/dev/null <<'EOF'",
+    "[[Unit]",  # "[[" : a literal "[" (a string that starts with "[" is an ARM expression)
+    "Description=report on the serial console",
+    "After=multi-user.target",
+    "[[Service]",
+    "Type=oneshot",
+    "ExecStart=/bin/sh -c 'echo AIB-LOCAL-UNIT-$(cat /etc/marker) > /dev/ttyS0'",
+    "[[Install]",
+    "WantedBy=multi-user.target",
+    "EOF",
+    "sudo systemctl enable aib-report.service",
+]
+
+
+@pytest.fixture(scope="session")
+def vm_disk() -> Path:
+    from engine.catalogue import disks_folder
+
+    disk = disks_folder() / "debian-12.qcow2"
+    if not disk.is_file():
+        reason = f"no fixture disk {disk}: run fixtures/images/build-disk.sh"
+        if os.environ.get("AIB_LOCAL_REQUIRE_DOCKER") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return disk
+
+
+def qemu_processes(store: Path) -> list[int]:
+    """QEMU processes of this test's store (their command line names a folder in it)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"qemu-system" in cmdline and str(store).encode() in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+def build_id_of(result: Any) -> str:
+    match = re.search(r"build (\S+) (?:Succeeded|Failed|Canceled|PartiallySucceeded)", result.output)
+    assert match, result.output
+    return match.group(1)
+
+
+def test_a_vm_build_reboots_and_its_vhd_and_managed_image_boot_by_themselves(
+    cli: Any, write_template: Any, store: Path, vm_disk: Path
+) -> None:
+    image_id = managed_image_id("vm-built")
+    before = vm_disk.stat().st_mtime_ns
+    path = write_template(
+        template(
+            "vm-built",
+            [
+                {"type": "Shell", "name": "mark", "inline": [f"echo {MARKER} | sudo tee /etc/marker", *REPORT_UNIT]},
+                {"type": "Shell", "name": "boot-id", "inline": ["cat /proc/sys/kernel/random/boot_id > /var/tmp/b0"]},
+                {"type": "Shell", "name": "reboot", "inline": ["sudo systemctl reboot", "sleep 60"]},
+                {
+                    "type": "Shell",
+                    "name": "after",
+                    "inline": [
+                        'test "$(cat /proc/sys/kernel/random/boot_id)" != "$(cat /var/tmp/b0)"',
+                        "echo NEW-BOOT",
+                    ],
+                },
+            ],
+            distribute=[
+                {"type": "VHD", "runOutputName": "disk"},
+                {"type": "ManagedImage", "runOutputName": "image", "imageId": image_id, "location": "westeurope"},
+            ],
+        )
+    )
+    result = cli("build", str(path), "--target", "vm", timeout=1800)
+    assert result.code == 0, result.output
+    assert "NEW-BOOT" in result.stdout
+    assert re.search(r"customize\[2\] reboot: rebooted", result.stdout), result.stdout
+    assert vm_disk.stat().st_mtime_ns == before  # the source disk is only ever read
+    assert qemu_processes(store) == []
+    (build_id,) = build_ids(store)
+    assert not (store / "builds" / build_id / "vm").exists()
+
+    # The VHD is the whole disk: the source's MBR boot code first, a fixed VHD footer last.
+    base = (
+        f"/subscriptions/{SUBSCRIPTION}/resourceGroups/aib-local/providers"
+        "/Microsoft.VirtualMachineImages/imageTemplates/vm-built/runOutputs"
+    )
+    uri = json.loads(cli("show", f"{base}/disk").stdout)["properties"]["artifactUri"]
+    vhd = Path(urlsplit(uri).path)
+    with vhd.open("rb") as disk:
+        boot_sector = disk.read(512)
+    assert boot_sector[510:] == b"\x55\xaa" and boot_sector[:440] != bytes(440)
+    info = json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "-f", "vpc", "--output", "json", str(vhd)], check=True, capture_output=True
+        ).stdout.decode()
+    )
+    assert info["virtual-size"] == vhd.stat().st_size - 512
+
+    # It boots by its own bootloader; cloud-init provisions it anew; the unit reports.
+    booted = cli("boot", uri, "--expect", f"AIB-LOCAL-UNIT-{MARKER}", "--output", "json", timeout=900)
+    assert booted.code == 0, booted.output
+    report = json.loads(booted.stdout)
+    assert report["booted"] and report["secondsToSsh"] > 0 and report["secondsToExpected"] > 0
+    assert qemu_processes(store) == []
+
+    # The managed image holds the disk and is the next VM build's source.
+    record = json.loads(cli("show", image_id).stdout)
+    assert record["aibLocal"]["disk"].endswith(".qcow2") and "dockerImage" not in record["aibLocal"]
+    chained = write_template(
+        template(
+            "vm-chained",
+            [{"type": "Shell", "inline": ["cat /etc/marker", "id -un"]}],
+            source={"type": "ManagedImage", "imageId": image_id},
+        ),
+        "chained.json",
+    )
+    again = cli("build", str(chained), "--target", "vm", timeout=1800)
+    assert again.code == 0, again.output
+    assert MARKER in again.stdout and "packer" in again.stdout
+    # A container build cannot start from it, and says so.
+    refused = cli("build", str(chained))
+    assert refused.code == 2 and "build from it with --target vm" in refused.stderr
+
+
+def test_sigint_mid_build_leaves_no_qemu_and_no_overlay(write_template: Any, store: Path, vm_disk: Path) -> None:
+    path = write_template(template("vm-int", [{"type": "Shell", "inline": ["echo VM-STEP-RUNNING", "sleep 600"]}]))
+    running = Running(["build", str(path), "--target", "vm"], store)
+    running.wait_for("VM-STEP-RUNNING", within=900)
+    assert qemu_processes(store)
+    signum, expected = SIGNALS["SIGINT"]
+    running.send(signum)
+    code, output = running.finish()
+    assert code == expected, output
+    assert running.seconds_since_signal() < 20
+    assert qemu_processes(store) == []
+    assert not list(store.rglob("disk.qcow2")) and not list((store / "builds").glob("*/vm"))
+
+
+def test_a_kept_failed_vm_reruns_and_clean_removes_it(
+    cli: Any, write_template: Any, store: Path, tmp_path: Path, vm_disk: Path
+) -> None:
+    script = tmp_path / "step.sh"
+    script.write_text("#!/bin/sh\necho attempt-one\nexit 3\n")
+    path = write_template(
+        template(
+            "vm-kept",
+            [
+                {"type": "Shell", "name": "prepare", "inline": ["echo prepared > /var/tmp/prepared"]},
+                {"type": "Shell", "name": "flaky", "scriptUri": "step.sh"},
+            ],
+        )
+    )
+    first = cli("build", str(path), "--target", "vm", "--on-error", "abort", timeout=1800)
+    assert first.code == 1, first.output
+    build_id = build_id_of(first)
+    assert len(qemu_processes(store)) == 1  # kept, running
+
+    script.write_text("#!/bin/sh\ncat /var/tmp/prepared\necho attempt-two\n")
+    again = cli("rerun", build_id, timeout=600)
+    assert again.code == 0, again.output
+    assert "prepared" in again.stdout and "attempt-two" in again.stdout
+    assert len(qemu_processes(store)) == 1  # still kept: no --finish
+
+    cleaned = cli("clean", "--build", build_id)
+    assert cleaned.code == 0, cleaned.output
+    assert qemu_processes(store) == []
+    assert not (store / "builds" / build_id / "vm").exists()
+
+
+def test_clean_stops_the_qemu_of_a_killed_build(cli: Any, write_template: Any, store: Path, vm_disk: Path) -> None:
+    path = write_template(template("vm-crash", [{"type": "Shell", "inline": ["true"]}]))
+    running = Running(["build", str(path), "--target", "vm"], store, {"AIB_LOCAL_FAILPOINTS": "phase:customize=kill"})
+    code, output = running.finish(within=900)
+    assert code == -9, output
+    assert len(qemu_processes(store)) == 1  # the killed build's VM runs on, orphaned
+    cleaned = cli("clean")
+    assert cleaned.code == 0, cleaned.output
+    assert "QEMU" in cleaned.stdout
+    assert qemu_processes(store) == []
+    assert not list((store / "builds").glob("*/vm"))
