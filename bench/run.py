@@ -9,8 +9,13 @@ Workloads (each run alternates the tools, so they see the same machine state):
   W3  one step writing 200 MB + VHD distribution (throughput and peak memory)
   W4  `aib-local validate` of 50 templates
   W5  `aib-local --help`
-Packer (apt-get install packer: 1.6.6, docker builder, commit) runs when it is installed.
-Needs the Docker engine and the debian:12 image (fixtures/images/build-image.sh debian:12).
+  VMBOOT  `aib-local boot` of the fixture disk: QEMU started to SSH answering (cloud-init done)
+  W6  20 Shell inline steps + one 5 MB File + ManagedImage on --target vm (the fixture disk),
+      against Packer's QEMU builder on the same disk with the same steps
+Packer (apt-get install packer: 1.6.6, docker builder, commit; qemu builder for W6) runs
+when it is installed. Needs the Docker engine and the debian:12 image
+(fixtures/images/build-image.sh debian:12); VMBOOT and W6 need the fixture disk
+(fixtures/images/build-disk.sh) and run only when asked (--only VMBOOT W6).
 """
 
 from __future__ import annotations
@@ -107,6 +112,58 @@ def packer_template(step_count: int, payload: Path | None) -> dict[str, object]:
     }
 
 
+def packer_qemu_template(work: Path, disk: Path, step_count: int, payload: Path) -> dict[str, object]:
+    """Packer's QEMU builder on the fixture disk, as aib-local boots it: an overlay of the
+    disk (use_backing_file), the same NoCloud seed (the build user and its key), the same
+    accelerator, vCPUs and memory, the same steps; Packer keeps the overlay as its output."""
+    from engine.targets import qemu
+
+    login = qemu.new_key()
+    (work / "packer-key").write_text(login.private)
+    (work / "packer-key").chmod(0o600)
+    seed = work / "packer-seed.iso"
+    if not seed.exists():
+        qemu.seed_iso(
+            seed,
+            instance_id="packer-bench",
+            hostname="packer",
+            user_data=qemu.user_data("packer", login, qemu.new_key()),
+        )
+    accel, _why = qemu.choose_accel()
+    output = work / "packer-out"
+    provisioners: list[dict[str, object]] = [{"type": "shell", "inline": [f"echo step {i}"]} for i in range(step_count)]
+    provisioners.append({"type": "file", "source": str(payload), "destination": "/tmp/payload.bin"})
+    return {
+        "builders": [
+            {
+                "type": "qemu",
+                "iso_url": str(disk),
+                "iso_checksum": "none",
+                "disk_image": True,
+                "use_backing_file": True,
+                "format": "qcow2",
+                "accelerator": accel,
+                "headless": True,
+                "cpus": 1,
+                "memory": 3584,
+                "net_device": "virtio-net",
+                "disk_interface": "virtio",
+                "output_directory": str(output),
+                "vm_name": "disk.qcow2",
+                "ssh_username": "packer",
+                "ssh_private_key_file": str(work / "packer-key"),
+                "ssh_timeout": "15m",
+                "shutdown_command": "sudo shutdown -P now",
+                "qemuargs": [
+                    ["-drive", f"file={output / 'disk.qcow2'},if=virtio,cache=unsafe,format=qcow2"],
+                    ["-drive", f"file={seed},if=virtio,format=raw,readonly=on"],
+                ],
+            }
+        ],
+        "provisioners": provisioners,
+    }
+
+
 class Bench:
     def __init__(self, runs: int) -> None:
         self.runs = runs
@@ -115,6 +172,8 @@ class Bench:
         self.payload = self.work / "payload.bin"
         self.payload.write_bytes(os.urandom(5 << 20))
         self.packer = shutil.which("packer")
+        # VM workloads: one accelerator for both tools (TCG unless AIB_LOCAL_ACCEL=kvm is set).
+        self.vm_env = {**self.env, "AIB_LOCAL_ACCEL": os.environ.get("AIB_LOCAL_ACCEL", "tcg")}
         self.results: dict[str, dict[str, list[float]]] = {}
         self.notes: list[str] = []
 
@@ -218,6 +277,41 @@ class Bench:
             finally:
                 container.remove(force=True)
 
+    def vmboot(self) -> None:
+        from engine.catalogue import disks_folder
+
+        disk = disks_folder() / "debian-12.qcow2"
+        for _ in range(self.runs):
+            seconds, _rss, out = peak_rss_mb(self.aib("boot", str(disk), "--output", "json"), self.env)
+            self.record(
+                "VMBOOT", "aib-local boot: QEMU start -> SSH (cloud-init done)", json.loads(out)["secondsToSsh"]
+            )
+            self.record("VMBOOT", "aib-local boot: whole command", seconds)
+
+    def w6(self) -> None:
+        from engine.catalogue import disks_folder
+
+        disk = disks_folder() / "debian-12.qcow2"
+        customize = steps(20)
+        customize.append(
+            {"type": "File", "name": "payload", "sourceUri": str(self.payload), "destination": "/tmp/payload.bin"}
+        )
+        path = self.write("W6.json", template("w6", customize, managed("w6")))
+        tools: dict[str, Callable[[], float]] = {
+            "aib-local --target vm": lambda: timed(
+                self.aib("build", str(path), "--target", "vm", "--deprovision", "skip"), self.vm_env
+            ),
+        }
+        if self.packer:
+            packer_file = self.write("W6-packer.json", packer_qemu_template(self.work, disk, 20, self.payload))
+
+            def packer() -> float:
+                shutil.rmtree(self.work / "packer-out", ignore_errors=True)
+                return timed([self.packer or "packer", "build", "-color=false", str(packer_file)])
+
+            tools["packer qemu builder"] = packer
+        self.alternate("W6", tools)
+
     def w4(self) -> None:
         files = [str(self.write(f"v{i}.json", template(f"v{i}", steps(5), managed(f"v{i}")))) for i in range(50)]
         self.alternate("W4", {"aib-local validate x50": lambda: timed(self.aib("validate", *files), self.env)})
@@ -251,6 +345,10 @@ class Bench:
             if "packer" in tools:
                 text += f"; Packer/aib-local = {statistics.median(tools['packer']) / ours:.1f}x"
             lines.append(text)
+        w6 = self.results.get("W6", {})
+        if "packer qemu builder" in w6:
+            ours = statistics.median(w6["aib-local --target vm"])
+            lines.append(f"W6: Packer qemu/aib-local = {statistics.median(w6['packer qemu builder']) / ours:.2f}x")
         if "W3" in self.results:
             w3 = self.results["W3"]
             lines.append(

@@ -56,6 +56,9 @@ def clean(store: Store, build_id: str | None = None) -> tuple[list[str], list[st
     for record in records:
         if record.build_id in live_ids:
             continue
+        kind = str((record.target or {}).get("kind", ""))
+        if record.kept and kind in registry.TARGETS:
+            removed += registry.lookup(kind).remove_kept(dict(record.target or {}), record.build_id)
         removed += [f"checkpoint image {image}" for image in images.remove_images(list(record.checkpoints.values()))]
         if record.kept or record.running or record.checkpoints:
             status = "cleaned" if record.running else record.status

@@ -40,6 +40,7 @@ POINTS = (
     "phase:deprovision",
     "phase:capture",
     "phase:distribute",
+    "phase:boot-test",
     "target:started",
     "vhd:unpacked",
     "vhd:fetching",

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from engine import failpoints, signals
+from engine.build.boottest import boot_test
 from engine.build.context import BuildContext
 from engine.build.customize import customize, plan
 from engine.build.deprovision import deprovision
@@ -61,6 +62,10 @@ def _finishing(ctx: BuildContext) -> bool:
     return finish and not ctx.source_validation_only
 
 
+def _boot_testing(ctx: BuildContext) -> bool:
+    return _finishing(ctx) and ctx.options.boot_test
+
+
 @dataclass(frozen=True)
 class Phase:
     """A phase of a build: its name (events, fault points, messages), AIB's runSubState
@@ -92,6 +97,7 @@ PHASES: tuple[Phase, ...] = (
     Phase("deprovision", None, deprovision, _finishing),  # the end of customizing (or validating)
     Phase("capture", "Distributing", capture, _finishing),
     Phase("distribute", "Distributing", distribute, _finishing),
+    Phase("boot-test", "Distributing", boot_test, _boot_testing),
 )
 
 

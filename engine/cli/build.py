@@ -181,6 +181,11 @@ def report_outcome(results: list[Any], output: str) -> None:
     "--checkpoint", is_flag=True, help="Docker: commit the container after each good customizer (see --resume)."
 )
 @click.option(
+    "--boot-test",
+    is_flag=True,
+    help="VM builds: boot the VHD (else the image) just made in a throw-away VM; fail if it does not come up.",
+)
+@click.option(
     "--resume",
     "resume_id",
     metavar="BUILD_ID",
@@ -232,6 +237,7 @@ def build(
     powershell_strict: bool,
     secrets: tuple[str, ...],
     checkpoint: bool,
+    boot_test: bool,
     resume_id: str | None,
     debug: bool,
     parallel: int,
@@ -256,7 +262,8 @@ def build(
     from engine.targets.registry import for_spec
     from engine.validation import load_templates
 
-    for_spec(target)  # refuse a malformed target before anything else
+    if for_spec(target).source_kind != "disk" and boot_test:  # a malformed target is refused first
+        raise UsageError("--boot-test boots a disk: it needs --target vm")
     if not templates and not resume_id:
         raise UsageError("give one or more TEMPLATE files (or --resume BUILD_ID)")
     interactive = sys.stdin.isatty()
@@ -283,6 +290,7 @@ def build(
         powershell_strict=powershell_strict,
         secrets=parse_secrets(secrets),
         checkpoint=checkpoint,
+        boot_test=boot_test,
         pause=debug_prompt if debug else None,
         confirm_keep=confirm_keep if interactive and output == "text" else None,
         resource_group=resource_group,

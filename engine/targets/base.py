@@ -115,6 +115,12 @@ class Target(ABC):
         elsewhere); a description of each thing stopped."""
         return []
 
+    @classmethod
+    def remove_kept(cls, info: dict[str, Any], build_id: str) -> list[str]:
+        """Remove the target a build kept (`clean`), from its `info()`; what was removed.
+        Containers are removed by label elsewhere; a host the user runs stays."""
+        return []
+
     @property
     def name(self) -> str:
         """What names this target among others of its kind (a container name, a host)."""

@@ -6,6 +6,7 @@ its monitor (QMP). Nothing here knows of builds; engine/targets/vm.py drives it.
 - The SSH key and the host key reach the guest through a cloud-init NoCloud seed: an ISO
   9660 volume labelled `cidata` (made with pycdlib), so the host key is known before
   the first connection and is verified, never accepted blindly.
+- QEMU is controlled over QMP (status, power-down, quit), one short connection per command.
 - KVM is used when /dev/kvm opens and a VM actually runs under it: where KVM only
   half works (nested virtualization), QEMU starts and the guest then stops with an
   emulation failure (QMP's status: internal-error) before its kernel prints a line. The
@@ -16,13 +17,13 @@ its monitor (QMP). Nothing here knows of builds; engine/targets/vm.py drives it.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
-import logging
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +33,6 @@ from engine.disks import need
 from engine.targets.base import TargetError
 
 QEMU = "qemu-system-x86_64"
-# qemu.qmp logs each failed connection attempt as an error; failures reach the user as ours.
-logging.getLogger("qemu.qmp").addHandler(logging.NullHandler())
-logging.getLogger("qemu.qmp").propagate = False
 
 
 def monitor_socket(folder: Path) -> Path:
@@ -161,44 +159,58 @@ class Machine:
 
 
 class Monitor:
-    """QEMU's monitor (QMP) over its unix socket, through qemu.qmp's synchronous client."""
+    """QEMU's monitor (QMP) over its unix socket: one short connection per command, each
+    read bounded by a timeout. QEMU serves one monitor client at a time, so a connection
+    held open (by a build that kept its VM, say) would leave every other process waiting
+    for QMP's greeting; qemu.qmp's synchronous client has no timeout for that wait, hence
+    these few lines of JSON over a socket."""
 
     def __init__(self, socket_path: Path) -> None:
         self.path = socket_path
-        self._qmp: Any = None
 
-    def connect(self, within: float, alive: Callable[[], None] = lambda: None) -> None:
-        """Connect, retrying until `within` seconds are up; `alive` raises once QEMU is gone."""
-        import time
-
-        from qemu.qmp.legacy import QEMUMonitorProtocol
-
+    def wait_ready(self, within: float, alive: Callable[[], None] = lambda: None) -> None:
+        """Until the monitor answers (`within` seconds at most); `alive` raises once QEMU is gone."""
         end = time.monotonic() + within
         while True:
             try:
-                qmp = QEMUMonitorProtocol(str(self.path))
-                qmp.connect()
-                self._qmp = qmp
+                self.command("query-status", timeout=2)
                 return
-            except Exception as exc:
+            except TargetError as exc:
                 alive()
                 if time.monotonic() > end:
                     raise TargetError(f"QEMU's monitor did not answer at {self.path}: {exc}") from None
                 time.sleep(0.1)
 
-    def command(self, name: str, **arguments: Any) -> Any:
-        if self._qmp is None:
-            raise TargetError("QEMU's monitor is not connected")
+    def command(self, name: str, timeout: float = 5.0, **arguments: Any) -> Any:
+        """Run one QMP command; its "return" value (TargetError for an error or no answer)."""
         try:
-            return self._qmp.cmd(name, **arguments) if arguments else self._qmp.cmd(name)
-        except Exception as exc:
-            raise TargetError(f"QEMU's monitor refused {name}: {exc}") from None
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(timeout)
+                sock.connect(str(self.path))
+                stream = sock.makefile("rwb")
+                _reply(stream)  # the greeting
+                for message in ({"execute": "qmp_capabilities"}, {"execute": name, "arguments": arguments}):
+                    stream.write(json.dumps(message).encode() + b"\n")
+                    stream.flush()
+                    result = _reply(stream)
+                return result
+        except (OSError, ValueError) as exc:
+            raise TargetError(f"QEMU's monitor at {self.path} did not answer {name}: {exc}") from None
 
-    def close(self) -> None:
-        if self._qmp is not None:
-            with contextlib.suppress(Exception):
-                self._qmp.close()
-            self._qmp = None
+
+def _reply(stream: Any) -> Any:
+    """The next reply on a QMP stream (events are skipped)."""
+    while True:
+        line = stream.readline()
+        if not line:
+            raise TargetError("QEMU closed its monitor")
+        message = json.loads(line)
+        if "error" in message:
+            raise TargetError(f"QEMU refused: {message['error'].get('desc', message['error'])}")
+        if "return" in message:
+            return message["return"]
+        if "QMP" in message:
+            return message
 
 
 ACCEL_ENV = "AIB_LOCAL_ACCEL"

@@ -188,7 +188,7 @@ class VmTarget(SshTarget):
             )
         finally:
             log.close()
-        self.monitor.connect(within=20, alive=self._check_alive)
+        self.monitor.wait_ready(within=20, alive=self._check_alive)
 
     def _status(self) -> str:
         try:
@@ -217,7 +217,6 @@ class VmTarget(SshTarget):
 
     def _halt(self) -> None:
         """Stop this QEMU at once (the disk is not used again)."""
-        self.monitor.close()
         if self.process is not None:
             self.process.kill()
             self.process.wait()
@@ -260,7 +259,6 @@ class VmTarget(SshTarget):
             with contextlib.suppress(TargetError):
                 self.monitor.command("quit")
             self._wait_exit(10)
-        self.monitor.close()
         self.stopped = True
 
     def _wait_exit(self, within: float) -> bool:
@@ -296,7 +294,6 @@ class VmTarget(SshTarget):
     def remove(self) -> None:
         self._close_sessions()
         self.link.close()
-        self.monitor.close()
         pid = self.process.pid if self.process is not None else qemu.running_pid(self.folder)
         if pid is not None and not self._wait_exit(0):
             with contextlib.suppress(ProcessLookupError):
@@ -325,7 +322,7 @@ class VmTarget(SshTarget):
         target = cls(folder, port, build_id=build_id, source=Path(info.get("source", "")))
         if qemu.running_pid(folder) is None:
             raise TargetError(f"the VM of build {build_id} is no longer running", hint="build again")
-        target.monitor.connect(within=5)
+        target.monitor.wait_ready(within=5)
         target.link.connect(30 if within is None else within)
         target.os_type = info.get("osType", "Linux")
         return target
@@ -348,5 +345,6 @@ class VmTarget(SshTarget):
         done.append(f"the VM disk of build {build_id} ({folder})")
         return done
 
-    def interactive_shell(self) -> int:
-        return super().interactive_shell()
+    @classmethod
+    def remove_kept(cls, info: dict[str, Any], build_id: str) -> list[str]:
+        return cls.release(info, build_id)

@@ -269,7 +269,7 @@ def test_a_rerun_attaches_to_the_kept_target_and_runs_from_the_failed_step(build
 
 def test_phases_are_data_for_every_kind_of_build() -> None:
     names = [p.name for p in PHASES]
-    assert names[:2] == ["fetch", "attach-target"] and names[-1] == "distribute"
+    assert names[:2] == ["fetch", "attach-target"] and names[-2:] == ["distribute", "boot-test"]
     assert [p.sub_state for p in PHASES if p.sub_state] == [
         "Queued",
         "Building",
@@ -278,6 +278,7 @@ def test_phases_are_data_for_every_kind_of_build() -> None:
         "Building",
         "Customizing",
         "Validating",
+        "Distributing",
         "Distributing",
         "Distributing",
     ]  # AIB's runSubState order; deprovision keeps the state it comes in
