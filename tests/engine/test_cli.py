@@ -82,3 +82,17 @@ def test_help(cli: Any) -> None:
     assert result.code == 0
     for command in ("validate", "build", "show", "list", "logs", "clean"):
         assert command in result.stdout
+
+
+def test_boot_test_needs_a_vm_target(cli: Any) -> None:
+    result = cli("build", "--boot-test", "t.json")
+    assert result.code == 2
+    assert "--boot-test boots a disk: it needs --target vm" in result.stderr
+
+
+def test_boot_refuses_what_is_not_a_disk(cli: Any, tmp_path: Any) -> None:
+    missing = cli("boot", str(tmp_path / "nothing.vhd"))
+    assert missing.code == 2 and "no disk file at" in missing.stderr
+    unknown = cli("boot", "/subscriptions/x/resourceGroups/rg/providers/Microsoft.Compute/images/none")
+    assert unknown.code == 2 and "is not in the local store" in unknown.stderr
+    assert "Traceback" not in missing.output + unknown.output

@@ -137,12 +137,22 @@ def test_a_vm_build_reboots_and_its_vhd_and_managed_image_boot_by_themselves(
             "vm-chained",
             [{"type": "Shell", "inline": ["cat /etc/marker", "id -un"]}],
             source={"type": "ManagedImage", "imageId": image_id},
+            distribute=[
+                {
+                    "type": "ManagedImage",
+                    "runOutputName": "image",
+                    "imageId": managed_image_id("vm-chained"),
+                    "location": "westeurope",
+                }
+            ],
         ),
         "chained.json",
     )
-    again = cli("build", str(chained), "--target", "vm", timeout=1800)
+    again = cli("build", str(chained), "--target", "vm", "--boot-test", timeout=1800)
     assert again.code == 0, again.output
     assert MARKER in again.stdout and "packer" in again.stdout
+    # --boot-test booted what this build made (its managed image: no VHD) as the last phase.
+    assert re.search(r"boot-test: ok", again.stdout) and "boots: SSH answered after" in again.stdout
     # A container build cannot start from it, and says so.
     refused = cli("build", str(chained))
     assert refused.code == 2 and "build from it with --target vm" in refused.stderr
