@@ -21,7 +21,7 @@ def capture(ctx: BuildContext, steps: StepRunner) -> None:
     target = ctx.require_target()
     if not target.export_needs_stop:
         ctx.events.info(f"capture: the live filesystem of {target.describe()} is exported as it is", step="capture")
-    elif any(d.needs_export for d in ctx.distributors):
+    elif target.captures_disk or any(d.needs_export for d in ctx.distributors):
         steps.action("capture", target.stop, detail=f"stop {target.describe()} so its disk is quiescent")
     else:
         ctx.events.info(f"capture: {target.describe()} is committed as it runs (paused)", step="capture")

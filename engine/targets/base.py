@@ -89,6 +89,7 @@ class Target(ABC):
     source_kind: ClassVar[str] = "image"  # what it starts from: a local Docker image, or a "disk" file
     can_checkpoint: ClassVar[bool] = False  # cheap commits after each customizer (--checkpoint)
     export_needs_stop: ClassVar[bool] = True  # a quiescent disk to export needs the machine stopped
+    captures_disk: ClassVar[bool] = False  # captured as its whole disk (disk()), which needs it stopped
 
     @classmethod
     @abstractmethod

@@ -72,6 +72,7 @@ class VmTarget(SshTarget):
     starts_from_image = True
     source_kind = "disk"
     export_needs_stop = True
+    captures_disk = True
 
     def __init__(self, folder: Path, port: int, *, build_id: str, source: Path) -> None:
         endpoint = SshEndpoint(BUILD_USER, "127.0.0.1", port)

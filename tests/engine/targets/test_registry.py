@@ -20,6 +20,7 @@ def test_each_kind_names_its_class_and_its_capabilities() -> None:
     assert not ssh.can_checkpoint and not ssh.export_needs_stop and not ssh.starts_from_image
     assert not vm.can_checkpoint and vm.export_needs_stop and vm.starts_from_image
     assert (docker.source_kind, vm.source_kind) == ("image", "disk")
+    assert vm.captures_disk and not docker.captures_disk and not ssh.captures_disk
     assert all(issubclass(load(), Target) for load in registry.TARGETS.values())
 
 
