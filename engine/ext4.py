@@ -149,8 +149,8 @@ class Ext4Writer:
     def _fetch(self, container: Container, name: str, image: str) -> None:
         """Stream /out/NAME from the helper into `image` on this machine, holes kept.
 
-        The exec's raw socket is read (and on any error closed, unread): a response
-        stream would be drained to its end first, gigabytes when interrupted early."""
+        The exec's raw socket is read (and on any error closed, unread): closing a
+        response stream may drain it to its end first, gigabytes when interrupted early."""
         api = self.client.api
         errors: list[bytes] = []
         try:
