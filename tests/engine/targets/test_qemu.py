@@ -125,6 +125,20 @@ class StoppedVm:
         raise AssertionError("not a container")
 
 
+def vm_context(store: Store, disk: Path, size_gb: int) -> DistributeContext:
+    """What a distributor gets from a stopped VM build with this disk."""
+    return DistributeContext(
+        captured=StoppedVm(disk),
+        store=store,
+        build_id="b1",
+        template_id="t",
+        base_image="",
+        os_type="Linux",
+        generalized=True,
+        os_disk_size_gb=size_gb,
+    )
+
+
 @needs_qemu_img
 @pytest.mark.parametrize("size_gb", [0, 1])
 def test_a_vms_vhd_is_its_whole_disk_with_a_footer_grown_to_os_disk_size(tmp_path: Path, size_gb: int) -> None:
@@ -137,16 +151,7 @@ def test_a_vms_vhd_is_its_whole_disk_with_a_footer_grown_to_os_disk_size(tmp_pat
     layer = tmp_path / "overlay.qcow2"
     disks.overlay(source, layer)
     store = Store(tmp_path / "store")
-    ctx = DistributeContext(
-        captured=StoppedVm(layer),
-        store=store,
-        build_id="b1",
-        template_id="t",
-        base_image="",
-        os_type="Linux",
-        generalized=True,
-        os_disk_size_gb=size_gb,
-    )
+    ctx = vm_context(store, layer, size_gb)
     output = Vhd(VhdDistribute(type="VHD", runOutputName="disk")).distribute(ctx)
     vhd = store.root / "artifacts" / "b1" / "disk.vhd"
     assert output.artifact_uri == vhd.as_uri()
@@ -173,16 +178,7 @@ def test_a_vms_vhd_cannot_be_smaller_than_its_disk(tmp_path: Path) -> None:
     source.write_bytes(b"x")
     os.truncate(source, 2 << 30)
     store = Store(tmp_path / "store")
-    ctx = DistributeContext(
-        captured=StoppedVm(source),
-        store=store,
-        build_id="b1",
-        template_id="t",
-        base_image="",
-        os_type="Linux",
-        generalized=True,
-        os_disk_size_gb=1,
-    )
+    ctx = vm_context(store, source, 1)
     from distributors.base import DistributeError
 
     with pytest.raises(DistributeError, match="osDiskSizeGB 1 is smaller than the VM's disk"):
