@@ -147,12 +147,19 @@ class RichReporter:
 
 
 class JsonReporter:
-    """One JSON object per line on stdout, for machines."""
+    """One JSON object per line on stdout, for machines. Every event after a build's
+    build-started carries its buildId, so that the lines of builds run at once
+    (--parallel) can be told apart."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
+        self.build_id: str | None = None
 
     def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "build-started":
+            self.build_id = event.get("buildId")
+        if self.build_id and "buildId" not in event:
+            event = {"event": event.get("event"), "buildId": self.build_id, **event}
         with _STREAM_LOCK:
             self.stream.write(json.dumps(event, sort_keys=False) + "\n")
             self.stream.flush()

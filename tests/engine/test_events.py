@@ -46,3 +46,20 @@ def test_parallel_builds_never_run_their_text_lines_together() -> None:
 def test_parallel_builds_never_run_their_json_events_together() -> None:
     lines = report_from_threads(JsonReporter)
     assert len(lines) == 6 * 300 and all(json.loads(line)["event"] == "output" for line in lines)
+
+
+def test_each_json_event_names_its_build_so_parallel_builds_can_be_told_apart() -> None:
+    stream = io.StringIO()
+    reporters = {n: JsonReporter(stream) for n in ("a", "b")}
+    for n, reporter in reporters.items():
+        reporter({"event": "build-started", "buildId": f"build-{n}", "template": f"{n}.json"})
+    reporters["b"]({"event": "output", "step": "customize[0]", "line": "from b"})
+    reporters["a"]({"event": "output", "step": "customize[0]", "line": "from a"})
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(e["event"], e["buildId"]) for e in events] == [
+        ("build-started", "build-a"),
+        ("build-started", "build-b"),
+        ("output", "build-b"),
+        ("output", "build-a"),
+    ]
+    assert events[2]["line"] == "from b"
