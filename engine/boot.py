@@ -21,7 +21,7 @@ from urllib.request import url2pathname
 from engine.errors import AibLocalError, UsageError
 from engine.gallery import Galleries
 from engine.store import Store
-from engine.targets.base import OpenRequest, TargetError
+from engine.targets.base import OpenRequest, Target, TargetError
 from engine.targets.registry import lookup
 
 BOOT_WITHIN = 600.0
@@ -82,8 +82,10 @@ def boot(
     vm_size: str = "",
     within: float = BOOT_WITHIN,
     report: Callable[[str], None] = lambda _message: None,
+    on_booted: Callable[[Target], None] | None = None,
 ) -> BootReport:
-    """Boot `artifact` in a throw-away VM; the report says how far it got."""
+    """Boot `artifact` in a throw-away VM; the report says how far it got. Once it is up,
+    `on_booted` may run more on it (a build's validators): what it raises is raised."""
     disk = disk_of(store, artifact)
     result = BootReport(artifact, str(disk), expected=expect)
     run_id = f"boot-{time.strftime('%Y%m%d-%H%M%S')}-{time.monotonic_ns() % 1_000_000:06d}"
@@ -109,7 +111,11 @@ def boot(
             result.seconds_to_expected = _await_console(target.console(), expect, end, started)
             report(f"{expect!r} on the serial console after {result.seconds_to_expected}s")
         result.booted = True
+        if on_booted is not None:
+            on_booted(target)
     except AibLocalError as exc:
+        if result.booted:
+            raise
         result.error = str(exc)
     finally:
         result.notes = list(target.notes)

@@ -54,7 +54,7 @@ def overlay(source: Path, path: Path) -> None:
             "-F",
             disk_format(source),
             "-b",
-            str(source),
+            str(source.resolve()),  # the overlay may be copied elsewhere (a saved booted VM's is)
             str(path),
         ],
         f"make an overlay of {source}",

@@ -367,3 +367,21 @@ def run_image(docker_client: Any, image: str, command: list[str], within: float 
         raise AssertionError(f"{command} in {image} did not end within {within}s ({exc})") from None
     finally:
         container.remove(force=True)
+
+
+def shell_in_kept(store: Path, build_id: str, banner: str, command: str, expected: list[str]) -> None:
+    """`aib-local shell BUILD_ID` on a terminal: the banner, then `command` at the prompt
+    prints each of `expected` in order, and `exit 0` leaves it with exit code 0."""
+    import pexpect
+
+    env = {**os.environ, "AIB_LOCAL_STORE": str(store), "TERM": "dumb"}
+    child = pexpect.spawn(sys.executable, ["-m", "engine", "shell", build_id], env=env, encoding="utf-8", timeout=60)
+    child.expect(banner)
+    child.expect("[$#] ")
+    child.sendline(command)
+    for text in expected:
+        child.expect(text)
+    child.sendline("exit 0")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0

@@ -15,6 +15,7 @@ from engine.build.steps import StepRunner
 from engine.errors import UsageError
 from engine.targets.base import OpenRequest, TargetError
 from engine.targets.registry import attach, for_spec
+from engine.targets.snapshots import FOLDER as SNAPSHOTS
 
 PWSH_PROBE = "command -v pwsh >/dev/null 2>&1"
 
@@ -35,6 +36,7 @@ def start_target(ctx: BuildContext, steps: StepRunner) -> None:
             progress=lambda message: ctx.events.info(message, step="start-target"),
             within=ctx.deadline.remaining(),
             folder=str(ctx.store.build_dir(ctx.build_id)),
+            snapshots=str(ctx.store.root / SNAPSHOTS) if options.vm_boot == "snapshot" else "",
         )
     )
     ctx.target = target

@@ -37,6 +37,7 @@ class BuildOptions:
     secrets: dict[str, str] = field(default_factory=dict)
     checkpoint: bool = False  # commit the target after each good customizer (targets that can)
     boot_test: bool = False  # VM builds: boot what was made in a throw-away VM as a last phase
+    vm_boot: str = "snapshot"  # VM builds: restore the store's snapshot of the booted source (snapshot), or cold
     # --debug: asked before each customizer; answers continue | shell | rerun | skip | abort.
     pause: Callable[[str], str] | None = None
     # --on-error ask: asked whether to keep the target of a failed build (None: no terminal).

@@ -49,6 +49,9 @@ class StepRunner:
         except TargetError as exc:
             self.finished(name, started, "failed")
             raise BuildFailed(f"{name} failed: {exc}", step=name) from None
+        except BuildFailed:  # a step it ran failed (a boot test's validators)
+            self.finished(name, started, "failed")
+            raise
         self.finished(name, started, "succeeded")
 
     def probe(self, script: str) -> int:

@@ -186,6 +186,14 @@ def report_outcome(results: list[Any], output: str) -> None:
     help="VM builds: boot the VHD (else the image) just made in a throw-away VM; fail if it does not come up.",
 )
 @click.option(
+    "--vm-boot",
+    type=click.Choice(["snapshot", "cold"]),
+    default="snapshot",
+    show_default=True,
+    help="VM builds: restore the booted source saved by its first build in this store (snapshot), "
+    "or boot the source every time (cold).",
+)
+@click.option(
     "--resume",
     "resume_id",
     metavar="BUILD_ID",
@@ -238,6 +246,7 @@ def build(
     secrets: tuple[str, ...],
     checkpoint: bool,
     boot_test: bool,
+    vm_boot: str,
     resume_id: str | None,
     debug: bool,
     parallel: int,
@@ -291,6 +300,7 @@ def build(
         secrets=parse_secrets(secrets),
         checkpoint=checkpoint,
         boot_test=boot_test,
+        vm_boot=vm_boot,
         pause=debug_prompt if debug else None,
         confirm_keep=confirm_keep if interactive and output == "text" else None,
         resource_group=resource_group,
@@ -441,16 +451,25 @@ def write_report(the_store: Any, build_id: str, output_file: Path | None) -> Non
 
 @click.command()
 @click.option("--build", "build_id", help="Only this build's leftovers.")
+@click.option("--snapshots", is_flag=True, help="Also remove the store's saved booted VMs (see build --vm-boot).")
 @store_option
-def clean(build_id: str | None, store: Path | None) -> None:
+def clean(build_id: str | None, snapshots: bool, store: Path | None) -> None:
     """Remove the containers, checkpoint images and partial files that dead or kept builds left."""
     from engine.cleanup import clean as clean_up
     from engine.store import Store
+    from engine.targets.snapshots import FOLDER, Snapshots
 
-    removed, live = clean_up(Store.open(store), build_id)
+    the_store = Store.open(store)
+    removed, live = clean_up(the_store, build_id)
+    busy: list[str] = []
+    if snapshots:
+        gone, busy = Snapshots(the_store.root / FOLDER).clear()
+        removed += gone
     click.echo("\n".join(f"removed {item}" for item in removed) or "nothing to remove")
     for name in live:
         click.echo(f"left {name}: its build is still running")
+    for what in busy:
+        click.echo(f"left {what}: a build is restoring it")
 
 
 build_commands = [build, rerun, shell, logs, report, clean]

@@ -17,6 +17,8 @@ its monitor (QMP). Nothing here knows of builds; engine/targets/vm.py drives it.
 
 from __future__ import annotations
 
+import array
+import contextlib
 import hashlib
 import io
 import json
@@ -118,6 +120,7 @@ class Machine:
     memory_mib: int
     network: bool = True  # False: the guest reaches nothing outside (SSH still comes in)
     accel: str = "tcg"  # kvm or tcg
+    incoming: int | None = None  # a file descriptor of a saved machine to restore (engine/targets/snapshots.py)
 
     def argv(self) -> list[str]:
         netdev = f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22" + ("" if self.network else ",restrict=on")
@@ -155,6 +158,7 @@ class Machine:
             "none",
             "-no-user-config",
             "-nodefaults",
+            *(["-incoming", f"fd:{self.incoming}"] if self.incoming is not None else []),
         ]
 
 
@@ -181,18 +185,29 @@ class Monitor:
                     raise TargetError(f"QEMU's monitor did not answer at {self.path}: {exc}") from None
                 time.sleep(0.1)
 
-    def command(self, name: str, timeout: float = 5.0, **arguments: Any) -> Any:
-        """Run one QMP command; its "return" value (TargetError for an error or no answer)."""
+    def command(self, name: str, timeout: float = 5.0, *, fd: tuple[str, int] | None = None, **arguments: Any) -> Any:
+        """Run one QMP command; its "return" value (TargetError for an error or no answer).
+        With `fd` (name, descriptor), the descriptor is first handed to QEMU under that
+        name (getfd, on the same connection: QEMU keeps it for that client only)."""
+        messages: list[tuple[dict[str, Any], int | None]] = [({"execute": "qmp_capabilities"}, None)]
+        if fd is not None:
+            messages.append(({"execute": "getfd", "arguments": {"fdname": fd[0]}}, fd[1]))
+        messages.append(({"execute": name, "arguments": arguments}, None))
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 sock.settimeout(timeout)
                 sock.connect(str(self.path))
-                stream = sock.makefile("rwb")
-                _reply(stream)  # the greeting
-                for message in ({"execute": "qmp_capabilities"}, {"execute": name, "arguments": arguments}):
-                    stream.write(json.dumps(message).encode() + b"\n")
-                    stream.flush()
-                    result = _reply(stream)
+                with sock.makefile("rb") as stream:  # closed with the socket: QEMU serves one client at a time
+                    _reply(stream)  # the greeting
+                    for message, passed in messages:
+                        data = [json.dumps(message).encode() + b"\n"]
+                        rights = (
+                            []
+                            if passed is None
+                            else [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [passed]))]
+                        )
+                        sock.sendmsg(data, rights)
+                        result = _reply(stream)
                 return result
         except (OSError, ValueError) as exc:
             raise TargetError(f"QEMU's monitor at {self.path} did not answer {name}: {exc}") from None
@@ -232,6 +247,11 @@ def choose_accel() -> tuple[str, str]:
     forced = os.environ.get(ACCEL_ENV, "").lower()
     if forced in ("kvm", "tcg"):
         return forced, f"{ACCEL_ENV}={forced}"
+    if "kvm" not in _kvm_verdict:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            kept = json.loads(_verdict_file().read_text())
+            if kept["boot"] == _host_boot():
+                _kvm_verdict["kvm"] = f"{kept['why']}, as an earlier boot here found; {ACCEL_ENV}=kvm tries it again"
     if "kvm" in _kvm_verdict:
         return "tcg", _kvm_verdict["kvm"]
     if not kvm_usable():
@@ -240,8 +260,22 @@ def choose_accel() -> tuple[str, str]:
 
 
 def kvm_failed(why: str) -> None:
-    """KVM stopped a guest here: later boots of this process use TCG."""
+    """KVM stopped a guest here: later boots use TCG, in this process and, until this
+    machine boots again, in others (the verdict is kept in the runtime folder)."""
     _kvm_verdict["kvm"] = why
+    with contextlib.suppress(OSError):
+        kept = _verdict_file()
+        staged = kept.with_name(f"{kept.name}.{os.getpid()}")
+        staged.write_text(json.dumps({"boot": _host_boot(), "why": why}))
+        staged.replace(kept)
+
+
+def _verdict_file() -> Path:
+    return Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / "aib-local-kvm-verdict.json"
+
+
+def _host_boot() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
 
 
 def running_pid(folder: Path) -> int | None:

@@ -9,6 +9,10 @@ powers the guest off and hands over the overlay; distributors flatten it into a
 bootable disk. Everything of one VM lives in its folder (the overlay, the seed, the
 serial console's log, QEMU's pid file); removing the target stops QEMU and the folder
 goes, unless the build keeps the VM.
+
+With a store's boot snapshots (engine/targets/snapshots.py), a Linux source is booted once:
+the first build saves the booted machine before its first customizer, and the next builds
+restore it, set its clock and reseed its random generator from the host, and go on.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ import shlex
 import shutil
 import signal
 import socket
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -31,13 +34,23 @@ from engine.errors import AibLocalError, UsageError
 from engine.targets import qemu
 from engine.targets.base import OpenRequest, OwnSource, TargetError
 from engine.targets.endpoint import TARGET_SPECS, SshEndpoint, SshOptions
+from engine.targets.snapshots import Snapshot, Snapshots
 from engine.targets.ssh import SshTarget
+from engine.targets.vm_process import QemuProcess
 from engine.vmsizes import vm_limits
 
 BUILD_USER = "packer"  # the user AIB's build VM logs in with
 BOOT_WITHIN = 600.0  # seconds for a boot to reach SSH (TCG is slow), within the build's deadline
 POWER_OFF_WITHIN = 120.0
 KVM_PROBE_WITHIN = 10.0  # seconds for a KVM boot to get past firmware and bootloader
+# After a restore: the guest's clock is the snapshot's, and its kernel's random generator
+# is where the snapshot left it (as in every build restored from it): set the clock, and
+# credit random bytes of the host (RNDADDENTROPY) and reseed at once (RNDRESEEDCRNG).
+RESEED = (
+    "import fcntl, os, struct, sys; seed = bytes.fromhex(sys.argv[1]); "
+    "fd = os.open('/dev/urandom', os.O_WRONLY); "
+    "fcntl.ioctl(fd, 0x40085203, struct.pack('ii', len(seed) * 8, len(seed)) + seed); fcntl.ioctl(fd, 0x5207)"
+)
 # Run as a service of its own (the SSH session ends under it): take the build user, its
 # sudoers entry and cloud-init's state of this boot out of the image, then power off, so
 # that the image's next boot provisions afresh as a new Azure VM's does.
@@ -82,28 +95,24 @@ class VmTarget(SshTarget):
         super().__init__(endpoint, options, build_id=build_id)
         self.folder = folder
         self.source = source
-        self.cpus, self.memory_mib = 2, 4096
-        self.network = True
+        self.machine = QemuProcess(folder, port)
         self.within = BOOT_WITHIN
         self.progress: Any = lambda _message: None
-        self.process: subprocess.Popen[bytes] | None = None
-        self.monitor = qemu.Monitor(qemu.monitor_socket(folder))
         self.stopped = False
+        self.accel = "tcg"
+        self.snapshots: Snapshots | None = None  # boot snapshots to restore and add to (Linux guests)
 
     @property
     def name(self) -> str:
         return f"vm {self.folder.name}"
 
     def describe(self) -> str:
-        return f"VM from {self.source.name} ({self.cpus} vCPU, {self.memory_mib} MiB, ssh port {self.endpoint.port})"
+        size = f"{self.machine.cpus} vCPU, {self.machine.memory_mib} MiB"
+        return f"VM from {self.source.name} ({size}, ssh port {self.endpoint.port})"
 
     @property
     def overlay(self) -> Path:
         return self.folder / "disk.qcow2"
-
-    @property
-    def serial_log(self) -> Path:
-        return self.folder / "serial.log"
 
     @classmethod
     def check_spec(cls, spec: str) -> None:
@@ -123,23 +132,33 @@ class VmTarget(SshTarget):
         folder = Path(request.folder) / cls.kind
         target = cls(folder, _free_port(), build_id=request.build_id, source=Path(request.image))
         cpus, memory, size_note = vm_limits(request.vm_size)
-        target.cpus, target.memory_mib, cap_note = _cap(cpus, memory)
+        target.machine.cpus, target.machine.memory_mib, cap_note = _cap(cpus, memory)
         target.notes.append(f"VM size {size_note}{cap_note}")
-        target.network = request.network != "none"
+        target.machine.network = request.network != "none"
         target.within = min(BOOT_WITHIN, request.within)
         target.progress = request.progress
         target.os_type = request.os_type
+        if request.snapshots and request.os_type == "Linux":
+            target.snapshots = Snapshots(Path(request.snapshots))
         return target
 
     # --- starting ------------------------------------------------------------------
 
     def start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
+        if self.snapshots is not None and self._restore(self.snapshots):
+            return
+        self._boot_cold()
+        if self.snapshots is not None:
+            self._save(self.snapshots)
+
+    def _boot_cold(self) -> None:
         disks.overlay(self.source, self.overlay)
         login, host = qemu.new_key(), qemu.new_key()
         key_file = self.folder / "id_ed25519"
         key_file.touch(0o600)
         key_file.write_text(login.private)
+        (self.folder / "host_key.pub").write_text(host.public + "\n")
         (self.folder / "known_hosts").write_text(f"[127.0.0.1]:{self.endpoint.port} {host.public}\n")
         qemu.seed_iso(
             self.folder / "seed.iso",
@@ -148,16 +167,17 @@ class VmTarget(SshTarget):
             user_data=qemu.user_data(BUILD_USER, login, host),
         )
         accel, why = qemu.choose_accel()
-        if accel == "kvm" and not self._kvm_runs(time.monotonic() + KVM_PROBE_WITHIN):
-            self._halt()
+        if accel == "kvm" and not self.machine.kvm_runs(time.monotonic() + KVM_PROBE_WITHIN):
+            self.machine.halt()
             accel, why = qemu.choose_accel()
         if accel == "tcg":
-            self._launch(accel)
+            self.machine.launch(accel)
+        self.accel = accel
         if accel == "tcg":
             self.notes.append(f"the VM runs under TCG, QEMU's emulator ({why}): a boot takes tens of seconds")
         else:
             self.notes.append(f"the VM runs under KVM ({why})")
-        self.progress(f"booting {self.source.name} under {accel.upper()}; its console: {self.serial_log}")
+        self.progress(f"booting {self.source.name} under {accel.upper()}; its console: {self.machine.serial_log}")
         self._wait_for_ssh(time.monotonic() + self.within)
         self._detect()
         _code, out = self.link.capture(
@@ -168,70 +188,103 @@ class VmTarget(SshTarget):
             if errors:
                 self.warnings.append(f"cloud-init reported errors on first boot: {'; '.join(map(str, errors))[:300]}")
 
-    def _launch(self, accel: str) -> None:
-        machine = qemu.Machine(
-            disk=self.overlay,
-            seed=self.folder / "seed.iso",
-            qmp=qemu.monitor_socket(self.folder),
-            serial=self.serial_log,
-            pidfile=self.folder / "qemu.pid",
-            ssh_port=self.endpoint.port,
-            cpus=self.cpus,
-            memory_mib=self.memory_mib,
-            network=self.network,
-            accel=accel,
+    # --- boot snapshots --------------------------------------------------------------
+
+    def _save(self, snapshots: Snapshots) -> None:
+        """Save the booted machine (before any customizer) for the next builds of this source."""
+        started = time.monotonic()
+        key = snapshots.key(self.source, self.machine.shape(self.accel))
+        try:
+            with snapshots.making(key) as staging:
+                if staging is None:
+                    return
+                self._close_sessions()
+                self.link.close()
+                self.machine.monitor.command("stop")
+                try:
+                    self.machine.save(staging / "state")
+                    for name in ("disk.qcow2", "seed.iso", "id_ed25519", "host_key.pub"):
+                        shutil.copy(self.folder / name, staging / name)  # with its mode: the key is 0600
+                    meta = {"source": str(self.source), "accel": self.accel, "build": self.build_id}
+                    meta |= {"made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                    (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+                finally:
+                    self.machine.run()
+                    self.link.connect(30)
+        except (TargetError, OSError) as exc:
+            self.warnings.append(f"the booted VM could not be saved for the next builds: {exc}")
+            return
+        self.notes.append(
+            f"saved the booted VM in {time.monotonic() - started:.1f}s: the next builds of this source restore it "
+            f"instead of booting ({snapshots.root / key})"
         )
-        log = (self.folder / "qemu.log").open("wb")
-        try:
-            # Its own session: a Ctrl-C at the terminal reaches aib-local, which stops QEMU itself.
-            self.process = subprocess.Popen(
-                machine.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-            )
-        finally:
-            log.close()
-        self.monitor.wait_ready(within=20, alive=self._check_alive)
 
-    def _status(self) -> str:
-        try:
-            return str(self.monitor.command("query-status").get("status", ""))
-        except TargetError:
-            return ""
-
-    def _kvm_runs(self, end: float) -> bool:
-        """Boot under KVM: whether the guest gets past its firmware and bootloader (its
-        kernel prints, or it still runs when the probe's time is up). When it does not,
-        later boots of this process use TCG."""
-        try:
-            self._launch("kvm")
-            while time.monotonic() < end:
-                self._check_alive()
-                if self._status() == "internal-error":
-                    raise TargetError("KVM stopped the guest with an emulation failure")
-                with contextlib.suppress(OSError):
-                    if b"Linux version" in self.serial_log.read_bytes():
-                        return True
-                time.sleep(0.2)
-            return True
-        except TargetError as exc:
-            qemu.kvm_failed(f"KVM does not run a VM here: {exc.message.splitlines()[-1][:160]}")
+    def _restore(self, snapshots: Snapshots) -> bool:
+        """Start from the source's snapshot, when there is one: whether it did."""
+        started = time.monotonic()
+        accel, why = qemu.choose_accel()
+        key = snapshots.key(self.source, self.machine.shape(accel))
+        with snapshots.locked(key, exclusive=False) as had:
+            found = snapshots.find(key) if had else None
+            if found is None:
+                return False
+            try:
+                self._load(found, accel)
+                found.used()
+                restored = True
+            except TargetError as exc:
+                self.warnings.append(f"the saved VM did not restore ({exc.message[:300]}): booting instead")
+                self.machine.halt()
+                shutil.rmtree(self.folder, ignore_errors=True)
+                self.folder.mkdir(parents=True)
+                restored = False
+        if not restored:
+            snapshots.remove(key)
             return False
+        self.accel = accel
+        self.notes.append(
+            f"restored the VM saved by build {found.meta().get('build', '?')} in {time.monotonic() - started:.1f}s, "
+            f"under {accel.upper()} ({why}); --vm-boot cold boots instead"
+        )
+        self._freshen()
+        self._detect()
+        return True
 
-    def _halt(self) -> None:
-        """Stop this QEMU at once (the disk is not used again)."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-        for name in ("qemu.pid", "serial.log"):
-            (self.folder / name).unlink(missing_ok=True)
-        qemu.monitor_socket(self.folder).unlink(missing_ok=True)
+    def _load(self, snapshot: Snapshot, accel: str) -> None:
+        self.progress(f"restoring the booted {self.source.name} from {snapshot.folder}")
+        shutil.copyfile(snapshot.disk, self.overlay)
+        shutil.copyfile(snapshot.seed, self.folder / "seed.iso")
+        key_file = self.folder / "id_ed25519"
+        key_file.touch(0o600)
+        key_file.write_bytes(snapshot.key_file.read_bytes())
+        host = snapshot.host_public.read_text().strip()
+        (self.folder / "known_hosts").write_text(f"[127.0.0.1]:{self.endpoint.port} {host}\n")
+        state = os.open(snapshot.state, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self.machine.launch(accel, incoming=state)
+        finally:
+            os.close(state)
+        self.machine.run()
+        self.link.connect(30)
+
+    def _freshen(self) -> None:
+        """A restored guest's clock and random generator are the snapshot's: set and reseed them."""
+        seed = os.urandom(64).hex()
+        code, out = self.link.capture(
+            f"sudo -n date -u -s @{time.time():.3f} >/dev/null && "
+            f"sudo -n python3 -c {shlex.quote(RESEED)} {seed} 2>&1 || echo 'not reseeded' >&2",
+            30,
+        )
+        if code != 0 or out.strip():
+            self.warnings.append(f"the restored VM's clock or random generator was not renewed: {out.strip()[-200:]}")
 
     def _wait_for_ssh(self, end: float) -> None:
         while True:
-            self._check_alive()
-            if self._status() == "internal-error":
+            self.machine.check_alive()
+            if self.machine.status() == "internal-error":
                 raise TargetError(
                     "the VM stopped with an emulation failure",
-                    hint=f"set {qemu.ACCEL_ENV}=tcg; its console is in {self.serial_log}",
+                    hint=f"set {qemu.ACCEL_ENV}=tcg; its console is in {self.machine.serial_log}",
                 )
             try:
                 self.link.connect(5)
@@ -240,13 +293,8 @@ class VmTarget(SshTarget):
                 if time.monotonic() > end:
                     raise TargetError(
                         f"the VM did not answer on SSH within {self.within:.0f}s ({getattr(exc, 'message', exc)})",
-                        hint=f"its console is in {self.serial_log}",
+                        hint=f"its console is in {self.machine.serial_log}",
                     ) from None
-
-    def _check_alive(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            tail = (self.folder / "qemu.log").read_text(errors="replace").strip()[-400:]
-            raise TargetError(f"QEMU exited ({self.process.returncode}): {tail or 'no message'}")
 
     # --- capture and teardown ------------------------------------------------------
 
@@ -256,31 +304,11 @@ class VmTarget(SshTarget):
         with contextlib.suppress(AibLocalError):
             self.link.capture(f"sudo -n systemd-run --quiet --no-block --collect sh -c {shlex.quote(POWER_OFF)}", 30)
         self.link.close()
-        if not self._wait_exit(POWER_OFF_WITHIN):
-            with contextlib.suppress(TargetError):
-                self.monitor.command("quit")
-            self._wait_exit(10)
+        self.machine.quit(POWER_OFF_WITHIN)
         self.stopped = True
 
-    def _wait_exit(self, within: float) -> bool:
-        """Whether QEMU is gone within `within` seconds (a child of this process, or the
-        QEMU of a kept VM found by its pid file)."""
-        end = time.monotonic() + within
-        while True:
-            if self.process is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.process.wait(timeout=0.2)
-                if self.process.poll() is not None:
-                    return True
-            elif qemu.running_pid(self.folder) is None:
-                return True
-            else:
-                time.sleep(0.2)
-            if time.monotonic() > end:
-                return False
-
     def console(self) -> Path:
-        return self.serial_log
+        return self.machine.serial_log
 
     def disk(self) -> Path | None:
         """The whole disk of the stopped VM (the overlay over its source)."""
@@ -295,15 +323,7 @@ class VmTarget(SshTarget):
     def remove(self) -> None:
         self._close_sessions()
         self.link.close()
-        pid = self.process.pid if self.process is not None else qemu.running_pid(self.folder)
-        if pid is not None and not self._wait_exit(0):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            if not self._wait_exit(10):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                self._wait_exit(10)
-        qemu.monitor_socket(self.folder).unlink(missing_ok=True)
+        self.machine.kill()
         shutil.rmtree(self.folder, ignore_errors=True)
 
     # --- kept and dead builds --------------------------------------------------------
@@ -323,7 +343,7 @@ class VmTarget(SshTarget):
         target = cls(folder, port, build_id=build_id, source=Path(info.get("source", "")))
         if qemu.running_pid(folder) is None:
             raise TargetError(f"the VM of build {build_id} is no longer running", hint="build again")
-        target.monitor.wait_ready(within=5)
+        target.machine.monitor.wait_ready(within=5)
         target.link.connect(30 if within is None else within)
         target.os_type = info.get("osType", "Linux")
         return target

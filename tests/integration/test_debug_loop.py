@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import managed_image_id, template, template_id
+from tests.support import managed_image_id, shell_in_kept, template, template_id
 
 pytestmark = pytest.mark.docker
 
@@ -233,23 +233,13 @@ def test_debug_pauses_with_shell_skip_and_continue(
 
 
 def test_shell_into_a_kept_build(cli: Any, write_template: Any, store: Path, base_image: str, leftovers: Any) -> None:
-    pexpect = pytest.importorskip("pexpect")
+    pytest.importorskip("pexpect")
     path = write_template(
         template("shelled", [{"type": "Shell", "inline": ["echo evidence > /tmp/evidence", "exit 2"]}])
     )
     result = cli("build", str(path), "--network", "none", "--on-error", "abort")
     build_id = build_id_of(result)
-    env = {**os.environ, "AIB_LOCAL_STORE": str(store), "TERM": "dumb"}
-    child = pexpect.spawn(sys.executable, ["-m", "engine", "shell", build_id], env=env, encoding="utf-8", timeout=60)
-    child.expect("shell in docker container")
-    child.expect("[$#] ")
-    child.sendline("cat /tmp/evidence; id -un")
-    child.expect("evidence")
-    child.expect("packer")
-    child.sendline("exit 0")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    shell_in_kept(store, build_id, "shell in docker container", "cat /tmp/evidence; id -un", ["evidence", "packer"])
     assert len(leftovers()) == 1
     cleaned = cli("clean")
     assert f"removed container aib-local-{build_id}" in cleaned.stdout

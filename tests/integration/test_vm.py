@@ -7,14 +7,25 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.support import SIGNALS, SUBSCRIPTION, Running, build_ids, managed_image_id, template
+from tests.support import (
+    SIGNALS,
+    SUBSCRIPTION,
+    Running,
+    build_ids,
+    managed_image_id,
+    shell_in_kept,
+    template,
+)
 
 pytestmark = pytest.mark.vm
 
@@ -61,6 +72,20 @@ def qemu_processes(store: Path) -> list[int]:
         if b"qemu-system" in cmdline and str(store).encode() in cmdline:
             found.append(int(proc.name))
     return found
+
+
+@pytest.fixture
+def host_port() -> Iterator[int]:
+    """A port this test listens on, on the host: QEMU's user network takes a guest to it at 10.0.2.2."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield int(listener.getsockname()[1])
+
+
+def reach(port: int) -> list[str]:
+    """Shell lines saying whether the guest reaches the host's port (REACHED or CUT-OFF)."""
+    return [f"if timeout 10 bash -c 'echo > /dev/tcp/10.0.2.2/{port}'; then echo REACHED; else echo CUT-OFF; fi"]
 
 
 def build_id_of(result: Any) -> str:
@@ -132,10 +157,17 @@ def test_a_vm_build_reboots_and_its_vhd_and_managed_image_boot_by_themselves(
     # The managed image holds the disk and is the next VM build's source.
     record = json.loads(cli("show", image_id).stdout)
     assert record["aibLocal"]["disk"].endswith(".qcow2") and "dockerImage" not in record["aibLocal"]
+    # Its validators run on the build VM, then again in the booted image (--boot-test):
+    # one reads what only the boot it runs in has (cloud-init's instance), one a file of
+    # /run that a customizer wrote, which no captured image keeps.
+    validators = [
+        {"type": "Shell", "name": "instance", "inline": ["echo VALIDATED-IN=$(cat /run/cloud-init/.instance-id)"]},
+        {"type": "Shell", "name": "runtime", "inline": ["test -e /run/aib-built"]},
+    ]
     chained = write_template(
         template(
             "vm-chained",
-            [{"type": "Shell", "inline": ["cat /etc/marker", "id -un"]}],
+            [{"type": "Shell", "inline": ["cat /etc/marker", "id -un", "sudo touch /run/aib-built"]}],
             source={"type": "ManagedImage", "imageId": image_id},
             distribute=[
                 {
@@ -145,17 +177,74 @@ def test_a_vm_build_reboots_and_its_vhd_and_managed_image_boot_by_themselves(
                     "location": "westeurope",
                 }
             ],
+            validate={"inVMValidations": validators},
         ),
         "chained.json",
     )
-    again = cli("build", str(chained), "--target", "vm", "--boot-test", timeout=1800)
-    assert again.code == 0, again.output
+    again = cli("build", str(chained), "--target", "vm", "--boot-test", "--vm-boot", "cold", timeout=1800)
+    assert again.code == 1, again.output
     assert MARKER in again.stdout and "packer" in again.stdout
+    assert re.search(r"validate\[1\] runtime: ok", again.stdout)  # on the build VM
     # --boot-test booted what this build made (its managed image: no VHD) as the last phase.
-    assert re.search(r"boot-test: ok", again.stdout) and "boots: SSH answered after" in again.stdout
+    instances = re.findall(r"VALIDATED-IN=(\S+)", again.stdout)
+    assert len(instances) == 2 and "-boot-" not in instances[0] and "-boot-" in instances[1], instances
+    assert "boot-test validate[1] runtime" in again.stdout
+    assert "the booted image failed its validation" in again.stderr
+    assert qemu_processes(store) == []
     # A container build cannot start from it, and says so.
     refused = cli("build", str(chained))
     assert refused.code == 2 and "build from it with --target vm" in refused.stderr
+
+
+def test_later_builds_restore_the_booted_vm_the_first_build_saved(
+    cli: Any, write_template: Any, store: Path, vm_disk: Path, host_port: int
+) -> None:
+    """The first build of a source saves the booted VM; the next ones (two at once here)
+    restore it instead of booting, each on its own copy of the disk, with the host's clock
+    and a random generator of its own; `clean --snapshots` removes it."""
+    probe = [
+        *reach(host_port),
+        "echo CLOCK=$(date -u +%s)",
+        "echo RANDOM=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n')",
+        "test -e /var/tmp/touched && echo SEEN-AN-EARLIER-BUILD || echo FRESH-DISK",
+        "sudo touch /var/tmp/touched",
+    ]
+    first = write_template(template("vm-first", [{"type": "Shell", "inline": probe}]), "first.json")
+    made = cli("build", str(first), "--target", "vm", timeout=1800)
+    assert made.code == 0, made.output
+    assert "saved the booted VM" in made.stdout and "FRESH-DISK" in made.stdout
+    (saved,) = (store / "vm-snapshots").glob("*/meta.json")
+    assert json.loads(saved.read_text())["build"] == build_id_of(made)
+    assert oct((saved.parent / "id_ed25519").stat().st_mode & 0o777) == "0o600"
+
+    paths = [write_template(template(f"vm-{n}", [{"type": "Shell", "inline": probe}]), f"{n}.json") for n in "bc"]
+    both = cli("build", *map(str, paths), "--target", "vm", "--parallel", "2", "--output", "json", timeout=1800)
+    assert both.code == 0, both.output
+    events = [json.loads(line) for line in both.stdout.splitlines() if line.startswith("{")]
+    lines: dict[str, list[str]] = {}
+    for event in events:
+        if event["event"] == "output":
+            lines.setdefault(event["buildId"], []).append(event["line"])
+            if event["line"].startswith("CLOCK="):  # the guest's clock against the host's, as the line came
+                host = datetime.fromisoformat(event["time"].replace("Z", "+00:00")).timestamp()
+                assert abs(int(event["line"].split("=")[1]) - host) < 5, event
+        if event["event"] == "info" and "restored the VM saved by build" in event["message"]:
+            lines.setdefault(event["buildId"], []).append("RESTORED")
+    assert len(lines) == 2
+    values = {}
+    for build_id, said in lines.items():
+        assert "RESTORED" in said and "FRESH-DISK" in said and "REACHED" in said, (build_id, said)
+        found = dict(line.split("=", 1) for line in said if line.startswith("RANDOM="))
+        values[build_id] = found
+    # Restored from one saved machine, and still each with random numbers of its own.
+    first_random, second_random = (found["RANDOM"] for found in values.values())
+    assert first_random != second_random
+    assert qemu_processes(store) == []
+
+    cleaned = cli("clean", "--snapshots")
+    assert cleaned.code == 0, cleaned.output
+    assert "removed the boot snapshot of " in cleaned.stdout
+    assert list((store / "vm-snapshots").iterdir()) == [] or not list((store / "vm-snapshots").glob("*/meta.json"))
 
 
 def test_sigint_mid_build_leaves_no_qemu_and_no_overlay(write_template: Any, store: Path, vm_disk: Path) -> None:
@@ -169,27 +258,33 @@ def test_sigint_mid_build_leaves_no_qemu_and_no_overlay(write_template: Any, sto
     assert code == expected, output
     assert running.seconds_since_signal() < 20
     assert qemu_processes(store) == []
-    assert not list(store.rglob("disk.qcow2")) and not list((store / "builds").glob("*/vm"))
+    assert not list((store / "builds").rglob("disk.qcow2")) and not list((store / "builds").glob("*/vm"))
 
 
-def test_a_kept_failed_vm_reruns_and_clean_removes_it(
-    cli: Any, write_template: Any, store: Path, tmp_path: Path, vm_disk: Path
+def test_a_kept_failed_vm_takes_shell_and_rerun_and_clean_removes_it(
+    cli: Any, write_template: Any, store: Path, tmp_path: Path, vm_disk: Path, host_port: int
 ) -> None:
+    pytest.importorskip("pexpect")
+    port = host_port
     script = tmp_path / "step.sh"
     script.write_text("#!/bin/sh\necho attempt-one\nexit 3\n")
     path = write_template(
         template(
             "vm-kept",
             [
-                {"type": "Shell", "name": "prepare", "inline": ["echo prepared > /var/tmp/prepared"]},
+                {"type": "Shell", "name": "prepare", "inline": ["echo prepared > /var/tmp/prepared", *reach(port)]},
                 {"type": "Shell", "name": "flaky", "scriptUri": "step.sh"},
             ],
         )
     )
-    first = cli("build", str(path), "--target", "vm", "--on-error", "abort", timeout=1800)
+    first = cli("build", str(path), "--target", "vm", "--on-error", "abort", "--network", "none", timeout=1800)
     assert first.code == 1, first.output
+    assert "CUT-OFF" in first.stdout and "REACHED" not in first.stdout  # --network none: nothing but SSH
     build_id = build_id_of(first)
     assert len(qemu_processes(store)) == 1  # kept, running
+
+    shell_in_kept(store, build_id, "shell in VM from ", "cat /var/tmp/prepared; id -un", ["prepared", "packer"])
+    assert len(qemu_processes(store)) == 1  # the shell leaves it kept
 
     script.write_text("#!/bin/sh\ncat /var/tmp/prepared\necho attempt-two\n")
     again = cli("rerun", build_id, timeout=600)
