@@ -308,7 +308,9 @@ class Bench:
 
             def packer() -> float:
                 shutil.rmtree(self.work / "packer-out", ignore_errors=True)
-                return timed([self.packer or "packer", "build", "-color=false", str(packer_file)])
+                # Its cache (QEMU's port locks) in the work folder, not wherever the bench is run from.
+                env = {**os.environ, "PACKER_CACHE_DIR": str(self.work / "packer_cache")}
+                return timed([self.packer or "packer", "build", "-color=false", str(packer_file)], env)
 
             tools["packer qemu builder"] = packer
         self.alternate("W6", tools)

@@ -59,7 +59,7 @@ class ManagedImage(Distributor[ManagedImageDistribute]):
                             "osState": "Generalized" if ctx.generalized else "Specialized",
                         }
                     },
-                    "hyperVGeneration": "V1",
+                    "hyperVGeneration": ctx.source.get("hyperVGeneration", "V1"),
                     "provisioningState": "Succeeded",
                 },
                 "aibLocal": {

@@ -74,12 +74,25 @@ def disk_of(store: Store, artifact: str) -> Path:
     return path.resolve()
 
 
+def generation_of(store: Store, artifact: str) -> str:
+    """The Hyper-V generation of a managed image or gallery version (its definition's);
+    V1 for what has no record (a VHD file says nothing of it)."""
+    if not artifact.startswith("/subscriptions/"):
+        return "V1"
+    galleries = Galleries(store)
+    record = galleries.resolve(artifact) if "/versions/" in artifact else store.get(artifact)
+    if record is not None and "/versions/" in artifact:
+        record = store.get(str(record["id"]).split("/versions/")[0])
+    return str(((record or {}).get("properties") or {}).get("hyperVGeneration") or "V1")
+
+
 def boot(
     store: Store,
     artifact: str,
     *,
     expect: str | None = None,
     vm_size: str = "",
+    generation: str | None = None,
     within: float = BOOT_WITHIN,
     report: Callable[[str], None] = lambda _message: None,
     on_booted: Callable[[Target], None] | None = None,
@@ -95,6 +108,7 @@ def boot(
             build_id=run_id,
             image=str(disk),
             vm_size=vm_size,
+            generation=generation or generation_of(store, artifact),
             network="none",
             progress=report,
             within=within,

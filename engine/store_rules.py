@@ -25,17 +25,30 @@ def check(loaded: LoadedTemplate, store: Store, *, source_image: bool = True) ->
     region = normalize_region(loaded.template.location or "")
     source = loaded.properties.source
     generation = "V1"
-    if isinstance(source, m.PlatformImageSource):
-        sku = source.sku.lower()
-        generation = "V2" if "gen2" in sku or sku.endswith("-g2") else "V1"
-    if source_image and isinstance(source, m.ManagedImageSource):
-        generation = _managed_image(source, region, store, findings)
-    elif source_image and isinstance(source, m.SharedImageVersionSource):
-        generation = _gallery_version(source, region, store, findings)
+    if source_image or isinstance(source, m.PlatformImageSource):
+        generation = _generation(source, region, store, findings)
     for index, section in enumerate(loaded.properties.distribute):
         if isinstance(section, m.SharedImageDistribute):
             _definition(section, f"properties.distribute[{index}].galleryImageId", generation, store, findings)
     return findings
+
+
+def source_generation(source: m.Source, store: Store) -> str:
+    """The Hyper-V generation of a template's source: V2 for a platform image whose SKU
+    says so (Azure's names: gen2, -g2), the store record's for an image an earlier
+    build made (a gallery version: its definition's)."""
+    return _generation(source, "", store, [])
+
+
+def _generation(source: m.Source, region: str, store: Store, findings: list[Finding]) -> str:
+    if isinstance(source, m.PlatformImageSource):
+        sku = source.sku.lower()
+        return "V2" if "gen2" in sku or sku.endswith("-g2") else "V1"
+    if isinstance(source, m.ManagedImageSource):
+        return _managed_image(source, region, store, findings)
+    if isinstance(source, m.SharedImageVersionSource):
+        return _gallery_version(source, region, store, findings)
+    return "V1"
 
 
 def _missing(path: str, resource_id: str, store: Store) -> Finding:

@@ -44,6 +44,7 @@ def boot_test(ctx: BuildContext, steps: StepRunner) -> None:
             ctx.store,
             artifact,
             vm_size=ctx.props.vm_profile.vm_size,
+            generation=str(ctx.source.record.get("hyperVGeneration", "V1")),
             within=min(600.0, ctx.deadline.remaining()),
             report=lambda message: ctx.events.info(message, step=PHASE),
             on_booted=validate if ctx.validation_plans else None,

@@ -119,9 +119,10 @@ class BuildContext:
 
     @property
     def source_validation_only(self) -> bool:
-        """validate.sourceValidationOnly: the source is validated as it is, nothing is built."""
+        """validate.sourceValidationOnly (or `boot --validate`): the source is validated as
+        it is, nothing is built."""
         section = self.props.validate_
-        return bool(section and section.source_validation_only)
+        return bool(section and section.source_validation_only) or self.options.validate_disk is not None
 
     @property
     def continue_distribute_on_failure(self) -> bool:

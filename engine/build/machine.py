@@ -36,6 +36,7 @@ def start_target(ctx: BuildContext, steps: StepRunner) -> None:
             progress=lambda message: ctx.events.info(message, step="start-target"),
             within=ctx.deadline.remaining(),
             folder=str(ctx.store.build_dir(ctx.build_id)),
+            generation=str(ctx.source.record.get("hyperVGeneration", "V1")),
             snapshots=str(ctx.store.root / SNAPSHOTS) if options.vm_boot == "snapshot" else "",
         )
     )

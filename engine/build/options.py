@@ -38,6 +38,8 @@ class BuildOptions:
     checkpoint: bool = False  # commit the target after each good customizer (targets that can)
     boot_test: bool = False  # VM builds: boot what was made in a throw-away VM as a last phase
     vm_boot: str = "snapshot"  # VM builds: restore the store's snapshot of the booted source (snapshot), or cold
+    validate_disk: Path | None = None  # `boot --validate`: only the template's validators, run in this disk booted
+    generation: str | None = None  # the source's Hyper-V generation, when the template's source does not say it
     # --debug: asked before each customizer; answers continue | shell | rerun | skip | abort.
     pause: Callable[[str], str] | None = None
     # --on-error ask: asked whether to keep the target of a failed build (None: no terminal).

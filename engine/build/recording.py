@@ -15,6 +15,8 @@ def template_status(ctx: BuildContext, run_state: str, sub_state: str | None, me
     """The image template's record, with lastRunStatus as AIB would show it."""
     if ctx.on_kept_target and ctx.continuation is not None and not ctx.continuation.finish:
         return  # rerunning customizers on a kept target is debugging, not a run of the template
+    if ctx.options.validate_disk is not None:
+        return  # validating another disk with its validators (`boot --validate`) is not a run of it
     template = ctx.loaded.template
     # As Azure keeps it, but without SAS signatures or secret values: `show` prints it.
     properties = ctx.redact.deep(template.properties.model_dump(mode="json", by_alias=True, exclude_unset=True))

@@ -26,6 +26,12 @@ from engine.targets.registry import for_spec
 
 def resolve_source(ctx: BuildContext) -> None:
     ctx.distributors = check_distributors(ctx)
+    if ctx.options.validate_disk is not None:  # `boot --validate`: the template's source is not used
+        disk = str(ctx.options.validate_disk)
+        ctx.events.info(f"validating {disk} with the template's validators; its source and customizers are not used")
+        generation = ctx.options.generation or "V1"
+        ctx.source = Source({"type": "Disk", "disk": disk, "hyperVGeneration": generation}, disk, disk)
+        return
     starts_from_image = for_spec(ctx.options.target).starts_from_image
     refused = [
         f for f in store_rules.check(ctx.loaded, ctx.store, source_image=starts_from_image) if f.severity == "error"
@@ -34,6 +40,8 @@ def resolve_source(ctx: BuildContext) -> None:
         raise TemplateError(str(ctx.loaded.path), refused)
     ctx.source = resolve(ctx)
     ctx.os_type = ctx.source.os_type or ctx.os_type
+    if ctx.source.record.get("type") in ("PlatformImage", "ManagedImage", "SharedImageVersion"):
+        ctx.source.record.setdefault("hyperVGeneration", store_rules.source_generation(ctx.props.source, ctx.store))
 
 
 def resolve(ctx: BuildContext) -> Source:

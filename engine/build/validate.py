@@ -21,7 +21,7 @@ PHASE = "validate"
 
 
 def validate(ctx: BuildContext, steps: StepRunner) -> None:
-    if ctx.source_validation_only:
+    if ctx.source_validation_only and ctx.options.validate_disk is None:
         ctx.events.info(
             "validate.sourceValidationOnly: the source image is validated as it is; "
             "no customizer runs and nothing is distributed",

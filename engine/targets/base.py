@@ -69,6 +69,7 @@ class OpenRequest:
     progress: Callable[[str], None] = field(default=lambda _message: None, compare=False)  # said as it happens
     within: float = 3600.0  # seconds the build has left, for what the start may have to make
     folder: str = ""  # a folder of the build's own on this machine, for what the target keeps here (a VM's disk)
+    generation: str = "V1"  # VMs: the source's hyperVGeneration (V2 boots UEFI firmware)
     snapshots: str = ""  # VMs: the store's folder of boot snapshots to restore from and add to ("": boot cold)
 
 

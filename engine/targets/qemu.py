@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.disks import need
+from engine.errors import EnvironmentProblem
 from engine.targets.base import TargetError
 
 QEMU = "qemu-system-x86_64"
@@ -121,6 +122,18 @@ class Machine:
     network: bool = True  # False: the guest reaches nothing outside (SSH still comes in)
     accel: str = "tcg"  # kvm or tcg
     incoming: int | None = None  # a file descriptor of a saved machine to restore (engine/targets/snapshots.py)
+    efi_vars: Path | None = None  # UEFI firmware (OVMF), as a Gen2 VM boots, with this copy of its variables
+
+    def firmware(self) -> list[str]:
+        if self.efi_vars is None:
+            return []  # SeaBIOS, as a Gen1 VM boots
+        code, _vars = ovmf()
+        return [
+            "-drive",
+            f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+            "-drive",
+            f"if=pflash,format=raw,unit=1,file={self.efi_vars}",
+        ]
 
     def argv(self) -> list[str]:
         netdev = f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22" + ("" if self.network else ",restrict=on")
@@ -132,6 +145,7 @@ class Machine:
             "pc",
             "-accel",
             self.accel,
+            *self.firmware(),
             "-smp",
             str(self.cpus),
             "-m",
@@ -160,6 +174,23 @@ class Machine:
             "-nodefaults",
             *(["-incoming", f"fd:{self.incoming}"] if self.incoming is not None else []),
         ]
+
+
+OVMF_PLACES = (  # (firmware code, variables template): Debian and Ubuntu, older Debian, Fedora
+    ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
+    ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
+    ("/usr/share/edk2/ovmf/OVMF_CODE.fd", "/usr/share/edk2/ovmf/OVMF_VARS.fd"),
+)
+
+
+def ovmf() -> tuple[Path, Path]:
+    """The UEFI firmware for x86-64 VMs (without Secure Boot) and its variables' template."""
+    for code, variables in OVMF_PLACES:
+        if Path(code).is_file() and Path(variables).is_file():
+            return Path(code), Path(variables)
+    raise EnvironmentProblem(
+        "OVMF (UEFI firmware for QEMU) is not installed: Gen2 VM builds need it", hint="apt-get install ovmf"
+    )
 
 
 class Monitor:

@@ -135,6 +135,9 @@ class VmTarget(SshTarget):
         target.machine.cpus, target.machine.memory_mib, cap_note = _cap(cpus, memory)
         target.notes.append(f"VM size {size_note}{cap_note}")
         target.machine.network = request.network != "none"
+        target.machine.uefi = request.generation == "V2"
+        if target.machine.uefi:
+            target.notes.append("UEFI firmware (OVMF), as a Gen2 VM boots")
         target.within = min(BOOT_WITHIN, request.within)
         target.progress = request.progress
         target.os_type = request.os_type
@@ -154,6 +157,7 @@ class VmTarget(SshTarget):
 
     def _boot_cold(self) -> None:
         disks.overlay(self.source, self.overlay)
+        self.machine.prepare_firmware()
         login, host = qemu.new_key(), qemu.new_key()
         key_file = self.folder / "id_ed25519"
         key_file.touch(0o600)
@@ -203,8 +207,9 @@ class VmTarget(SshTarget):
                 self.machine.monitor.command("stop")
                 try:
                     self.machine.save(staging / "state")
-                    for name in ("disk.qcow2", "seed.iso", "id_ed25519", "host_key.pub"):
-                        shutil.copy(self.folder / name, staging / name)  # with its mode: the key is 0600
+                    for name in ("disk.qcow2", "seed.iso", "id_ed25519", "host_key.pub", "efivars.fd"):
+                        if name != "efivars.fd" or self.machine.uefi:
+                            shutil.copy(self.folder / name, staging / name)  # with its mode: the key is 0600
                     meta = {"source": str(self.source), "accel": self.accel, "build": self.build_id}
                     meta |= {"made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
                     (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -254,6 +259,8 @@ class VmTarget(SshTarget):
         self.progress(f"restoring the booted {self.source.name} from {snapshot.folder}")
         shutil.copyfile(snapshot.disk, self.overlay)
         shutil.copyfile(snapshot.seed, self.folder / "seed.iso")
+        if self.machine.efi_vars is not None:
+            shutil.copyfile(snapshot.folder / "efivars.fd", self.machine.efi_vars)
         key_file = self.folder / "id_ed25519"
         key_file.touch(0o600)
         key_file.write_bytes(snapshot.key_file.read_bytes())

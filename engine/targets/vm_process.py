@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -28,12 +29,22 @@ class QemuProcess:
         self.ssh_port = ssh_port
         self.cpus, self.memory_mib = 2, 4096
         self.network = True
+        self.uefi = False  # Gen2: UEFI firmware (OVMF) with the VM's own variables
         self.process: subprocess.Popen[bytes] | None = None
         self.monitor = qemu.Monitor(qemu.monitor_socket(folder))
 
     @property
     def serial_log(self) -> Path:
         return self.folder / "serial.log"
+
+    @property
+    def efi_vars(self) -> Path | None:
+        return self.folder / "efivars.fd" if self.uefi else None
+
+    def prepare_firmware(self) -> None:
+        """A Gen2 VM's UEFI variables: a fresh copy of the firmware's template."""
+        if self.efi_vars is not None:
+            shutil.copyfile(qemu.ovmf()[1], self.efi_vars)
 
     def machine(self, accel: str, incoming: int | None = None) -> qemu.Machine:
         return qemu.Machine(
@@ -48,12 +59,16 @@ class QemuProcess:
             network=self.network,
             accel=accel,
             incoming=incoming,
+            efi_vars=self.efi_vars,
         )
 
     def shape(self, accel: str) -> list[str]:
         """The command line without its paths and port: what a saved machine fits."""
         nowhere = Path("-")
-        machine = qemu.Machine(nowhere, nowhere, nowhere, nowhere, nowhere, 0, self.cpus, self.memory_mib, accel=accel)
+        firmware = nowhere if self.uefi else None
+        machine = qemu.Machine(
+            nowhere, nowhere, nowhere, nowhere, nowhere, 0, self.cpus, self.memory_mib, accel=accel, efi_vars=firmware
+        )
         return machine.argv()[1:]
 
     def launch(self, accel: str, incoming: int | None = None) -> None:

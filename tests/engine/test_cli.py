@@ -96,3 +96,15 @@ def test_boot_refuses_what_is_not_a_disk(cli: Any, tmp_path: Any) -> None:
     unknown = cli("boot", "/subscriptions/x/resourceGroups/rg/providers/Microsoft.Compute/images/none")
     assert unknown.code == 2 and "is not in the local store" in unknown.stderr
     assert "Traceback" not in missing.output + unknown.output
+
+
+def test_boot_validate_needs_one_template_with_validators(cli: Any, tmp_path: Any) -> None:
+    disk = tmp_path / "disk.vhd"
+    disk.write_bytes(b"")
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps(template("bare", [{"type": "Shell", "inline": ["true"]}])))
+    none = cli("boot", str(disk), "--validate", str(bare))
+    assert none.code == 2 and "has no validators (properties.validate.inVMValidations)" in none.stderr
+    both = cli("boot", str(disk), "--validate", str(bare), "--expect", "login:")
+    assert both.code == 2 and "without --expect" in both.stderr
+    assert "Traceback" not in none.output + both.output

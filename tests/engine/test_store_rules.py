@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from engine import model as m
 from engine import store_rules
 from engine.errors import Finding
 from engine.gallery import Galleries, definition_id
@@ -139,3 +140,38 @@ def test_validate_refuses_a_store_that_is_not_there(cli: Any, tmp_path: Path) ->
     result = cli("validate", str(path), "--store", str(tmp_path / "nowhere"))
     assert result.code == 2 and "no store there" in result.stderr
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_sources_generation_is_its_skus_or_its_records(local: Store) -> None:
+    gen2 = m.PlatformImageSource.model_validate(DEBIAN_GEN2)
+    assert store_rules.source_generation(gen2, local) == "V2"
+    plain = m.PlatformImageSource.model_validate({**DEBIAN_GEN2, "sku": "12"})
+    assert store_rules.source_generation(plain, local) == "V1"
+    image = managed_image_id("uefi")
+    local.put(image, {"name": "uefi", "location": "westeurope", "properties": {"hyperVGeneration": "V2"}})
+    assert store_rules.source_generation(m.ManagedImageSource(type="ManagedImage", imageId=image), local) == "V2"
+    missing = m.ManagedImageSource(type="ManagedImage", imageId=managed_image_id("none"))
+    assert store_rules.source_generation(missing, local) == "V1"
+
+
+def test_boot_takes_an_artifacts_generation_from_its_record(local: Store, tmp_path: Path) -> None:
+    from engine.boot import generation_of
+
+    image = managed_image_id("uefi")
+    local.put(image, {"name": "uefi", "location": "westeurope", "properties": {"hyperVGeneration": "V2"}})
+    assert generation_of(local, image) == "V2"
+    gen2 = definition(local, "gen2", hyper_v_generation="V2")
+    Galleries(local).add_version(
+        gen2,
+        version="1.0.0",
+        major=None,
+        location="westeurope",
+        target_regions=[{"name": "westeurope"}],
+        exclude_from_latest=False,
+        source={},
+        local={},
+        tags={},
+    )
+    assert generation_of(local, f"{gen2}/versions/1.0.0") == "V2"
+    assert generation_of(local, f"{gen2}/versions/latest") == "V2"
+    assert generation_of(local, str(tmp_path / "disk.vhd")) == "V1"  # a VHD says nothing of it

@@ -25,6 +25,7 @@ from tests.support import (
     managed_image_id,
     shell_in_kept,
     template,
+    template_id,
 )
 
 pytestmark = pytest.mark.vm
@@ -154,6 +155,21 @@ def test_a_vm_build_reboots_and_its_vhd_and_managed_image_boot_by_themselves(
     assert report["booted"] and report["secondsToSsh"] > 0 and report["secondsToExpected"] > 0
     assert qemu_processes(store) == []
 
+    # `boot --validate`: a template's validators run in the booted VHD, reported as a build's steps.
+    checks = [
+        {"type": "Shell", "name": "marker", "inline": [f"grep -x {MARKER} /etc/marker"]},
+        {"type": "Shell", "name": "unit", "inline": ["systemctl is-enabled aib-report.service"]},
+    ]
+    checker = write_template(template("vm-checks", [], validate={"inVMValidations": checks}), "checks.json")
+    validated = cli("boot", uri, "--validate", str(checker), "--output", "json", timeout=900)
+    assert validated.code == 0, validated.output
+    events = [json.loads(line) for line in validated.stdout.splitlines() if line.startswith("{")]
+    finished = {e["step"]: e["status"] for e in events if e["event"] == "step-finished"}
+    assert finished["validate[0] marker"] == finished["validate[1] unit"] == "succeeded", finished
+    assert "deprovision" not in finished and "capture" not in finished  # nothing is built
+    assert cli("show", template_id("vm-checks")).code == 2  # no run of that template is recorded
+    assert qemu_processes(store) == []
+
     # The managed image holds the disk and is the next VM build's source.
     record = json.loads(cli("show", image_id).stdout)
     assert record["aibLocal"]["disk"].endswith(".qcow2") and "dockerImage" not in record["aibLocal"]
@@ -241,10 +257,55 @@ def test_later_builds_restore_the_booted_vm_the_first_build_saved(
     assert first_random != second_random
     assert qemu_processes(store) == []
 
+    # A saved VM that no longer loads (cut short here) is dropped: the build boots, says
+    # so, and saves a new one.
+    state = saved.parent / "state"
+    with state.open("r+b") as cut:
+        cut.truncate(state.stat().st_size // 2)
+    fallback = cli("build", str(paths[0]), "--target", "vm", timeout=1800)
+    assert fallback.code == 0, fallback.output
+    assert "the saved VM did not restore" in fallback.stdout and "saved the booted VM" in fallback.stdout
+    assert "FRESH-DISK" in fallback.stdout
+    (again,) = (store / "vm-snapshots").glob("*/meta.json")
+    assert json.loads(again.read_text())["build"] == build_id_of(fallback)
+    assert qemu_processes(store) == []
+
     cleaned = cli("clean", "--snapshots")
     assert cleaned.code == 0, cleaned.output
     assert "removed the boot snapshot of " in cleaned.stdout
-    assert list((store / "vm-snapshots").iterdir()) == [] or not list((store / "vm-snapshots").glob("*/meta.json"))
+    assert not list((store / "vm-snapshots").glob("*/meta.json"))
+
+
+def test_a_gen2_source_boots_by_uefi_and_so_does_the_image_it_makes(
+    cli: Any, write_template: Any, store: Path, vm_disk: Path
+) -> None:
+    """A Gen2 source (its SKU says so) boots under OVMF, its managed image is V2, and the
+    boot test boots that image by UEFI too (its validator runs there)."""
+    uefi = ["test -d /sys/firmware/efi", "echo BOOTED-BY-UEFI"]
+    path = write_template(
+        template(
+            "vm-gen2",
+            [{"type": "Shell", "name": "firmware", "inline": uefi}],
+            source={"type": "PlatformImage", "publisher": "Debian", "offer": "debian-12", "sku": "12-gen2"}
+            | {"version": "latest"},
+            distribute=[
+                {
+                    "type": "ManagedImage",
+                    "runOutputName": "image",
+                    "imageId": managed_image_id("vm-gen2"),
+                    "location": "westeurope",
+                }
+            ],
+            validate={"inVMValidations": [{"type": "Shell", "name": "uefi", "inline": uefi}]},
+        )
+    )
+    built = cli("build", str(path), "--target", "vm", "--boot-test", timeout=1800)
+    assert built.code == 0, built.output
+    assert "UEFI firmware (OVMF)" in built.stdout and built.stdout.count("| BOOTED-BY-UEFI") == 3, built.stdout
+    assert re.search(r"boot-test validate\[0\] uefi: ok", built.stdout), built.stdout
+    record = json.loads(cli("show", managed_image_id("vm-gen2")).stdout)
+    assert record["properties"]["hyperVGeneration"] == "V2"
+    assert qemu_processes(store) == []
 
 
 def test_sigint_mid_build_leaves_no_qemu_and_no_overlay(write_template: Any, store: Path, vm_disk: Path) -> None:

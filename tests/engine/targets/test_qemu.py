@@ -17,6 +17,7 @@ import pytest
 from distributors.base import DistributeContext
 from distributors.vhd import Vhd, VhdDistribute
 from engine import disks
+from engine.errors import EnvironmentProblem
 from engine.store import Store
 from engine.targets import qemu
 from engine.targets.vm import _cap
@@ -82,6 +83,24 @@ def test_the_command_line_boots_the_overlay_with_ssh_forwarded_and_no_network_wh
     assert f"file:{tmp_path / 'serial.log'}" in argv and "-pidfile" in argv
     offline = qemu.Machine(**{**machine.__dict__, "network": False}).argv()
     assert "user,id=n0,hostfwd=tcp:127.0.0.1:2222-:22,restrict=on" in offline
+    assert not [arg for arg in argv if "pflash" in arg]  # Gen1: BIOS
+    restoring = qemu.Machine(**{**machine.__dict__, "incoming": 7}).argv()
+    assert restoring[-2:] == ["-incoming", "fd:7"]
+
+
+def test_a_gen2_vm_boots_ovmf_with_variables_of_its_own(tmp_path: Path) -> None:
+    try:
+        code, template = qemu.ovmf()
+    except EnvironmentProblem:
+        pytest.skip("needs ovmf")
+    if shutil.which(qemu.QEMU) is None:
+        pytest.skip("needs qemu-system-x86")
+    nowhere = tmp_path / "x"
+    machine = qemu.Machine(nowhere, nowhere, nowhere, nowhere, nowhere, 2222, 1, 1024, efi_vars=tmp_path / "vars.fd")
+    argv = machine.argv()
+    assert f"if=pflash,format=raw,unit=0,readonly=on,file={code}" in argv
+    assert f"if=pflash,format=raw,unit=1,file={tmp_path / 'vars.fd'}" in argv
+    assert template.is_file() and template != code
 
 
 def test_vm_size_is_capped_to_this_machine() -> None:
