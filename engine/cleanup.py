@@ -11,6 +11,8 @@ from engine.records import builds, require_build, write_build
 from engine.store import Store
 from engine.targets import registry
 from engine.targets.base import Target
+from engine.targets.snapshots import FOLDER as SNAPSHOTS
+from engine.targets.snapshots import Snapshots
 
 
 def kept_target(store: Store, build_id: str) -> Target:
@@ -63,6 +65,7 @@ def clean(store: Store, build_id: str | None = None) -> tuple[list[str], list[st
         if record.kept or record.running or record.checkpoints:
             status = "cleaned" if record.running else record.status
             write_build(store, record.model_copy(update={"kept": False, "checkpoints": {}, "status": status}))
+    removed += Snapshots(store.root / SNAPSHOTS).sweep()  # a half-made one's lock is held while it is made
     if not live_ids:  # a running build's partial files are its own
         for partial in sorted(store.root.rglob("*.partial")):
             partial.unlink(missing_ok=True)

@@ -42,6 +42,7 @@ POINTS = (
     "phase:distribute",
     "phase:boot-test",
     "target:started",
+    "vm:saving",
     "vhd:unpacked",
     "vhd:fetching",
     "vhd:written",

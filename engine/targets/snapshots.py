@@ -192,14 +192,19 @@ class Snapshots:
         for snapshot in self.all():
             what = describe(snapshot)
             (removed if self.remove(snapshot.key) else busy).append(what)
-        if self.root.is_dir():  # what builds killed while making one left, where nobody makes it now
-            for leftover in self.root.glob(".new-*"):
-                key = leftover.name.split("-")[1]
-                with self.locked(key, exclusive=True) as had:
-                    if had:
-                        shutil.rmtree(leftover, ignore_errors=True)
-                        removed.append(f"a snapshot left half-made ({leftover})")
-        return removed, busy
+        return removed + self.sweep(), busy
+
+    def sweep(self) -> list[str]:
+        """Remove what builds killed while saving a VM left (half-made snapshots nobody is
+        making now); what was removed."""
+        removed = []
+        for leftover in self.root.glob(".new-*") if self.root.is_dir() else []:
+            key = leftover.name.split("-")[1]
+            with self.locked(key, exclusive=True) as had:
+                if had:
+                    shutil.rmtree(leftover, ignore_errors=True)
+                    removed.append(f"a saved VM left half-made ({leftover})")
+        return removed
 
 
 def describe(snapshot: Snapshot) -> str:

@@ -29,7 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from engine import disks
+from engine import disks, failpoints
 from engine.errors import AibLocalError, UsageError
 from engine.targets import qemu
 from engine.targets.base import OpenRequest, OwnSource, TargetError
@@ -207,15 +207,17 @@ class VmTarget(SshTarget):
                 self.machine.monitor.command("stop")
                 try:
                     self.machine.save(staging / "state")
+                    failpoints.hit("vm:saving")
                     for name in ("disk.qcow2", "seed.iso", "id_ed25519", "host_key.pub", "efivars.fd"):
                         if name != "efivars.fd" or self.machine.uefi:
                             shutil.copy(self.folder / name, staging / name)  # with its mode: the key is 0600
                     meta = {"source": str(self.source), "accel": self.accel, "build": self.build_id}
                     meta |= {"made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
                     (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-                finally:
-                    self.machine.run()
-                    self.link.connect(30)
+                except (TargetError, OSError):  # the build goes on without it (an interrupt does not)
+                    self._go_on()
+                    raise
+                self._go_on()
         except (TargetError, OSError) as exc:
             self.warnings.append(f"the booted VM could not be saved for the next builds: {exc}")
             return
@@ -223,6 +225,11 @@ class VmTarget(SshTarget):
             f"saved the booted VM in {time.monotonic() - started:.1f}s: the next builds of this source restore it "
             f"instead of booting ({snapshots.root / key})"
         )
+
+    def _go_on(self) -> None:
+        """The paused VM runs again, and the build connects to it again."""
+        self.machine.run()
+        self.link.connect(30)
 
     def _restore(self, snapshots: Snapshots) -> bool:
         """Start from the source's snapshot, when there is one: whether it did."""
@@ -237,8 +244,8 @@ class VmTarget(SshTarget):
                 self._load(found, accel)
                 found.used()
                 restored = True
-            except TargetError as exc:
-                self.warnings.append(f"the saved VM did not restore ({exc.message[:300]}): booting instead")
+            except (TargetError, OSError) as exc:  # OSError: a file of it went missing meanwhile
+                self.warnings.append(f"the saved VM did not restore ({str(exc)[:300]}): booting instead")
                 self.machine.halt()
                 shutil.rmtree(self.folder, ignore_errors=True)
                 self.folder.mkdir(parents=True)
@@ -271,15 +278,14 @@ class VmTarget(SshTarget):
             self.machine.launch(accel, incoming=state)
         finally:
             os.close(state)
-        self.machine.run()
-        self.link.connect(30)
+        self._go_on()
 
     def _freshen(self) -> None:
         """A restored guest's clock and random generator are the snapshot's: set and reseed them."""
         seed = os.urandom(64).hex()
         code, out = self.link.capture(
             f"sudo -n date -u -s @{time.time():.3f} >/dev/null && "
-            f"sudo -n python3 -c {shlex.quote(RESEED)} {seed} 2>&1 || echo 'not reseeded' >&2",
+            f"sudo -n python3 -c {shlex.quote(RESEED)} {seed} 2>&1 || echo 'sudo date or python3 failed'",
             30,
         )
         if code != 0 or out.strip():

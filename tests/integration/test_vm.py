@@ -247,6 +247,7 @@ def test_later_builds_restore_the_booted_vm_the_first_build_saved(
         if event["event"] == "info" and "restored the VM saved by build" in event["message"]:
             lines.setdefault(event["buildId"], []).append("RESTORED")
     assert len(lines) == 2
+    assert not [e for e in events if e["event"] == "warning" and "not renewed" in e["message"]]
     values = {}
     for build_id, said in lines.items():
         assert "RESTORED" in said and "FRESH-DISK" in said and "REACHED" in said, (build_id, said)
@@ -359,14 +360,28 @@ def test_a_kept_failed_vm_takes_shell_and_rerun_and_clean_removes_it(
     assert not (store / "builds" / build_id / "vm").exists()
 
 
-def test_clean_stops_the_qemu_of_a_killed_build(cli: Any, write_template: Any, store: Path, vm_disk: Path) -> None:
+def test_clean_stops_the_qemu_of_a_build_killed_while_saving_its_vm(
+    cli: Any, write_template: Any, store: Path, vm_disk: Path
+) -> None:
     path = write_template(template("vm-crash", [{"type": "Shell", "inline": ["true"]}]))
-    running = Running(["build", str(path), "--target", "vm"], store, {"AIB_LOCAL_FAILPOINTS": "phase:customize=kill"})
+    running = Running(["build", str(path), "--target", "vm"], store, {"AIB_LOCAL_FAILPOINTS": "vm:saving=kill"})
     code, output = running.finish(within=900)
     assert code == -9, output
-    assert len(qemu_processes(store)) == 1  # the killed build's VM runs on, orphaned
+    assert len(qemu_processes(store)) == 1  # the killed build's VM runs on, orphaned (paused)
+    assert list((store / "vm-snapshots").glob(".new-*"))  # the half-made saved VM
     cleaned = cli("clean")
     assert cleaned.code == 0, cleaned.output
-    assert "QEMU" in cleaned.stdout
+    assert "QEMU" in cleaned.stdout and "a saved VM left half-made" in cleaned.stdout
     assert qemu_processes(store) == []
     assert not list((store / "builds").glob("*/vm"))
+    assert not list((store / "vm-snapshots").glob(".new-*")) and not list((store / "vm-snapshots").glob("*/meta.json"))
+
+
+def test_sigint_while_saving_the_booted_vm_leaves_nothing(store: Path, write_template: Any, vm_disk: Path) -> None:
+    path = write_template(template("vm-int-save", [{"type": "Shell", "inline": ["true"]}]))
+    running = Running(["build", str(path), "--target", "vm"], store, {"AIB_LOCAL_FAILPOINTS": "vm:saving=sigint"})
+    code, output = running.finish(within=900)
+    assert code == 130, output
+    assert qemu_processes(store) == []
+    assert not list((store / "builds").glob("*/vm"))
+    assert not list((store / "vm-snapshots").glob(".new-*")) and not list((store / "vm-snapshots").glob("*/meta.json"))

@@ -114,7 +114,7 @@ def test_clear_removes_every_snapshot_and_what_a_killed_making_left(tmp_path: Pa
     removed, busy = snapshots.clear()
     assert busy == []
     assert removed[0].startswith("the boot snapshot of /disks/debian.qcow2 (tcg, 0 MiB")
-    assert removed[1] == f"a snapshot left half-made ({leftover})"
+    assert removed[1] == f"a saved VM left half-made ({leftover})"
     assert snapshots.all() == [] and not leftover.exists()
     assert Snapshots(tmp_path / "none").clear() == ([], [])
 
