@@ -50,11 +50,12 @@ def boot(
     build user once the image's cloud-init had provisioned it (and --expect's text was
     on the serial console). Exit 0 when it booted, 1 when it did not.
 
-    With --validate TEMPLATE, the booted image is validated as a build of TEMPLATE with
-    validate.sourceValidationOnly would validate its source: the template's
-    inVMValidations run in it (its source and customizers are not used, nothing is
-    distributed), reported as a build's steps are (the build's log is kept; the
-    template's lastRunStatus is not changed). Exit 1 when a validator fails.
+    With --validate TEMPLATE, TEMPLATE's inVMValidations run in the booted image, as
+    validate.sourceValidationOnly runs them on a template's source: its source and
+    customizers are not used and nothing is distributed. The output is a build's (its
+    steps, its log is kept; the template's lastRunStatus is not changed), and the
+    template's buildTimeoutInMinutes bounds it instead of --timeout. Exit 1 when a
+    validator fails.
     """
     from engine.boot import boot as boot_artifact
     from engine.store import Store
