@@ -10,9 +10,9 @@ its monitor (QMP). Nothing here knows of builds; engine/targets/vm.py drives it.
 - KVM is used when /dev/kvm opens and a VM actually runs under it: where KVM only
   half works (nested virtualization), QEMU starts and the guest then stops with an
   emulation failure (QMP's status: internal-error) before its kernel prints a line. The
-  first boot of a process tells; the machine is then booted again under TCG, QEMU's
-  emulator, and the answer is kept for the process. AIB_LOCAL_ACCEL=kvm|tcg decides it
-  outright.
+  first boot tells; the machine is then booted again under TCG, QEMU's emulator, and
+  the answer is kept (in the runtime folder, until this machine boots again) so that
+  later boots go straight to TCG. AIB_LOCAL_ACCEL=kvm|tcg decides it outright.
 """
 
 from __future__ import annotations
