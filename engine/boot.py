@@ -18,9 +18,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
+from engine import model as m
 from engine.errors import AibLocalError, UsageError
 from engine.gallery import Galleries
 from engine.store import Store
+from engine.store_rules import source_generation
 from engine.targets.base import OpenRequest, Target, TargetError
 from engine.targets.registry import lookup
 
@@ -75,15 +77,16 @@ def disk_of(store: Store, artifact: str) -> Path:
 
 
 def generation_of(store: Store, artifact: str) -> str:
-    """The Hyper-V generation of a managed image or gallery version (its definition's);
-    V1 for what has no record (a VHD file says nothing of it)."""
+    """The Hyper-V generation of a managed image or gallery version (its definition's), as
+    a build from it takes it; V1 for what has no record (a VHD file says nothing of it)."""
     if not artifact.startswith("/subscriptions/"):
         return "V1"
-    galleries = Galleries(store)
-    record = galleries.resolve(artifact) if "/versions/" in artifact else store.get(artifact)
-    if record is not None and "/versions/" in artifact:
-        record = store.get(str(record["id"]).split("/versions/")[0])
-    return str(((record or {}).get("properties") or {}).get("hyperVGeneration") or "V1")
+    source: m.Source  # an ID the store knows (disk_of found it): no template rules to check
+    if "/versions/" in artifact:
+        source = m.SharedImageVersionSource.model_construct(type="SharedImageVersion", image_version_id=artifact)
+    else:
+        source = m.ManagedImageSource.model_construct(type="ManagedImage", image_id=artifact)
+    return source_generation(source, store)
 
 
 def boot(

@@ -50,7 +50,7 @@ def boot_test(ctx: BuildContext, steps: StepRunner) -> None:
             on_booted=validate if ctx.validation_plans else None,
         )
         if not report.booted:
-            raise BuildFailed(f"the image did not boot: {report.error}", step="boot-test")
+            raise BuildFailed(f"the image did not boot: {report.error}", step=PHASE)
         ctx.events.info(f"{artifact} boots: SSH answered after {report.seconds_to_ssh}s", step=PHASE)
 
     steps.action(PHASE, run, detail=f"boot {artifact} in a throw-away VM")

@@ -43,6 +43,11 @@ from engine.disks import need
 FORMAT = 1  # of the folder's contents
 KEEP = 4
 FOLDER = "vm-snapshots"
+# The files of the VM's folder a snapshot keeps, under the same names (and modes: the key
+# is 0600): the disk, the seed, the build user's key, the guest's host key; with UEFI
+# firmware, its variables too.
+FILES = ("disk.qcow2", "seed.iso", "id_ed25519", "host_key.pub")
+UEFI_FILES = (*FILES, "efivars.fd")
 
 
 @functools.cache
@@ -61,24 +66,8 @@ class Snapshot:
         return self.folder.name
 
     @property
-    def disk(self) -> Path:
-        return self.folder / "disk.qcow2"
-
-    @property
     def state(self) -> Path:
         return self.folder / "state"
-
-    @property
-    def seed(self) -> Path:
-        return self.folder / "seed.iso"
-
-    @property
-    def key_file(self) -> Path:
-        return self.folder / "id_ed25519"
-
-    @property
-    def host_public(self) -> Path:
-        return self.folder / "host_key.pub"
 
     @property
     def meta_file(self) -> Path:

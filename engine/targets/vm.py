@@ -34,7 +34,7 @@ from engine.errors import AibLocalError, UsageError
 from engine.targets import qemu
 from engine.targets.base import OpenRequest, OwnSource, TargetError
 from engine.targets.endpoint import TARGET_SPECS, SshEndpoint, SshOptions
-from engine.targets.snapshots import Snapshot, Snapshots
+from engine.targets.snapshots import FILES, UEFI_FILES, Snapshot, Snapshots
 from engine.targets.ssh import SshTarget
 from engine.targets.vm_process import QemuProcess
 from engine.vmsizes import vm_limits
@@ -208,9 +208,8 @@ class VmTarget(SshTarget):
                 try:
                     self.machine.save(staging / "state")
                     failpoints.hit("vm:saving")
-                    for name in ("disk.qcow2", "seed.iso", "id_ed25519", "host_key.pub", "efivars.fd"):
-                        if name != "efivars.fd" or self.machine.uefi:
-                            shutil.copy(self.folder / name, staging / name)  # with its mode: the key is 0600
+                    for name in self._kept_files():
+                        shutil.copy(self.folder / name, staging / name)  # with its mode: the key is 0600
                     meta = {"source": str(self.source), "accel": self.accel, "build": self.build_id}
                     meta |= {"made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
                     (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -225,6 +224,10 @@ class VmTarget(SshTarget):
             f"saved the booted VM in {time.monotonic() - started:.1f}s: the next builds of this source restore it "
             f"instead of booting ({snapshots.root / key})"
         )
+
+    def _kept_files(self) -> tuple[str, ...]:
+        """The files of this VM's folder that a snapshot of it keeps."""
+        return UEFI_FILES if self.machine.uefi else FILES
 
     def _go_on(self) -> None:
         """The paused VM runs again, and the build connects to it again."""
@@ -264,14 +267,9 @@ class VmTarget(SshTarget):
 
     def _load(self, snapshot: Snapshot, accel: str) -> None:
         self.progress(f"restoring the booted {self.source.name} from {snapshot.folder}")
-        shutil.copyfile(snapshot.disk, self.overlay)
-        shutil.copyfile(snapshot.seed, self.folder / "seed.iso")
-        if self.machine.efi_vars is not None:
-            shutil.copyfile(snapshot.folder / "efivars.fd", self.machine.efi_vars)
-        key_file = self.folder / "id_ed25519"
-        key_file.touch(0o600)
-        key_file.write_bytes(snapshot.key_file.read_bytes())
-        host = snapshot.host_public.read_text().strip()
+        for name in self._kept_files():
+            shutil.copy(snapshot.folder / name, self.folder / name)
+        host = (self.folder / "host_key.pub").read_text().strip()
         (self.folder / "known_hosts").write_text(f"[127.0.0.1]:{self.endpoint.port} {host}\n")
         state = os.open(snapshot.state, os.O_RDONLY | os.O_CLOEXEC)
         try:

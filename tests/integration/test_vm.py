@@ -306,6 +306,10 @@ def test_a_gen2_source_boots_by_uefi_and_so_does_the_image_it_makes(
     assert re.search(r"boot-test validate\[0\] uefi: ok", built.stdout), built.stdout
     record = json.loads(cli("show", managed_image_id("vm-gen2")).stdout)
     assert record["properties"]["hyperVGeneration"] == "V2"
+    # The next build restores the booted Gen2 VM that build saved (its UEFI variables too).
+    again = cli("build", str(path), "--target", "vm", timeout=1800)
+    assert again.code == 0, again.output
+    assert "restored the VM saved by build" in again.stdout and again.stdout.count("| BOOTED-BY-UEFI") == 2
     assert qemu_processes(store) == []
 
 
