@@ -91,8 +91,8 @@ def validate_in(
 ) -> None:
     """`boot --validate`: a build of TEMPLATE that only runs its validators, in ARTIFACT booted."""
     from engine.boot import disk_of, generation_of
-    from engine.build import BuildOptions, BuildRun, run_all
     from engine.cli.build import make_reporter, report_outcome
+    from engine.pipeline import BuildOptions, BuildRun, run_all
     from engine.validation import load_templates
 
     disk = disk_of(the_store, artifact)

@@ -262,10 +262,10 @@ def build(
     report_file: Path | None,
 ) -> None:
     """Build templates: customize, deprovision and distribute, as AIB would."""
-    from engine.build import BuildOptions, BuildRun, run_all
-    from engine.build.revisit import resume
     from engine.events import read_events
     from engine.junit import JunitReport
+    from engine.pipeline import BuildOptions, BuildRun, run_all
+    from engine.pipeline.revisit import resume
     from engine.store import Store
     from engine.targets.endpoint import SshOptions
     from engine.targets.registry import for_spec
@@ -366,8 +366,8 @@ def rerun(
     (and its sha256 checked again). Without --from/--only it starts at the customizer
     that failed. The target stays kept unless --finish completes the build.
     """
-    from engine.build import BuildOptions
-    from engine.build.revisit import rerun as rerun_build
+    from engine.pipeline import BuildOptions
+    from engine.pipeline.revisit import rerun as rerun_build
     from engine.store import Store
 
     options = BuildOptions(secrets=parse_secrets(secrets))
@@ -400,7 +400,7 @@ def shell(build_id: str, store: Path | None) -> None:
 def logs(build_id: str, follow: bool, store: Path | None) -> None:
     """Print a build's customization.log."""
     from engine import journal
-    from engine.build.options import LOG_NAME
+    from engine.pipeline.options import LOG_NAME
     from engine.records import read_build, require_build
     from engine.store import Store
 

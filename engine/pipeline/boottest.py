@@ -8,10 +8,10 @@ capture and a first boot of its own."""
 from __future__ import annotations
 
 from engine.boot import boot
-from engine.build.context import BuildContext
-from engine.build.customize import run_planned
-from engine.build.steps import StepRunner
 from engine.errors import BuildFailed, ValidationFailed
+from engine.pipeline.context import BuildContext
+from engine.pipeline.customize import run_planned
+from engine.pipeline.steps import StepRunner
 from engine.targets.base import Target
 
 PHASE = "boot-test"

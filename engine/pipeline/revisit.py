@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.build.context import validations
-from engine.build.loop import BuildRun
-from engine.build.options import BuildOptions, Continuation
 from engine.errors import UsageError
 from engine.events import Reporter
+from engine.pipeline.context import validations
+from engine.pipeline.loop import BuildRun
+from engine.pipeline.options import BuildOptions, Continuation
 from engine.records import BuildRecord, require_build
 from engine.store import Store
 from engine.validation import LoadedTemplate, LoadOptions, load_templates

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from engine.build.loop import PHASES, BuildRun, run_all
-from engine.build.options import LOG_NAME, BuildOptions, BuildResult, Continuation
+from engine.pipeline.loop import PHASES, BuildRun, run_all
+from engine.pipeline.options import LOG_NAME, BuildOptions, BuildResult, Continuation
 
 __all__ = ["LOG_NAME", "PHASES", "BuildOptions", "BuildResult", "BuildRun", "Continuation", "run_all"]

@@ -7,9 +7,9 @@ import time
 from collections.abc import Iterator
 
 from distributors.base import DistributeContext, DistributeError, FilesystemWriter, RunOutput
-from engine.build.context import BuildContext
-from engine.build.steps import StepRunner
 from engine.errors import BuildFailed
+from engine.pipeline.context import BuildContext
+from engine.pipeline.steps import StepRunner
 from engine.records import TEMPLATE_TYPE
 from engine.targets.base import TargetError
 

@@ -8,10 +8,10 @@ import hashlib
 import time
 from urllib.parse import urlsplit
 
-from engine.build.context import BuildContext
-from engine.build.options import Continuation
 from engine.errors import BuildFailed
 from engine.fetch import Fetched, FetchError, fetch, redact_uri
+from engine.pipeline.context import BuildContext
+from engine.pipeline.options import Continuation
 
 
 def fetch_inputs(ctx: BuildContext) -> None:

@@ -12,10 +12,10 @@ errorHandling.onValidationError (or --on-error) decides whether the target stays
 
 from __future__ import annotations
 
-from engine.build.context import BuildContext
-from engine.build.customize import run_in_order
-from engine.build.steps import StepRunner
 from engine.errors import BuildFailed, BuildTimeout, ValidationFailed
+from engine.pipeline.context import BuildContext
+from engine.pipeline.customize import run_in_order
+from engine.pipeline.steps import StepRunner
 
 PHASE = "validate"
 

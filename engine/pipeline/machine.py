@@ -7,12 +7,12 @@ whether it has PowerShell.
 
 from __future__ import annotations
 
-from engine.build.context import BuildContext
-from engine.build.deprovision import place_windows_script
-from engine.build.recording import build_running
-from engine.build.source import check_distributors
-from engine.build.steps import StepRunner
 from engine.errors import UsageError
+from engine.pipeline.context import BuildContext
+from engine.pipeline.deprovision import place_windows_script
+from engine.pipeline.recording import build_running
+from engine.pipeline.source import check_distributors
+from engine.pipeline.steps import StepRunner
 from engine.targets.base import OpenRequest, TargetError
 from engine.targets.registry import attach, for_spec
 from engine.targets.snapshots import FOLDER as SNAPSHOTS

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from engine.build.context import BuildContext
 from engine.errors import AibLocalError
 from engine.events import utc_now
+from engine.pipeline.context import BuildContext
 from engine.records import BuildRecord, RunStatus, TemplateLocal, TemplateRecord, write_build, write_template
 
 

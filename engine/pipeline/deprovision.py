@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 from customizers.base import SCRIPT, RunCommand, RunScript, Step
-from engine.build.context import BuildContext
-from engine.build.steps import StepRunner
+from engine.pipeline.context import BuildContext
+from engine.pipeline.steps import StepRunner
 
 OVERRIDE_LINUX = "/tmp/DeprovisioningScript.sh"
 OVERRIDE_WINDOWS = "C:/DeprovisioningScript.ps1"

@@ -7,8 +7,8 @@
 from __future__ import annotations
 
 from engine import images, journal
-from engine.build.context import BuildContext
 from engine.errors import AibLocalError, EnvironmentProblem, Interrupted, UsageError
+from engine.pipeline.context import BuildContext
 from engine.targets.base import TargetError
 from engine.targets.registry import releaser
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from engine.report import report_of
-from tests.engine.build.conftest import Builds
+from tests.engine.pipeline.conftest import Builds
 from tests.support import managed_image_id
 
 pytestmark = pytest.mark.browser

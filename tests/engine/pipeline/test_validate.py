@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from engine.build import BuildOptions
-from engine.build.revisit import rerun
 from engine.errors import BuildTimeout, ValidationFailed
-from tests.engine.build.conftest import Builds
+from engine.pipeline import BuildOptions
+from engine.pipeline.revisit import rerun
+from tests.engine.pipeline.conftest import Builds
 from tests.fake_target import TIMEOUT
 from tests.support import managed_image_id
 

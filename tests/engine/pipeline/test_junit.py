@@ -9,11 +9,11 @@ from typing import Any
 
 import xmlschema
 
-from engine.build import BuildOptions, BuildRun
 from engine.events import read_events
 from engine.junit import JunitReport
+from engine.pipeline import BuildOptions, BuildRun
 from engine.validation import load_templates
-from tests.engine.build.conftest import Builds
+from tests.engine.pipeline.conftest import Builds
 from tests.support import ROOT, managed_image_id, template
 
 SCHEMA = xmlschema.XMLSchema(str(ROOT / "fixtures" / "schemas" / "junit.xsd"))

@@ -15,22 +15,22 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from engine import failpoints, signals
-from engine.build.boottest import boot_test
-from engine.build.context import BuildContext
-from engine.build.customize import customize, plan
-from engine.build.deprovision import deprovision
-from engine.build.distribute import capture, distribute
-from engine.build.inputs import fetch_inputs
-from engine.build.machine import attach_target, start_target
-from engine.build.options import BuildOptions, BuildResult, Continuation
-from engine.build.recording import build_ended, build_running, template_status
-from engine.build.source import resolve_source
-from engine.build.steps import StepRunner
-from engine.build.teardown import claim, discard_pending, teardown
-from engine.build.validate import end as validation_end
-from engine.build.validate import validate
 from engine.errors import AibLocalError, BuildFailed, Interrupted, UsageError, ValidationFailed
 from engine.events import Reporter
+from engine.pipeline.boottest import boot_test
+from engine.pipeline.context import BuildContext
+from engine.pipeline.customize import customize, plan
+from engine.pipeline.deprovision import deprovision
+from engine.pipeline.distribute import capture, distribute
+from engine.pipeline.inputs import fetch_inputs
+from engine.pipeline.machine import attach_target, start_target
+from engine.pipeline.options import BuildOptions, BuildResult, Continuation
+from engine.pipeline.recording import build_ended, build_running, template_status
+from engine.pipeline.source import resolve_source
+from engine.pipeline.steps import StepRunner
+from engine.pipeline.teardown import claim, discard_pending, teardown
+from engine.pipeline.validate import end as validation_end
+from engine.pipeline.validate import validate
 from engine.store import Store
 from engine.validation import LoadedTemplate
 

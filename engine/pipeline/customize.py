@@ -1,7 +1,7 @@
 """The plan and customize phases: each customizer's steps, run in order on the target.
 
 With --debug the user is asked before each customizer (and validator: they run the same
-way, see engine.build.validate): continue, shell, rerun the previous one, skip, abort;
+way, see engine.pipeline.validate): continue, shell, rerun the previous one, skip, abort;
 with --checkpoint a target that can commits itself after each good customizer, so that
 `build --resume` starts from there.
 """
@@ -12,10 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from customizers.base import Customizer, PlanContext, PlanError, Step
-from engine.build.context import BuildContext
-from engine.build.recording import build_running
-from engine.build.steps import StepRunner
 from engine.errors import BuildFailed
+from engine.pipeline.context import BuildContext
+from engine.pipeline.recording import build_running
+from engine.pipeline.steps import StepRunner
 
 
 def plan(ctx: BuildContext, steps: StepRunner) -> None:

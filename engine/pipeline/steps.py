@@ -14,9 +14,9 @@ from typing import Any
 
 from customizers.base import SCRIPT, PutFile, Restart, RunCommand, RunScript, Step, UntilDone
 from engine import exitcodes
-from engine.build.context import BuildContext
 from engine.errors import BuildFailed, BuildTimeout
 from engine.fetch import redact_uri
+from engine.pipeline.context import BuildContext
 from engine.targets.base import Command, CommandTimeout, Rebooted, TargetError
 
 PROBE_TIMEOUT = 60.0

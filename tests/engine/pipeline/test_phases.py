@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from engine import model as m
-from engine.build import run_all
-from engine.build.deprovision import OVERRIDE_WINDOWS, plan_linux
-from engine.build.revisit import rerun, resume, step_index
-from engine.build.source import platform_image, recipe_hint
-from engine.build.teardown import ABORT, KEPT, decide_keep
 from engine.errors import BuildFailed, EnvironmentProblem, Interrupted, UsageError
-from tests.engine.build.conftest import Builds
+from engine.pipeline import run_all
+from engine.pipeline.deprovision import OVERRIDE_WINDOWS, plan_linux
+from engine.pipeline.revisit import rerun, resume, step_index
+from engine.pipeline.source import platform_image, recipe_hint
+from engine.pipeline.teardown import ABORT, KEPT, decide_keep
+from tests.engine.pipeline.conftest import Builds
 from tests.fake_target import FakeTarget
 
 SHELL_OK = {"type": "Shell", "name": "first", "inline": ["echo first"]}
@@ -89,7 +89,7 @@ def test_windows_targets_get_the_sysprep_script_restarts_and_update_rounds(
     from tests.support import template
 
     path.write_text(json.dumps(template("win", steps, source=source)))
-    from engine.build import BuildOptions, BuildRun
+    from engine.pipeline import BuildOptions, BuildRun
     from engine.validation import load_templates
 
     (loaded,) = load_templates(path)
@@ -104,7 +104,7 @@ def test_windows_targets_get_the_sysprep_script_restarts_and_update_rounds(
 
 
 def test_a_missing_windows_deprovision_script_is_warned_as_aib_warns() -> None:
-    from engine.build.deprovision import MISSING_WINDOWS_SCRIPT, plan_windows
+    from engine.pipeline.deprovision import MISSING_WINDOWS_SCRIPT, plan_windows
 
     assert plan_windows(False).warnings == [MISSING_WINDOWS_SCRIPT] and not plan_windows(False).generalizes
     assert plan_windows(True).steps and plan_linux(0, "skip").steps == []
@@ -130,7 +130,7 @@ def test_a_stored_source_must_be_in_the_store(builds: Builds) -> None:
     from tests.support import managed_image_id
 
     run = builds.make([SHELL_OK])
-    from engine.build.source import stored_image
+    from engine.pipeline.source import stored_image
 
     declared = m.ManagedImageSource(type="ManagedImage", imageId=managed_image_id("missing"))
     with pytest.raises(UsageError, match="is not in the local store"):
@@ -170,7 +170,7 @@ def test_keep_decision(
 
 
 def test_rerun_and_resume_refuse_what_they_cannot_do(builds: Builds) -> None:
-    from engine.build import BuildOptions
+    from engine.pipeline import BuildOptions
 
     run = builds.make([SHELL_OK, SHELL_TWO])
     assert run.run().status == "Succeeded"

@@ -10,10 +10,10 @@ import customizers
 from customizers.base import Customizer, Step
 from distributors.base import Distributor, RunOutput
 from engine import model as m
-from engine.build.options import LOG_NAME, BuildOptions, Continuation, Deadline, new_build_id
 from engine.errors import AibLocalError, BuildFailed, ValidationFailed
 from engine.events import BuildLog, Events, Redactor, Reporter, utc_now
 from engine.journal import Journal
+from engine.pipeline.options import LOG_NAME, BuildOptions, Continuation, Deadline, new_build_id
 from engine.records import TEMPLATE_TYPE
 from engine.store import Store
 from engine.targets.base import Target

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from engine.build import BuildOptions, BuildRun
 from engine.events import utc_now
+from engine.pipeline import BuildOptions, BuildRun
 from engine.store import Store
 from engine.targets import registry
 from engine.validation import load_templates

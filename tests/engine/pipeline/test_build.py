@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from engine.build import PHASES, BuildOptions, Continuation
-from engine.build.deprovision import GENERIC_DEPROVISION, OVERRIDE_LINUX
 from engine.errors import BuildFailed, BuildTimeout, Interrupted, UsageError
+from engine.pipeline import PHASES, BuildOptions, Continuation
+from engine.pipeline.deprovision import GENERIC_DEPROVISION, OVERRIDE_LINUX
 from engine.records import BuildRecord
-from tests.engine.build.conftest import Builds
+from tests.engine.pipeline.conftest import Builds
 from tests.fake_target import DEFECT, GONE, INTERRUPT, TIMEOUT
 from tests.support import managed_image_id
 
@@ -249,7 +249,7 @@ def test_checkpoints_are_taken_on_targets_that_can_and_a_resume_starts_after_the
 
 
 def test_a_rerun_attaches_to_the_kept_target_and_runs_from_the_failed_step(builds: Builds) -> None:
-    from engine.build.revisit import rerun
+    from engine.pipeline.revisit import rerun
 
     builds.rule("exit 3", 3, times=1)
     first = builds.make([SHELL_OK, SHELL_FAILS], distribute=[image()], on_error="abort")
