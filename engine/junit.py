@@ -12,6 +12,7 @@ elements, and a library would not remove code.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,17 @@ from engine.store import atomic_write
 
 KEPT_STEPS = ("customize[", "validate[", "deprovision", "distribute[")
 TAIL_LINES = 40
+# Terminal escape sequences (colours, cursor moves, titles) and what XML 1.0 cannot hold at
+# all (control characters but tab and newlines, lone surrogates, U+FFFE and U+FFFF): step
+# output has both, and one of them makes the whole report unreadable to a CI server.
+ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(text: str) -> str:
+    """`text` as an XML document can hold it: escape sequences removed, other characters
+    XML forbids replaced with U+FFFD."""
+    return NOT_XML.sub("\ufffd", ANSI.sub("", text))
 
 
 @dataclass
@@ -91,7 +103,7 @@ class JunitReport:
             element = ET.SubElement(
                 root,
                 "testsuite",
-                name=suite.name,
+                name=xml_text(suite.name),
                 tests=str(len(cases)),
                 failures=str(failed),
                 errors="0",
@@ -111,15 +123,17 @@ class JunitReport:
 
 
 def _case(parent: ET.Element, suite: str, case: Case) -> None:
-    element = ET.SubElement(parent, "testcase", classname=f"aib-local.{suite}", name=case.name)
+    element = ET.SubElement(parent, "testcase", classname=xml_text(f"aib-local.{suite}"), name=xml_text(case.name))
     element.set("time", f"{case.seconds:.3f}")
     rebooted = case.status == "rebooted"
     if case.status != "succeeded" and not rebooted:
         kind = f"exit code {case.exit_code}" if case.exit_code is not None else case.status
         message = case.failure.splitlines()[0] if case.failure else kind
-        failure = ET.SubElement(element, "failure", message=message, type=kind)
+        failure = ET.SubElement(element, "failure", message=xml_text(message), type=xml_text(kind))
         tail = ["--- output (tail) ---", *case.output] if case.output else []
-        failure.text = "\n".join([case.failure, *tail])
+        failure.text = xml_text("\n".join([case.failure, *tail]))
     if case.output or rebooted:
         out = ET.SubElement(element, "system-out")
-        out.text = "\n".join([*case.output, *(["(the machine rebooted during this step)"] if rebooted else [])])
+        out.text = xml_text(
+            "\n".join([*case.output, *(["(the machine rebooted during this step)"] if rebooted else [])])
+        )

@@ -113,3 +113,23 @@ def test_build_writes_junit_and_html_reports_for_each_template(builds: Builds, c
     assert found["aib-local.two/customize[0] s"].find("failure") is not None
     pages = sorted(tmp_path.glob("report-*.html"))
     assert len(pages) == 2 and all("customize[0] s" in p.read_text() for p in pages)
+
+
+def test_coloured_and_control_character_output_leaves_a_well_formed_report(builds: Builds, tmp_path: Path) -> None:
+    """Failing steps print colour when CI needs the report most: escape sequences go, and
+    characters XML cannot hold (NUL, other control characters) become U+FFFD."""
+    hostile = ["\x1b[31merror:\x1b[0m red", "nul\x00here", "bell\x07 back\x08 form\x0c", "\x1b]0;title\x07tab\tkept"]
+    builds.rule("exit 7", 7, hostile)
+    report = JunitReport()
+    run(builds, report, "colour", [{"type": "Shell", "name": "paint", "inline": ["exit 7"]}])
+    path = tmp_path / "report.xml"
+    report.write(path)
+    found = cases(path)  # parses, and passes the schema
+    (case,) = [c for key, c in found.items() if "paint" in key]
+    failure = case.find("failure")
+    assert failure is not None and failure.text is not None
+    assert "error: red" in failure.text and "\x1b" not in failure.text
+    assert "nul\ufffdhere" in failure.text and "bell\ufffd back\ufffd form\ufffd" in failure.text
+    assert "tab\tkept" in failure.text and "title" not in failure.text
+    out = case.find("system-out")
+    assert out is not None and out.text is not None and "\x00" not in out.text and "error: red" in out.text
