@@ -304,9 +304,15 @@ class _Evaluator:
             raise ExpressionError(f"{name}() is allowed only in a parameter's defaultValue")
         args = [self.value(node) for node in nodes]
         try:
-            return self.builtin(name, lowered, args)
+            result = self.builtin(name, lowered, args)
         except arm_functions.ArmError as exc:
             raise ExpressionError(str(exc)) from None
+        except (ExpressionError, NotLocal):
+            raise
+        except (ArithmeticError, LookupError, TypeError, ValueError, RecursionError, MemoryError) as exc:
+            # What a function's own checks missed is still the template's expression at fault.
+            raise ExpressionError(f"{name}() cannot take these arguments ({type(exc).__name__}: {exc})") from None
+        return _bounded(name, result)
 
     def builtin(self, name: str, lowered: str, args: list[Any]) -> Any:
         ctx = self.ctx
@@ -373,6 +379,15 @@ class _Evaluator:
             raise type(exc)(f"variable {found!r}: {exc}") from None
         finally:
             ctx._evaluating.discard(found)
+
+
+def _bounded(name: str, value: Any) -> Any:
+    """`value`, when it is no larger than a template can hold (arm_functions.MAX_TEXT)."""
+    if isinstance(value, str) and len(value) > arm_functions.MAX_TEXT:
+        raise ExpressionError(f"{name}() made a string of {len(value)} characters, past what a template can hold")
+    if isinstance(value, list | dict) and len(value) > arm_functions.MAX_ITEMS:
+        raise ExpressionError(f"{name}() made {len(value)} items, past what a template can hold")
+    return value
 
 
 def evaluate(text: str, ctx: Context, resolve: Callable[[Any, str], Any] | None = None) -> Any:

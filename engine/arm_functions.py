@@ -26,6 +26,13 @@ Function = Callable[..., Any]
 
 # ARM's namespace for guid(): guid(a, b) is UUID v5 of "a-b" in it.
 GUID_NAMESPACE = uuid.UUID("11fb06fb-712d-4ddd-98c7-e71bbd588830")
+# ARM's own limits, and where it documents none, the template's: no value an expression
+# makes may be larger than a template can be (4 MiB), so that no template text makes
+# `validate` work or allocate without bound.
+RANGE_MAX = 10000  # range(): "the count ... can't exceed 10000"
+INT32_MAX = 2**31 - 1  # range(): startIndex + count
+MAX_TEXT = 4 << 20  # characters in a string value
+MAX_ITEMS = 1 << 20  # items in an array or object value
 BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
 MASK32 = 0xFFFFFFFF
 
@@ -215,7 +222,10 @@ def pad_left(value: Any, total: Any, pad: Any = " ") -> str:
     char = _str("padLeft", pad)
     if len(char) != 1:
         raise ArmError("padLeft(): the padding must be one character")
-    return string.rjust(_int("padLeft", total), char)
+    width = _int("padLeft", total)
+    if width > MAX_TEXT:
+        raise ArmError(f"padLeft(): a total length of {width} is past what a template can hold ({MAX_TEXT} characters)")
+    return string.rjust(width, char)
 
 
 def base64(value: Any) -> str:
@@ -278,13 +288,20 @@ def empty(value: Any) -> bool:
     return value is None or len(_sized("empty", value)) == 0
 
 
+def _sequence(name: str, value: Any) -> Any:
+    """A string or an array: what ARM's first, last, take and skip accept (not objects)."""
+    if not isinstance(value, str | list):
+        raise ArmError(f"{name}() expects a string or an array, got {_kind(value)}")
+    return value
+
+
 def first(value: Any) -> Any:
-    items = _sized("first", value)
+    items = _sequence("first", value)
     return items[0] if items else (None if isinstance(items, list) else "")
 
 
 def last(value: Any) -> Any:
-    items = _sized("last", value)
+    items = _sequence("last", value)
     return items[-1] if items else (None if isinstance(items, list) else "")
 
 
@@ -298,11 +315,11 @@ def contains(container: Any, item: Any) -> bool:
 
 
 def take(value: Any, count: Any) -> Any:
-    return _sized("take", value)[: max(0, _int("take", count))]
+    return _sequence("take", value)[: max(0, _int("take", count))]
 
 
 def skip(value: Any, count: Any) -> Any:
-    return _sized("skip", value)[max(0, _int("skip", count)) :]
+    return _sequence("skip", value)[max(0, _int("skip", count)) :]
 
 
 def _same_kind(name: str, args: tuple[Any, ...]) -> type:
@@ -365,6 +382,10 @@ def range_(start: Any, count: Any) -> list[int]:
     begin, n = _int("range", start), _int("range", count)
     if n < 0:
         raise ArmError("range(): the count must not be negative")
+    if n > RANGE_MAX:
+        raise ArmError(f"range(): the count must be at most {RANGE_MAX}, as in ARM (got {n})")
+    if begin + n > INT32_MAX:
+        raise ArmError(f"range(): startIndex + count must be at most {INT32_MAX}, as in ARM")
     return list(range(begin, begin + n))
 
 
