@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64 as b64
 import json
+import re
 import urllib.parse
 import uuid
 from collections.abc import Callable
@@ -138,42 +139,63 @@ def concat(*args: Any) -> Any:
     return "".join(text(a) for a in args)
 
 
+FORMAT_ITEM = re.compile(r" *(\d+) *(?:, *(-?\d+) *)?(?::(.*))?", re.DOTALL)
+
+
 def format_(template: Any, *args: Any) -> str:
-    """.NET composite formatting: {0}, {1:N2}, {{ and }}."""
+    """.NET composite formatting: {index[,alignment][:format]}, with {{ and }} for braces."""
     out, i, source = [], 0, _str("format", template)
     while i < len(source):
-        char = source[i]
-        if char in "{}" and source[i : i + 2] in ("{{", "}}"):
-            out.append(char)
-            i += 2
-        elif char == "{":
-            end = source.find("}", i)
-            if end < 0:
-                raise ArmError("format(): an unclosed { in the format string")
-            index, _, spec = source[i + 1 : end].partition(":")
-            if not index.strip().isdigit() or int(index) >= len(args):
-                raise ArmError(f"format(): {{{index}}} names no argument ({len(args)} given)")
-            out.append(_format_one(args[int(index)], spec))
-            i = end + 1
-        else:
-            out.append(char)
-            i += 1
+        brace = min((at for at in (source.find("{", i), source.find("}", i)) if at >= 0), default=len(source))
+        out.append(source[i:brace])
+        if brace == len(source):
+            break
+        if source.startswith(("{{", "}}"), brace):
+            out.append(source[brace])
+            i = brace + 2
+            continue
+        if source[brace] == "}":
+            raise ArmError("format(): a } with no { before it (write }} for a literal })")
+        end = source.find("}", brace)
+        if end < 0:
+            raise ArmError("format(): a { with no } after it (write {{ for a literal {)")
+        item = FORMAT_ITEM.fullmatch(source[brace + 1 : end])
+        if item is None:
+            raise ArmError(f"format(): {source[brace : end + 1]} is not a format item ({{index[,alignment][:format]}})")
+        index = int(item[1])
+        if index >= len(args):
+            raise ArmError(f"format(): {{{index}}} names no argument ({len(args)} given)")
+        value = _format_one(args[index], item[3] or "")
+        if item[2]:
+            width = int(item[2])
+            if abs(width) > MAX_TEXT:
+                raise ArmError(f"format(): an alignment of {width} is past what a template can hold")
+            value = value.rjust(width) if width > 0 else value.ljust(-width)
+        out.append(value)
+        i = end + 1
     return "".join(out)
 
 
 def _format_one(value: Any, spec: str) -> str:
+    """One value under a .NET standard numeric format (D, X, N, F with a precision); other
+    values and formats as ARM's string() gives them."""
     if spec and isinstance(value, int | float) and not isinstance(value, bool):
         kind, digits = spec[0].upper(), spec[1:]
-        places = int(digits) if digits.isdigit() else None
+        places = int(digits) if digits.isdigit() and len(digits) <= 2 else None
+        if digits and places is None:
+            return text(value)  # not a standard format: .NET would read it as a custom one
         if kind == "N":
             return f"{value:,.{2 if places is None else places}f}"
-        if kind == "D" and isinstance(value, int):
-            return str(value).zfill(places or 0)
-        if kind == "X" and isinstance(value, int):
-            formatted = f"{value:0{places or 0}x}"
-            return formatted.upper() if spec[0] == "X" else formatted
         if kind == "F":
             return f"{value:.{2 if places is None else places}f}"
+        if kind == "D" and isinstance(value, int):
+            sign = "-" if value < 0 else ""
+            return sign + str(abs(value)).zfill(places or 0)
+        if kind == "X" and isinstance(value, int):
+            if value < 0:  # two's complement, as .NET shows a negative Int32 (Int64 beyond its range)
+                value &= 0xFFFFFFFF if value >= -(2**31) else 0xFFFFFFFFFFFFFFFF
+            formatted = f"{value:0{places or 0}x}"
+            return formatted.upper() if spec[0] == "X" else formatted
     return text(value)
 
 

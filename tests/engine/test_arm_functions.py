@@ -236,3 +236,44 @@ def test_wrong_arguments_are_errors_arm_would_give(expression: str, message: str
 def test_functions_that_ask_azure_are_not_evaluated_locally(expression: str) -> None:
     with pytest.raises(arm.NotLocal, match="not evaluated locally"):
         arm.evaluate(expression, context())
+
+
+# .NET composite formatting, as format() does it: the examples of .NET's documentation
+# ("Standard numeric format strings", "Composite formatting").
+DOTNET_FORMAT: list[tuple[str, Any, str]] = [
+    ("{0:D}", 12345, "12345"),
+    ("{0:D8}", 12345, "00012345"),
+    ("{0:D}", -12345, "-12345"),
+    ("{0:D8}", -12345, "-00012345"),
+    ("{0:D5}", -42, "-00042"),
+    ("{0:X}", 255, "FF"),
+    ("{0:x}", 255, "ff"),
+    ("{0:X4}", 255, "00FF"),
+    ("{0:X}", -1, "FFFFFFFF"),
+    ("{0:x}", 0x2045E, "2045e"),
+    ("{0:N}", -12445.6789, "-12,445.68"),
+    ("{0:N1}", 1234.567, "1,234.6"),
+    ("{0:N0}", 8175133, "8,175,133"),
+    ("{0:F}", 1234.567, "1234.57"),
+    ("{0:F4}", -1898300.1987, "-1898300.1987"),
+    ("{0:F0}", 1234, "1234"),
+    ("[{0,10}]", "Adam", "[      Adam]"),
+    ("[{0,-10}]", "Adam", "[Adam      ]"),
+    ("{0,8:D4}|", 42, "    0042|"),
+    ("{{{0}}}", 7, "{7}"),
+]
+
+
+@pytest.mark.parametrize(("spec", "value", "expected"), DOTNET_FORMAT)
+def test_format_follows_dotnet_composite_formatting(spec: str, value: Any, expected: str) -> None:
+    argument = f"json('{value}')" if isinstance(value, float) else repr(value).replace('"', "'")  # no float literals
+    assert arm.evaluate(f"format('{spec}', {argument})", context()) == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [("a } b", "a } with no {"), ("{0", "a { with no }"), ("{a}", "not a format item"), ("{1}", "names no argument")],
+)
+def test_format_refuses_what_dotnet_refuses(spec: str, message: str) -> None:
+    with pytest.raises(arm.ExpressionError, match=message):
+        arm.evaluate(f"format('{spec}', 1)", context())
