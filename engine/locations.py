@@ -8,104 +8,93 @@ path that is not in the file (a missing field) is located at its nearest ancesto
 
 from __future__ import annotations
 
+import bisect
+import re
+
 from engine.errors import key_path
 
 Position = tuple[int, int]  # 1-based line and column
 MAX_DEPTH = 200  # deeper than any template: a nesting bomb is located no further
 
 
+BLANK = re.compile(r"(?:[ \t\r\n\ufeff]+|//[^\n]*|/\*(?:[^*]|\*(?!/))*(?:\*/|$))*")
+STRING = re.compile(r'"((?:[^"\\]|\\.)*)"?', re.DOTALL)
+ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f"}
+SCALAR = re.compile(r"[^,}\] \t\r\n/]*")
+
+
 class _Scanner:
+    """One pass over the text by regular expressions: the cursor is an index, and a line and
+    column are worked out only for what is recorded (from the offsets of the newlines)."""
+
     def __init__(self, text: str) -> None:
         self.text = text
         self.i = 0
-        self.line = 1
-        self.col = 1
+        self.newlines = [m.start() for m in re.finditer("\n", text)]
         self.found: dict[str, Position] = {}
 
-    def advance(self, count: int = 1) -> None:
-        for _ in range(count):
-            if self.i < len(self.text) and self.text[self.i] == "\n":
-                self.line, self.col = self.line + 1, 1
-            else:
-                self.col += 1
-            self.i += 1
+    def here(self) -> Position:
+        line = bisect.bisect_left(self.newlines, self.i)
+        return line + 1, self.i - (self.newlines[line - 1] if line else -1)
 
     def blank(self) -> None:
         """Skip whitespace and comments."""
-        text = self.text
-        while self.i < len(text):
-            if text[self.i] in " \t\r\n\ufeff":
-                self.advance()
-            elif text.startswith("//", self.i):
-                while self.i < len(text) and text[self.i] != "\n":
-                    self.advance()
-            elif text.startswith("/*", self.i):
-                end = text.find("*/", self.i + 2)
-                self.advance((len(text) if end < 0 else end + 2) - self.i)
-            else:
-                return
+        self.i = BLANK.match(self.text, self.i).end()  # type: ignore[union-attr]  # matches empty text too
 
     def string(self) -> str:
         """A string at the cursor (its quotes included); its value."""
-        out: list[str] = []
-        self.advance()  # the opening quote
-        while self.i < len(self.text) and self.text[self.i] != '"':
-            if self.text[self.i] == "\\" and self.i + 1 < len(self.text):
-                escaped = self.text[self.i + 1]
-                out.append({"n": "\n", "t": "\t", '"': '"', "\\": "\\", "/": "/"}.get(escaped, escaped))
-                self.advance(2)
-            else:
-                out.append(self.text[self.i])
-                self.advance()
-        self.advance()  # the closing quote
-        return "".join(out)
+        found = STRING.match(self.text, self.i)
+        assert found is not None  # the cursor is at a quote
+        self.i = found.end()
+        return ESCAPE.sub(lambda m: ESCAPES.get(m[1], m[1]), found[1])
 
     def value(self, path: str, depth: int = 0) -> None:
         self.blank()
-        if self.i >= len(self.text) or depth > MAX_DEPTH:
-            self.i = len(self.text)
+        text = self.text
+        if self.i >= len(text) or depth > MAX_DEPTH:
+            self.i = len(text)
             return
-        char = self.text[self.i]
+        char = text[self.i]
         if char == "{":
-            self.advance()
+            self.i += 1
             while True:
                 self.blank()
-                if self.i >= len(self.text) or self.text[self.i] == "}":
-                    self.advance()
+                if self.i >= len(text) or text[self.i] == "}":
+                    self.i += 1
                     return
-                if self.text[self.i] == ",":
-                    self.advance()
+                if text[self.i] == ",":
+                    self.i += 1
                     continue
-                if self.text[self.i] != '"':
+                if text[self.i] != '"':
                     return  # not JSON: the loader says why
-                at = (self.line, self.col)
+                at = self.here()
                 key = self.string()
                 member = key_path(path, key)
                 self.found.setdefault(member, at)
                 self.blank()
-                if self.i < len(self.text) and self.text[self.i] == ":":
-                    self.advance()
+                if self.i < len(text) and text[self.i] == ":":
+                    self.i += 1
                 self.value(member, depth + 1)
         elif char == "[":
-            self.advance()
+            self.i += 1
             index = 0
             while True:
                 self.blank()
-                if self.i >= len(self.text) or self.text[self.i] == "]":
-                    self.advance()
+                if self.i >= len(text) or text[self.i] == "]":
+                    self.i += 1
                     return
-                if self.text[self.i] == ",":
-                    self.advance()
+                if text[self.i] == ",":
+                    self.i += 1
                     continue
                 item = f"{path}[{index}]"
-                self.found.setdefault(item, (self.line, self.col))
+                self.found.setdefault(item, self.here())
                 self.value(item, depth + 1)
                 index += 1
         elif char == '"':
             self.string()
         else:
-            while self.i < len(self.text) and self.text[self.i] not in ",}] \t\r\n/":
-                self.advance()
+            self.i = max(SCALAR.match(text, self.i).end(), self.i + 1)  # type: ignore[union-attr]
 
 
 def locate(text: str) -> dict[str, Position]:

@@ -162,9 +162,10 @@ def validate(
 def placed(path: Path, findings: list[Any]) -> list[dict[str, Any]]:
     """Findings as dicts, each with the line and column of its JSON path in the file."""
     from engine.locations import locate, position
+    from engine.validation import MAX_TEMPLATE_BYTES
 
-    try:
-        found = locate(path.read_text(errors="replace"))
+    try:  # a file refused for its size is not read again to place its one finding
+        found = locate(path.read_text(errors="replace")) if path.stat().st_size <= MAX_TEMPLATE_BYTES else {}
     except OSError:
         found = {}
     out = []

@@ -129,3 +129,20 @@ def test_a_customizer_type_that_is_not_a_string_is_a_finding(tmp_path: Path) -> 
     with pytest.raises(TemplateError) as caught:
         load_templates(path)
     assert {f.path for f in caught.value.findings} >= {"properties.customize[0].type", "properties.customize[1].type"}
+
+
+def test_a_file_over_the_size_limit_is_refused_without_being_read_for_locations(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 4 MiB refusal is one finding at 1:1: the locator never scans the refused file."""
+    import engine.locations
+
+    def scanned(_text: str) -> Any:
+        raise AssertionError("the refused file was scanned for locations")
+
+    monkeypatch.setattr(engine.locations, "locate", scanned)
+    path = tmp_path / "template.json"
+    path.write_text('{"a": "' + "x" * (5 << 20) + '"}')
+    result = cli("validate", str(path), "--output", "sarif")
+    assert result.code == 2, result.output
+    assert "over the 4 MiB" in result.output
