@@ -51,7 +51,7 @@ class ScriptSection(CustomizerSection):
                 here, "exactly one of 'scriptUri' or 'inline' must be given" + (", not both" if has_uri else "")
             )
         if self.script_uri:
-            check_local_file(self.script_uri, f"{here}.scriptUri", check)
+            check_local_file(self.script_uri, f"{here}.scriptUri", check, sha256=self.sha256_checksum)
         check_digest(self.sha256_checksum, here, check)
         if self.sha256_checksum and has_inline and not has_uri:
             check.warning(f"{here}.sha256Checksum", "has no effect with inline commands", aib_rejects=False)

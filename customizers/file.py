@@ -22,7 +22,7 @@ class FileCustomizer(CustomizerSection):
     def check(self, here: str, check: Check) -> None:
         check_digest(self.sha256_checksum, here, check)
         check_destination(self.destination, f"{here}.destination", check)
-        check_local_file(self.source_uri, f"{here}.sourceUri", check, limit=AIB_FILE_LIMIT)
+        check_local_file(self.source_uri, f"{here}.sourceUri", check, limit=AIB_FILE_LIMIT, sha256=self.sha256_checksum)
 
 
 def check_destination(destination: str | None, here: str, check: Check) -> None:

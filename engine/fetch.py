@@ -1,8 +1,11 @@
 """Fetch scriptUri/sourceUri files and verify their sha256 before anything runs.
 
-A URI may be https://, http://, file:// or a path relative to the template's folder.
+A URI may be https://, http://, file:// or a path relative to the template's folder; an
+https URL under a --map-uri prefix reads its working copy instead (engine.uri_map).
 Downloads stream to a file (memory stays flat whatever the size) and are retried with
-exponential backoff, as AIB retries its own downloads.
+exponential backoff, as AIB retries its own downloads. A download whose digest differs
+from the template's stops the build; a local file or working copy that differs runs as
+it is (validation warns that AIB would fail the step, and --strict refuses it).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from engine.errors import UsageError
+from engine.uri_map import UriMap
 
 CHUNK = 1 << 20
 ATTEMPTS = 5
@@ -53,6 +57,8 @@ class Fetched:
     path: Path
     sha256: str
     size: int
+    working_copy: str = ""  # a mapped URL's: how to name what was read ("scripts/a.sh, the working copy of ...")
+    differs: bool = False  # a local file or working copy whose digest is not the template's
 
 
 def redact_uri(uri: str) -> str:
@@ -73,6 +79,7 @@ def fetch(
     retrying: Callable[[str], None] | None = None,
     deadline: float | None = None,
     stall_timeout: float = STALL_TIMEOUT,
+    uri_map: UriMap | None = None,
 ) -> Fetched:
     """Copy `uri` to `dest`, hashing as it streams; check `expected_sha256` if given.
 
@@ -84,8 +91,11 @@ def fetch(
     parts = urllib.parse.urlsplit(uri)
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(f".{dest.name}.partial")
+    mapped = uri_map.find(uri) if uri_map else None
     try:
-        if parts.scheme in ("http", "https"):
+        if mapped is not None:
+            digest, size = _copy(mapped.path, partial, uri)
+        elif parts.scheme in ("http", "https"):
             digest, size = _download(uri, partial, progress, retrying, deadline, stall_timeout)
         else:
             if parts.scheme == "file":
@@ -99,7 +109,10 @@ def fetch(
                 if not source.is_absolute():
                     source = base_dir / source
             digest, size = _copy(source, partial, uri)
-        if expected_sha256 and digest != expected_sha256.lower():
+        differs = bool(expected_sha256) and digest != expected_sha256.lower()
+        if differs and (mapped is not None or parts.scheme not in ("http", "https")):
+            pass  # the working copy runs; validation said that AIB would fail the step
+        elif differs:
             raise FetchError(
                 f"{redact_uri(uri)}: sha256 mismatch: expected {expected_sha256.lower()}, got {digest}",
                 hint="update sha256Checksum (sha256sum FILE) or fix the file",
@@ -107,7 +120,8 @@ def fetch(
         partial.replace(dest)
     finally:
         partial.unlink(missing_ok=True)
-    return Fetched(uri, dest, digest, size)
+    working_copy = mapped.describe(redact_uri(uri)) if mapped is not None else ""
+    return Fetched(uri, dest, digest, size, working_copy, differs)
 
 
 def _copy(source: Path, dest: Path, uri: str) -> tuple[str, int]:

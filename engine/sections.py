@@ -13,11 +13,12 @@ whole (field names by API version, the wording of pydantic's errors).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,7 +26,8 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from engine.errors import Finding
+from engine.errors import Finding, UsageError
+from engine.uri_map import UriMap
 
 NAME_PATTERN = r"^[A-Za-z0-9\-_.]{1,64}$"
 SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -101,6 +103,7 @@ class Check:
     local_root: Path | None = None  # local scripts and files must lie under it (None: anywhere)
     template_dir: Path | None = None  # where relative paths start (None: no file to look at)
     source_known: bool = False  # the catalogue knows the PlatformImage source (so its OS is sure)
+    uri_map: UriMap = field(default_factory=UriMap)  # working copies behind https URLs (--map-uri)
 
     def error(self, path: str, message: str, *, aib_rejects: bool = True) -> None:
         self.findings.append(Finding(path, message, "error", aib_rejects))
@@ -150,14 +153,30 @@ class DistributeSection(Section):
     type: str  # each type narrows it to its Literal, the union's discriminator
 
 
-def check_local_file(uri: str | None, here: str, check: Check, *, limit: int | None = None) -> None:
-    """A script or file the build reads from this machine (a path or file://): it must be
-    there, inside the template's folder, and (with `limit`) small enough for AIB."""
+def check_local_file(
+    uri: str | None, here: str, check: Check, *, limit: int | None = None, sha256: str | None = None
+) -> None:
+    """A script or file the build reads from this machine (a path, file://, or an https URL
+    mapped to a working copy): it must be there, inside its folder, small enough for AIB
+    (`limit`), and (with `sha256`) match the template's checksum, or AIB fails the step."""
     if not uri:
         return
     parts = urllib.parse.urlsplit(uri)
     if parts.scheme in ("http", "https"):
-        return  # fetched at build time, with retries
+        try:
+            mapped = check.uri_map.find(uri)
+        except UsageError as exc:
+            check.error(here, exc.message, aib_rejects=False)
+            return
+        if mapped is None:
+            return  # fetched at build time, with retries
+        if not mapped.path.is_file():
+            check.error(
+                here, f"{uri!r} maps to {mapped.path} ({mapped.mapping.origin}), which is no file", aib_rejects=False
+            )
+            return
+        _check_working_copy(mapped.path, here, check, limit, sha256)
+        return
     if parts.scheme and len(parts.scheme) > 1 and parts.scheme != "file":
         check.error(here, f"unsupported URI scheme {parts.scheme!r} (use https, http, file or a path)")
         return
@@ -179,16 +198,38 @@ def check_local_file(uri: str | None, here: str, check: Check, *, limit: int | N
     if check.template_dir is None:
         return
     path = local if local.is_absolute() else check.template_dir / local
-    try:
-        size = path.stat().st_size if path.is_file() else None
-    except OSError:
-        size = None
-    if size is None:
+    if not path.is_file():
         check.error(here, f"{uri!r}: no such file ({path})", aib_rejects=False)
         return
     check.warning(here, f"{uri!r} is a path on this machine: AIB fetches from an http(s) URL (a local build reads it)")
+    _check_working_copy(path, here, check, limit, sha256)
+
+
+def _check_working_copy(path: Path, here: str, check: Check, limit: int | None, sha256: str | None) -> None:
+    """A local file's size against AIB's limit, and its digest against the template's."""
+    try:
+        size = path.stat().st_size
+        digest = file_sha256(path) if sha256 and SHA256.match(sha256) else ""
+    except OSError as exc:
+        check.error(here, f"cannot read {path}: {exc.strerror}", aib_rejects=False)
+        return
     if limit is not None and size > limit:
         check.warning(here, f"{size} bytes is over AIB's {limit // (1024 * 1024)} MB limit for this file")
+    if digest and sha256 and digest != sha256.lower():
+        parent = here.rsplit(".", 1)[0]
+        check.warning(
+            f"{parent}.sha256Checksum",
+            f"{path.name} has changed: its sha256 is {digest}, the template says {sha256.lower()}; the build runs "
+            "the working copy, and AIB would fail this step (aib-local checksums TEMPLATE --write updates it)",
+        )
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def check_region(region: str | None, here: str, check: Check) -> None:

@@ -31,6 +31,7 @@ from engine import model as m
 from engine.errors import Finding, TemplateError, UsageError, key_path
 from engine.sections import NAME_PATTERN, REGIONS, Check, Section, normalize_region
 from engine.store import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
+from engine.uri_map import UriMap
 
 DEFAULT_LOCATION = "eastus"  # resourceGroup().location when --location does not say
 # Fields whose text is commands, where <word> is shell or markup, not a placeholder.
@@ -59,6 +60,7 @@ class LoadedTemplate:
     template: m.ImageTemplate
     findings: list[Finding] = field(default_factory=list)
     options: LoadOptions | None = None  # how the file was read, so a rerun reads it the same way
+    uri_map: UriMap = field(default_factory=UriMap)  # working copies behind the template's URLs
 
     @property
     def base_dir(self) -> Path:
@@ -145,6 +147,7 @@ class LoadOptions:
     subscription: str = DEFAULT_SUBSCRIPTION
     resource_group: str = DEFAULT_RESOURCE_GROUP
     location: str = DEFAULT_LOCATION
+    map_uri: tuple[str, ...] = ()  # --map-uri PREFIX=DIR (engine.uri_map adds the environment's and the project file's)
 
 
 def _documents(
@@ -224,6 +227,7 @@ def load_templates(
 
     loaded: list[LoadedTemplate] = []
     failed: list[Finding] = list(findings)
+    uri_map = UriMap.for_template(path, options.map_uri)
     for prefix, document in documents:
         result, doc_findings = validate_document(
             document,
@@ -232,6 +236,7 @@ def load_templates(
             allow_any_destination=options.allow_any_destination,
             local_root=None if options.allow_outside_template_dir else path.resolve().parent,
             template_dir=path.resolve().parent,
+            uri_map=uri_map,
         )
         if options.strict:
             doc_findings = [
@@ -243,6 +248,7 @@ def load_templates(
         if result is not None and not any(f.severity == "error" for f in findings + doc_findings):
             result.findings = findings + doc_findings
             result.options = options
+            result.uri_map = uri_map
             loaded.append(result)
     if any(f.severity == "error" for f in failed):
         raise TemplateError(str(path), failed)
@@ -266,6 +272,7 @@ def validate_document(
     allow_any_destination: bool = False,
     local_root: Path | None = None,
     template_dir: Path | None = None,
+    uri_map: UriMap | None = None,
 ) -> tuple[LoadedTemplate | None, list[Finding]]:
     """Validate one resource; returns the template (None when invalid) and every finding.
 
@@ -309,7 +316,9 @@ def validate_document(
     except ValidationError as exc:
         findings += [_from_pydantic(error) for error in exc.errors()]
     _check_strings(document, "", findings)
-    _check_rules(normalized, api_version, bare, findings, allow_any_destination, template, local_root, template_dir)
+    _check_rules(
+        normalized, api_version, bare, findings, allow_any_destination, template, local_root, template_dir, uri_map
+    )
 
     findings = [Finding(where(f.path), f.message, f.severity, f.aib_rejects) for f in findings]
     findings = list(dict.fromkeys(findings))
@@ -532,6 +541,7 @@ def _check_rules(
     template: m.ImageTemplate | None,
     local_root: Path | None = None,
     template_dir: Path | None = None,
+    uri_map: UriMap | None = None,
 ) -> None:
     """The template's own rules here; each section's own rules in its `check`."""
     _check_resource(doc, version, bare, findings)
@@ -580,6 +590,7 @@ def _check_rules(
         _duplicates(distribute, "properties.distribute", "runOutputName", "", findings)
     os_type = guess_os_of(doc.get("properties"))
     check = Check(version, os_type, findings, allow_any_destination, local_root, template_dir, _source_known(doc))
+    check.uri_map = uri_map or UriMap()
     for here, section in _sections(doc, template):
         section.check(here, check)
 

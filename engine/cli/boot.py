@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from engine.cli.options import store_option
+from engine.cli.options import map_uri_option, store_option
 from engine.errors import UsageError
 
 
@@ -31,6 +31,7 @@ from engine.errors import UsageError
     "--timeout", "timeout", type=click.FloatRange(min=10), default=600, show_default=True, help="Seconds for the boot."
 )
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@map_uri_option
 @store_option
 def boot(
     artifact: str,
@@ -40,6 +41,7 @@ def boot(
     generation: str | None,
     timeout: float,
     output: str,
+    map_uri: tuple[str, ...],
     store: Path | None,
 ) -> None:
     """Boot ARTIFACT in a throw-away VM and report whether it came up.
@@ -63,7 +65,7 @@ def boot(
     if template is not None:
         if expect is not None:
             raise UsageError("--validate reports as a build does: give it without --expect")
-        validate_in(Store.open(store), artifact, template, vm_size, generation, output)
+        validate_in(Store.open(store), artifact, template, vm_size, generation, output, map_uri)
         return
 
     def say(message: str) -> None:
@@ -87,16 +89,22 @@ def boot(
 
 
 def validate_in(
-    the_store: Any, artifact: str, template: Path, vm_size: str, generation: str | None, output: str
+    the_store: Any,
+    artifact: str,
+    template: Path,
+    vm_size: str,
+    generation: str | None,
+    output: str,
+    map_uri: tuple[str, ...] = (),
 ) -> None:
     """`boot --validate`: a build of TEMPLATE that only runs its validators, in ARTIFACT booted."""
     from engine.boot import disk_of, generation_of
     from engine.cli.build import make_reporter, report_outcome
     from engine.pipeline import BuildOptions, BuildRun, run_all
-    from engine.validation import load_templates
+    from engine.validation import LoadOptions, load_templates
 
     disk = disk_of(the_store, artifact)
-    loaded = load_templates(template)
+    loaded = load_templates(template, options=LoadOptions(map_uri=map_uri))
     if len(loaded) != 1:
         raise UsageError(f"{template} holds {len(loaded)} image templates: --validate takes one")
     section = loaded[0].template.properties.validate_

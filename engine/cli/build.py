@@ -22,6 +22,7 @@ from engine.cli.options import (
     any_destination_option,
     junit_option,
     load_options,
+    map_uri_option,
     output_option,
     secret_option,
     store_option,
@@ -257,6 +258,7 @@ def build(
     template_name: str | None,
     location: str,
     allow_outside_template_dir: bool,
+    map_uri: tuple[str, ...],
     output: str,
     junit: Path | None,
     report_file: Path | None,
@@ -315,6 +317,7 @@ def build(
             template_name,
             location,
             allow_outside_template_dir,
+            map_uri,
             allow_any_destination=allow_any_destination,
             strict=strict,
             resource_group=resource_group,
@@ -348,6 +351,7 @@ def build(
 @click.option("--from", "start", metavar="NAME", help="Run from this customizer on (name, N or customize[N]).")
 @click.option("--only", metavar="NAME", help="Run just this customizer.")
 @click.option("--finish", is_flag=True, help="Then deprovision, capture and distribute, as the build would have.")
+@map_uri_option
 @secret_option
 @store_option
 @output_option
@@ -356,6 +360,7 @@ def rerun(
     start: str | None,
     only: str | None,
     finish: bool,
+    map_uri: tuple[str, ...],
     secrets: tuple[str, ...],
     store: Path | None,
     output: str,
@@ -372,7 +377,14 @@ def rerun(
 
     options = BuildOptions(secrets=parse_secrets(secrets))
     build_ = rerun_build(
-        Store.open(store), build_id, options, make_reporter(output), start=start, only=only, finish=finish
+        Store.open(store),
+        build_id,
+        options,
+        make_reporter(output),
+        start=start,
+        only=only,
+        finish=finish,
+        map_uri=map_uri,
     )
     report_outcome([build_.run()], output)
 

@@ -75,6 +75,7 @@ def validate(
     template_name: str | None,
     location: str,
     allow_outside_template_dir: bool,
+    map_uri: tuple[str, ...],
     strict: bool,
     junit: Path | None,
 ) -> None:
@@ -98,6 +99,7 @@ def validate(
         template_name,
         location,
         allow_outside_template_dir,
+        map_uri,
         allow_any_destination=allow_any_destination,
         strict=strict,
     )
@@ -208,6 +210,7 @@ def export_(
     template_name: str | None,
     location: str,
     allow_outside_template_dir: bool,
+    map_uri: tuple[str, ...],
     resource_group: str,
     output_file: Path | None,
 ) -> None:
@@ -218,7 +221,8 @@ def export_(
     from engine.validation import load_templates
 
     loaded = load_templates(
-        template, options=load_options(parameters, sets, template_name, location, allow_outside_template_dir)
+        template,
+        options=load_options(parameters, sets, template_name, location, allow_outside_template_dir, map_uri),
     )
     if len(loaded) != 1:
         names = ", ".join(t.name for t in loaded)

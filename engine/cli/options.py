@@ -34,6 +34,17 @@ secret_option = click.option(
 )
 
 
+map_uri_option = click.option(
+    "--map-uri",
+    "map_uri",
+    multiple=True,
+    metavar="PREFIX=DIR",
+    help="Read an https scriptUri/sourceUri that starts with PREFIX from DIR plus the rest of its path (the working "
+    "copy), so the template keeps the URLs it is submitted with; repeatable, the longest prefix wins. Also from "
+    'AIB_LOCAL_MAP_URI and an aib-local.json beside the template ({"mapUri": {PREFIX: DIR}}).',
+)
+
+
 def template_options(func: Any) -> Any:
     """--parameters, --set, --template-name, --location: how a template file is read."""
     options = [
@@ -64,6 +75,7 @@ def template_options(func: Any) -> Any:
             is_flag=True,
             help="Allow local scriptUri/sourceUri files outside the template's folder (refused by default).",
         ),
+        map_uri_option,
     ]
     for option in reversed(options):
         func = option(func)
@@ -76,6 +88,7 @@ def load_options(
     template_name: str | None,
     location: str,
     allow_outside_template_dir: bool = False,
+    map_uri: tuple[str, ...] = (),
     *,
     allow_any_destination: bool = False,
     strict: bool = False,
@@ -95,6 +108,7 @@ def load_options(
     options = LoadOptions(
         allow_any_destination=allow_any_destination,
         allow_outside_template_dir=allow_outside_template_dir,
+        map_uri=tuple(map_uri),
         parameters=read_parameters(parameters),
         sets=filled,
         template_name=template_name,

@@ -8,8 +8,8 @@ import hashlib
 import time
 from urllib.parse import urlsplit
 
-from engine.errors import BuildFailed
-from engine.fetch import Fetched, FetchError, fetch, redact_uri
+from engine.errors import BuildFailed, UsageError
+from engine.fetch import Fetched, fetch, redact_uri
 from engine.pipeline.context import BuildContext
 from engine.pipeline.options import Continuation
 
@@ -33,19 +33,27 @@ def fetch_inputs(ctx: BuildContext) -> None:
                 retrying=lambda message: ctx.events.warning(message, step="fetch"),
                 deadline=ctx.deadline.end,
                 stall_timeout=ctx.options.download_timeout,
+                uri_map=ctx.loaded.uri_map,
             )
-        except FetchError as exc:
+        except UsageError as exc:  # FetchError, or a working copy outside its folder
             raise BuildFailed(str(exc.message), step=f"fetch ({name})", hint=exc.hint) from None
         ctx.fetched[item.uri] = got.path
-        verified = "sha256 verified" if item.sha256 else f"sha256 {got.sha256} (no checksum given)"
+        if got.differs:
+            verified = f"sha256 {got.sha256}, not the template's (AIB would fail this step)"
+        elif item.sha256:
+            verified = "sha256 verified"
+        else:
+            verified = f"sha256 {got.sha256} (no checksum given)"
+        what = got.working_copy or redact_uri(item.uri)
         ctx.events.info(
-            f"fetched {redact_uri(item.uri)} for {name}: {got.size} bytes, {verified}",
+            f"fetched {what} for {name}: {got.size} bytes, {verified}",
             step="fetch",
             durationSeconds=round(time.monotonic() - started, 3),
         )
         limit = customizer.input_limit
         # A local file's size is validation's to report (engine.sections); a download's is known only now.
-        if limit is not None and got.size > limit and urlsplit(item.uri).scheme in ("http", "https"):
+        downloaded = urlsplit(item.uri).scheme in ("http", "https") and not got.working_copy
+        if limit is not None and got.size > limit and downloaded:
             megabytes = limit // (1024 * 1024)
             ctx.events.warning(
                 f"{name}: {got.size} bytes is over AIB's {megabytes} MB {customizer.type_name} customizer limit"

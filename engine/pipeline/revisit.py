@@ -15,11 +15,15 @@ from engine.store import Store
 from engine.validation import LoadedTemplate, LoadOptions, load_templates
 
 
-def reload_template(record: BuildRecord, allow_any_destination: bool = False) -> LoadedTemplate:
-    """The build's template file, read again (so edits are picked up) and validated."""
+def reload_template(
+    record: BuildRecord, allow_any_destination: bool = False, map_uri: tuple[str, ...] = ()
+) -> LoadedTemplate:
+    """The build's template file, read again (so edits are picked up) and validated; with
+    the build's --map-uri, after `map_uri` (for the same prefix, the newer wins)."""
     path = Path(record.template)
     reading = LoadOptions(**record.reading) if record.reading else LoadOptions()
     reading.allow_any_destination = reading.allow_any_destination or allow_any_destination
+    reading.map_uri = (*map_uri, *reading.map_uri)
     for loaded in load_templates(path, options=reading):
         if loaded.name == record.template_name:
             return loaded
@@ -54,11 +58,12 @@ def rerun(
     start: str | None = None,
     only: str | None = None,
     finish: bool = False,
+    map_uri: tuple[str, ...] = (),
 ) -> BuildRun:
     """A build that runs customizers again on the kept target of `build_id`."""
     record = require_build(store, build_id)
     options = base.with_stored(record.options)
-    loaded = reload_template(record, options.allow_any_destination)
+    loaded = reload_template(record, options.allow_any_destination, map_uri)
     if start and only:
         raise UsageError("give --from or --only, not both")
     # By default: from the step that failed (the one being debugged).

@@ -65,12 +65,19 @@ def test_checksum_is_compared_case_insensitively(tmp_path: Path) -> None:
     assert fetch("a.sh", tmp_path, tmp_path / "0", expected_sha256=DIGEST.upper()).sha256 == DIGEST
 
 
-def test_mismatch_names_both_digests_and_keeps_nothing(tmp_path: Path) -> None:
-    (tmp_path / "a.sh").write_bytes(BODY)
+def test_a_download_that_mismatches_names_both_digests_and_keeps_nothing(server: Any, tmp_path: Path) -> None:
     with pytest.raises(FetchError) as caught:
-        fetch("a.sh", tmp_path, tmp_path / "0", expected_sha256="ab" * 32)
+        fetch(f"{server.base}/ok", tmp_path, tmp_path / "0", expected_sha256="ab" * 32)
     assert f"expected {'ab' * 32}, got {DIGEST}" in str(caught.value)
     assert not (tmp_path / "0").exists()
+
+
+def test_a_local_file_that_mismatches_is_the_working_copy_and_runs(tmp_path: Path) -> None:
+    """Validation warns that AIB would fail the step (and --strict refuses it); the fetch
+    takes the file as it is, so that an edited script can be tried before its checksum."""
+    (tmp_path / "a.sh").write_bytes(BODY)
+    got = fetch("a.sh", tmp_path, tmp_path / "0", expected_sha256="ab" * 32)
+    assert got.differs and got.sha256 == DIGEST and (tmp_path / "0").read_bytes() == BODY
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:

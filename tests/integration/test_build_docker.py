@@ -36,6 +36,10 @@ def test_quickstart_fixture_builds_a_managed_image(
     assert result.code == 0, result.output
     assert "setup.sh running as root" in result.stdout
     assert "motd installed by packer" in result.stdout
+    # The template keeps its https URLs; fixtures/templates/aib-local.json maps them to the working copies.
+    url = "https://raw.githubusercontent.com/example/images/main/scripts/setup.sh"
+    assert f"setup.sh, the working copy of {url}" in result.output
+    assert "AIB would reject" not in result.output
 
     image_id = (
         f"/subscriptions/{SUBSCRIPTION}/resourceGroups/aib-local/providers/Microsoft.Compute/images/quickstart-image"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -14,7 +15,7 @@ from engine.junit import JunitReport
 from engine.pipeline import BuildOptions, BuildRun
 from engine.validation import load_templates
 from tests.engine.pipeline.conftest import Builds
-from tests.support import ROOT, managed_image_id, template
+from tests.support import ROOT, base_url, http_server, managed_image_id, template
 
 SCHEMA = xmlschema.XMLSchema(str(ROOT / "fixtures" / "schemas" / "junit.xsd"))
 
@@ -72,10 +73,25 @@ def test_a_build_is_a_suite_with_a_case_per_step(builds: Builds, tmp_path: Path)
 
 
 def test_a_build_that_fails_outside_its_steps_has_a_failing_build_case(builds: Builds, tmp_path: Path) -> None:
-    (builds.folder / "setup.sh").write_text("echo ok\n")
-    wrong = {"type": "Shell", "name": "setup", "scriptUri": "setup.sh", "sha256Checksum": "0" * 64}
+    class Served(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "8")
+            self.end_headers()
+            self.wfile.write(b"echo ok\n")
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
     report = JunitReport()
-    run(builds, report, "nostart", [wrong])  # the checksum fails the fetch, before any step
+    with http_server(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Served)) as server:
+        wrong = {
+            "type": "Shell",
+            "name": "setup",
+            "scriptUri": f"{base_url(server)}/setup.sh",
+            "sha256Checksum": "0" * 64,
+        }
+        run(builds, report, "nostart", [wrong])  # a download's checksum fails the fetch, before any step
     out = tmp_path / "junit.xml"
     report.write(out)
     found = cases(out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from engine.pipeline.source import platform_image, recipe_hint
 from engine.pipeline.teardown import ABORT, KEPT, decide_keep
 from tests.engine.pipeline.conftest import Builds
 from tests.fake_target import FakeTarget
+from tests.support import base_url, http_server
 
 SHELL_OK = {"type": "Shell", "name": "first", "inline": ["echo first"]}
 SHELL_TWO = {"type": "Shell", "name": "second", "inline": ["echo second"]}
@@ -35,11 +37,28 @@ def test_inputs_are_fetched_and_checked_before_any_target_starts(builds: Builds)
     assert target.files["/tmp/step.sh"] == data and target.ran("echo from a file")
     assert "sha256 verified" in builds.messages()
 
-    bad = {**good, "sha256Checksum": "0" * 64}
-    failed = builds.make([bad], name="bad")
-    result = failed.run()
+    class Missing(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(404)
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    with http_server(ThreadingHTTPServer(("127.0.0.1", 0), Missing)) as server:
+        missing = {"type": "Shell", "name": "file", "scriptUri": f"{base_url(server)}/step.sh"}
+        failed = builds.make([missing], name="bad")
+        result = failed.run()
     assert isinstance(result.error, BuildFailed) and result.error.step == "fetch (customize[0] file)"
     assert failed.build_id not in FakeTarget.opened  # nothing started
+
+
+def test_an_edited_local_script_runs_as_it_is_and_says_it_differs(builds: Builds) -> None:
+    (builds.folder / "step.sh").write_bytes(b"#!/bin/sh\necho edited\n")
+    stale = {"type": "Shell", "name": "file", "scriptUri": "step.sh", "sha256Checksum": "0" * 64}
+    run = builds.make([stale])
+    assert run.run().status == "Succeeded"
+    assert builds.target(run).ran("echo edited")
+    assert "not the template's (AIB would fail this step)" in builds.messages()
 
 
 @pytest.mark.parametrize(
@@ -199,9 +218,6 @@ def test_builds_run_side_by_side(builds: Builds) -> None:
 
 
 def test_a_download_over_aibs_file_limit_is_warned_once_it_is_known(builds: Builds) -> None:
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    from tests.support import base_url, http_server
 
     class Big(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
