@@ -61,6 +61,8 @@ class LoadedTemplate:
     findings: list[Finding] = field(default_factory=list)
     options: LoadOptions | None = None  # how the file was read, so a rerun reads it the same way
     uri_map: UriMap = field(default_factory=UriMap)  # working copies behind the template's URLs
+    prefix: str = ""  # where it is in the file: "resources[N]." in an ARM deployment
+    bare: bool = False  # the file holds only what is under "properties"
 
     @property
     def base_dir(self) -> Path:
@@ -229,6 +231,7 @@ def load_templates(
     failed: list[Finding] = list(findings)
     uri_map = UriMap.for_template(path, options.map_uri)
     for prefix, document in documents:
+        bare = bool(document.get("__bare__"))
         result, doc_findings = validate_document(
             document,
             path,
@@ -249,6 +252,7 @@ def load_templates(
             result.findings = findings + doc_findings
             result.options = options
             result.uri_map = uri_map
+            result.prefix, result.bare = prefix, bare
             loaded.append(result)
     if any(f.severity == "error" for f in failed):
         raise TemplateError(str(path), failed)

@@ -198,6 +198,69 @@ def write_validation_junit(path: Path, results: list[dict[str, Any]]) -> None:
     report.write(path)
 
 
+@cli.command()
+@click.argument("templates", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
+@template_options
+@click.option("--write", is_flag=True, help="Update the sha256Checksum values that differ, in place (nothing else).")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def checksums(
+    templates: tuple[Path, ...],
+    parameters: tuple[str, ...],
+    sets: tuple[str, ...],
+    template_name: str | None,
+    location: str,
+    allow_outside_template_dir: bool,
+    map_uri: tuple[str, ...],
+    write: bool,
+    output: str,
+) -> None:
+    """List every file of every customizer and validator with the template's sha256Checksum
+    and the digest of what a build reads (a working copy, a local file, or the download).
+
+    --write updates the values that differ in the template file, leaving every other byte
+    as it was (comments, formatting, an ARM deployment); a digest given by a parameter or
+    an expression is not written, and the one to change is named. Exit 0 when every
+    digest matches (or was written), 1 when some differ, 2 on invalid input.
+    """
+    from engine import checksums as sums
+    from engine.validation import load_templates
+
+    options = load_options(parameters, sets, template_name, location, allow_outside_template_dir, map_uri)
+    report: list[dict[str, Any]] = []
+    stale = 0
+    for path in templates:
+        for loaded in load_templates(path, options=options):
+            found = sums.entries(loaded)
+            written, refused = sums.write(path, found) if write else ([], [])
+            stale += sum(1 for e in found if e.status == "differs") - len(written)
+            report.append(
+                {
+                    "template": str(path),
+                    "name": loaded.name,
+                    "files": [e.as_json() for e in found],
+                    "written": written,
+                    "notWritten": refused,
+                }
+            )
+            if output == "text":
+                click.echo(f"{path}: {loaded.name}")
+                for entry in found:
+                    click.echo(f"  {entry.step}: {entry.shown}")
+                    click.echo(
+                        f"    template {entry.template or '(none)'}\n    actual   {entry.actual}  [{entry.status}]"
+                    )
+                for line in written:
+                    click.echo(f"  written: {line}")
+                for line in refused:
+                    click.echo(f"  not written: {line}", err=True)
+    if output == "json":
+        click.echo(json.dumps(report, indent=2))
+    if stale:
+        if output == "text" and not write:
+            click.echo(f"{stale} digest(s) differ: --write updates them", err=True)
+        sys.exit(1)
+
+
 @cli.command(name="export")
 @click.argument("template", type=click.Path(path_type=Path))
 @template_options
