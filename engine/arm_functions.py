@@ -477,14 +477,6 @@ def mod(a: Any, b: Any) -> int:
     return x - y * div(x, y)
 
 
-def _pairs(name: str, fn: Callable[[Any, Any], Any]) -> Function:
-    def call(*args: Any) -> Any:
-        _count(name, args, 2, 2)
-        return fn(*args)
-
-    return call
-
-
 # The name (lower case) -> the function, with its argument count checked where it matters.
 FUNCTIONS: dict[str, tuple[Function, int, int | None]] = {
     # string

@@ -72,9 +72,6 @@ class Catalogue:
         urn = urn.lower()
         return urn in self._entries or f"{urn.rsplit(':', 1)[0]}:latest" in self._entries
 
-    def urns(self) -> list[str]:
-        return sorted(self._entries)
-
 
 T = TypeVar("T")
 

@@ -119,10 +119,6 @@ def plan_linux(found: int, mode: str) -> Plan:
     return Plan(warnings=["deprovision SKIPPED (--deprovision skip): the image has no waagent and is not generalized"])
 
 
-def _as_root(script: str, label: str) -> RunScript:
-    return RunScript(script.encode(), ("/bin/sh", SCRIPT), as_root=True, label=label)
-
-
 def plan_windows(found: bool) -> Plan:
     if not found:
         return Plan(warnings=[MISSING_WINDOWS_SCRIPT])

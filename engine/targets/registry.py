@@ -37,7 +37,6 @@ def _vm() -> type[Target]:
 
 
 TARGETS: dict[str, Callable[[], type[Target]]] = {"docker": _docker, "ssh": _ssh, "vm": _vm}
-SPECS = TARGET_SPECS
 
 
 def kind_of(spec: str) -> str:
@@ -58,7 +57,7 @@ def for_spec(spec: str) -> type[Target]:
     """The target class that --target `spec` names, with the spec checked."""
     load = TARGETS.get(kind_of(spec))
     if load is None:
-        raise UsageError(f"--target {spec!r}: expected {SPECS}")
+        raise UsageError(f"--target {spec!r}: expected {TARGET_SPECS}")
     cls = load()
     cls.check_spec(spec)
     return cls
