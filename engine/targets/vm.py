@@ -202,10 +202,10 @@ class VmTarget(SshTarget):
             with snapshots.making(key) as staging:
                 if staging is None:
                     return
-                self._close_sessions()
-                self.link.close()
-                self.machine.monitor.command("stop")
                 try:
+                    self._close_sessions()
+                    self.link.close()
+                    self.machine.monitor.command("stop")
                     self.machine.save(staging / "state")
                     failpoints.hit("vm:saving")
                     for name in self._kept_files():
