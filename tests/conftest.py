@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Iterator
@@ -14,25 +15,38 @@ from typing import Any
 
 import pytest
 
-from tests.support import BASE_IMAGE, NO_SUDO_IMAGE, PWSH_STAND_IN_IMAGE, ROOT, SSHD_IMAGE, Result, Sshd, start_sshd
+from tests.support import (
+    BASE_IMAGE,
+    NO_SUDO_IMAGE,
+    PWSH_STAND_IN_IMAGE,
+    ROOT,
+    SSHD_IMAGE,
+    Result,
+    Sshd,
+    start_sshd,
+    unavailable,
+)
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("AIB_LOCAL_REQUIRE_DOCKER") == "1":
-        pytest.fail(reason)
-    pytest.skip(reason)
+@pytest.fixture(autouse=True)
+def _needs(request: pytest.FixtureRequest) -> None:
+    """@pytest.mark.needs(COMMAND, PACKAGE): without COMMAND on the PATH the test cannot run
+    (skipped locally, failed in CI: tests.support.unavailable)."""
+    for marker in request.node.iter_markers("needs"):
+        command, package = marker.args
+        if shutil.which(command) is None:
+            unavailable(f"needs {command} (apt-get install {package})")
 
 
 @pytest.fixture(scope="session")
 def docker_client() -> Any:
-    import docker
+    from engine.errors import EnvironmentProblem
+    from engine.images import connect
 
-    try:
-        client = docker.from_env()
-        client.ping()
-    except Exception as exc:  # no engine: skipped locally, a failure in CI
-        _unavailable(f"no Docker engine: {exc}")
-    return client
+    try:  # the engine's own client: DOCKER_HOST and its TLS settings, as a build reads them
+        return connect()
+    except EnvironmentProblem as exc:  # no engine: skipped locally, a failure in CI
+        unavailable(f"no Docker engine: {exc}")
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +56,7 @@ def base_image(docker_client: Any) -> str:
     try:
         docker_client.images.get(BASE_IMAGE)
     except docker.errors.ImageNotFound:
-        _unavailable(f"no {BASE_IMAGE} image: run fixtures/images/build-image.sh {BASE_IMAGE}")
+        unavailable(f"no {BASE_IMAGE} image: run fixtures/images/build-image.sh {BASE_IMAGE}")
     return BASE_IMAGE
 
 
@@ -150,7 +164,7 @@ def sshd_image(docker_client: Any) -> str:
     try:
         docker_client.images.get(SSHD_IMAGE)
     except docker.errors.ImageNotFound:
-        _unavailable(f"no {SSHD_IMAGE} image: run fixtures/images/build-image.sh {SSHD_IMAGE}")
+        unavailable(f"no {SSHD_IMAGE} image: run fixtures/images/build-image.sh {SSHD_IMAGE}")
     return SSHD_IMAGE
 
 
@@ -190,5 +204,5 @@ def chromium() -> str:
 
     found = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if found is None:
-        _unavailable("no chromium: apt-get install chromium")
+        unavailable("no chromium: apt-get install chromium")
     return str(found)

@@ -16,13 +16,27 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
+
+import pytest
 
 from engine.images import LABEL_BUILD
 from engine.records import TEMPLATE_TYPE
 from engine.store import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
 
 ROOT = Path(__file__).resolve().parents[1]
+REQUIRE = "AIB_LOCAL_REQUIRE_DOCKER"  # set by CI: what a test needs and lacks fails it instead of skipping
+
+
+def unavailable(reason: str) -> NoReturn:
+    """A test that cannot run on this machine: skipped with the reason locally, a failure
+    in CI (AIB_LOCAL_REQUIRE_DOCKER=1), where a missing tool must not pass in silence.
+    Every such skip goes through here (or the `needs` marker, which calls it)."""
+    if os.environ.get(REQUIRE) == "1":
+        pytest.fail(f"{reason} ({REQUIRE}=1)")
+    pytest.skip(reason)
+
+
 BASE_IMAGE = "debian:12"
 NO_SUDO_IMAGE = "aib-local-test/nosudo:12"
 PWSH_STAND_IN_IMAGE = "aib-local-test/pwsh-stand-in:12"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -91,7 +90,7 @@ def multiplexed(stream: int, payload: bytes) -> bytes:
     return bytes([stream, 0, 0, 0]) + len(payload).to_bytes(4, "big") + payload
 
 
-@pytest.mark.skipif(shutil.which("tar") is None, reason="needs GNU tar")
+@pytest.mark.needs("tar", "tar")
 @pytest.mark.parametrize("sparse", [True, False])
 def test_a_disk_image_streamed_as_a_sparse_tar_comes_back_whole_with_its_holes(tmp_path: Path, sparse: bool) -> None:
     disk = tmp_path / "disk"

@@ -11,7 +11,17 @@ from typing import Any
 
 import pytest
 
-from tests.support import GALLERY, build_ids, containers_of, make_gallery, record, store_problems, template, template_id
+from tests.support import (
+    GALLERY,
+    build_ids,
+    containers_of,
+    make_gallery,
+    record,
+    store_problems,
+    template,
+    template_id,
+    unavailable,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -20,7 +30,7 @@ pytestmark = pytest.mark.docker
 def small_store(tmp_path: Path, store: Path) -> Iterator[Path]:
     """The test's store on a 48 MiB tmpfs (the base image's filesystem is over 100 MiB)."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a size-limited tmpfs needs root (CI runs as root)")
+        unavailable("mounting a size-limited tmpfs needs root (CI runs as root)")
     store.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(store)], check=True)
     yield store

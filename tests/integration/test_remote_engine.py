@@ -27,6 +27,7 @@ from tests.support import (
     make_gallery,
     managed_image_id,
     template,
+    unavailable,
 )
 
 pytestmark = pytest.mark.docker
@@ -37,7 +38,7 @@ GIB = 1 << 30
 @pytest.fixture(scope="module")
 def remote(docker_client: Any, base_image: str) -> Iterator[RemoteEngine]:
     if os.geteuid() != 0 or shutil.which("dockerd") is None or shutil.which("openssl") is None:
-        pytest.skip("a second engine needs root, dockerd and openssl")
+        unavailable("a second engine needs root, dockerd and openssl (bash .ci/run installs them)")
     engine = start_engine()
     try:
         copy_image(docker_client, engine.client(), base_image)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import managed_image_id, run_image, template
+from tests.support import managed_image_id, run_image, template, unavailable
 
 pytestmark = pytest.mark.docker
 
@@ -237,7 +237,7 @@ def test_an_image_without_systemd_gets_a_vm_like_layer_once(
     cli: Any, write_template: Any, docker_client: Any, base_image: str, tmp_path: Path, leftovers: Any
 ) -> None:
     if not debian_mirror_reachable():
-        pytest.skip("the VM-like layer installs systemd from Debian's mirror, which is not reachable here")
+        unavailable("the VM-like layer installs systemd from Debian's mirror, which is not reachable here")
     # A minimized image: systemd and its packages gone, as in a registry's ubuntu or debian.
     purge = "dpkg --purge --force-all systemd-sysv systemd libpam-systemd dbus-user-session"
     with derived(docker_client, base_image, purge, {"Cmd": ["bash"]}) as image:
@@ -265,7 +265,7 @@ def test_the_nginx_script_of_a_typical_template_builds_and_serves_in_the_next_st
     cli: Any, write_template: Any, base_image: str, leftovers: Any
 ) -> None:
     if not debian_mirror_reachable():
-        pytest.skip("installing nginx needs Debian's mirror, which is not reachable here")
+        unavailable("installing nginx needs Debian's mirror, which is not reachable here")
     steps = [
         {
             "type": "Shell",

@@ -21,8 +21,9 @@ from engine.errors import EnvironmentProblem
 from engine.store import Store
 from engine.targets import qemu
 from engine.targets.vm import _cap
+from tests.support import unavailable
 
-needs_qemu_img = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img (qemu-utils)")
+needs_qemu_img = pytest.mark.needs("qemu-img", "qemu-utils")
 
 
 def test_the_seed_is_a_cidata_volume_with_user_data_and_meta_data(tmp_path: Path) -> None:
@@ -73,7 +74,7 @@ def test_the_command_line_boots_the_overlay_with_ssh_forwarded_and_no_network_wh
         memory_mib=2048,
     )
     if shutil.which(qemu.QEMU) is None:
-        pytest.skip("needs qemu-system-x86")
+        unavailable("needs qemu-system-x86_64 (apt-get install qemu-system-x86)")
     argv = machine.argv()
     assert argv[argv.index("-accel") + 1] == "tcg"
     kvm = qemu.Machine(**{**machine.__dict__, "accel": "kvm"}).argv()
@@ -92,9 +93,9 @@ def test_a_gen2_vm_boots_ovmf_with_variables_of_its_own(tmp_path: Path) -> None:
     try:
         code, template = qemu.ovmf()
     except EnvironmentProblem:
-        pytest.skip("needs ovmf")
+        unavailable("needs OVMF (apt-get install ovmf)")
     if shutil.which(qemu.QEMU) is None:
-        pytest.skip("needs qemu-system-x86")
+        unavailable("needs qemu-system-x86_64 (apt-get install qemu-system-x86)")
     nowhere = tmp_path / "x"
     machine = qemu.Machine(nowhere, nowhere, nowhere, nowhere, nowhere, 2222, 1, 1024, efi_vars=tmp_path / "vars.fd")
     argv = machine.argv()

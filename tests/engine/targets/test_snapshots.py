@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 from engine.targets import qemu
 from engine.targets.snapshots import Snapshots
 
-needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="needs qemu-system-x86")
+needs_qemu = pytest.mark.needs("qemu-system-x86_64", "qemu-system-x86")
 SHAPE = ["-smp", "1", "-m", "3584", "-accel", "tcg"]
 
 

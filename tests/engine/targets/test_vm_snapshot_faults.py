@@ -4,7 +4,6 @@ kept. The real save and restore are tested on QEMU in tests/integration/test_vm.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from engine.targets.base import TargetError
 from engine.targets.snapshots import FILES, Snapshots
 from engine.targets.vm import VmTarget
 
-pytestmark = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="snapshot keys name QEMU's version")
+pytestmark = pytest.mark.needs("qemu-system-x86_64", "qemu-system-x86")  # snapshot keys name its version
 
 
 class StandInMonitor:
