@@ -259,9 +259,10 @@ class Bench:
         import docker
 
         from engine.targets import systemd
+        from engine.targets.docker_systemd import engine_cgroup
 
         client = docker.from_env()
-        settings = systemd.container_settings(systemd.INIT_PATHS[0], systemd.cgroup_version())
+        settings = systemd.container_settings(systemd.INIT_PATHS[0], engine_cgroup(client))
         for _ in range(self.runs):
             started = time.monotonic()
             container = client.containers.run(IMAGE, detach=True, network_mode="none", **settings)

@@ -11,6 +11,7 @@ are translated here (and in the Docker target) into the project's own, each with
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Collection, Iterator
 from typing import Any
 
@@ -100,9 +101,24 @@ def engine_is_local(client: docker.DockerClient) -> bool:
     return str(client.api.base_url).startswith("http+docker://local")
 
 
+# Faults of particular engines, told apart by their message: what they are, and what fixes them.
+KNOWN_ENGINE_FAULTS = (
+    (
+        re.compile(r"chmod .*: via /proc/self/fd/\d+: no such file or directory"),
+        "a fault of this Docker engine, not of the build: its copy into containers needs fchmodat2, which Linux "
+        "kernels before 6.6 lack (moby/go-archive#103; Debian's Docker 28.5 on a 6.1 kernel has it); run the engine "
+        "on a newer kernel, or another Docker build",
+    ),
+)
+
+
 def reason(exc: Exception) -> str:
     text = str(getattr(exc, "explanation", None) or exc)
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+    first = text.splitlines()[0][:300] if text else type(exc).__name__
+    for pattern, explained in KNOWN_ENGINE_FAULTS:
+        if pattern.search(text):
+            return f"{first} ({explained})"
+    return first
 
 
 def ensure_image(client: docker.DockerClient, ref: str, make_hint: str) -> str:

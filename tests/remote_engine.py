@@ -32,6 +32,18 @@ mkdir -p client && cp ca.pem client/ca.pem && cp client-cert.pem client/cert.pem
 """
 
 
+def tls_client(port: int, certs: Path) -> Any:
+    """A client of the engine on 127.0.0.1:`port`, verified with the client certificates in `certs`."""
+    import docker.tls
+
+    from engine.images import engine_client
+
+    tls = docker.tls.TLSConfig(
+        client_cert=(str(certs / "cert.pem"), str(certs / "key.pem")), ca_cert=str(certs / "ca.pem"), verify=True
+    )
+    return engine_client(base_url=f"https://127.0.0.1:{port}", tls=tls, timeout=300)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -58,16 +70,7 @@ class RemoteEngine:
         return {"DOCKER_HOST": self.host, "DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(self.certs)}
 
     def client(self) -> Any:
-        import docker.tls
-
-        from engine.images import engine_client
-
-        tls = docker.tls.TLSConfig(
-            client_cert=(str(self.certs / "cert.pem"), str(self.certs / "key.pem")),
-            ca_cert=str(self.certs / "ca.pem"),
-            verify=True,
-        )
-        return engine_client(base_url=f"https://127.0.0.1:{self.port}", tls=tls, timeout=300)
+        return tls_client(self.port, self.certs)
 
     def stop(self) -> None:
         if self.process.poll() is None:

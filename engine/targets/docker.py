@@ -177,8 +177,11 @@ class DockerTarget(Target):
                     build = labels(self.build_id, self.template)
                     return vm_layer.ensure(self.client, self.image, network, self.progress, self.within, build)
 
-                self.machine = SystemdContainer.boot_up(self.client, self.image, settings, self.init, layer)
-                self.notes.append(self.machine.note if self.machine else systemd.NO_SYSTEMD)
+                self.machine, blocked = SystemdContainer.boot_up(self.client, self.image, settings, self.init, layer)
+                if blocked:
+                    self.warnings.append(blocked)
+                else:
+                    self.notes.append(self.machine.note if self.machine else systemd.NO_SYSTEMD)
                 self.container = self.machine.container if self.machine else None
             if self.container is None:
                 self.container = self.client.containers.run(

@@ -26,36 +26,50 @@ from engine.targets.systemd import (
     DROPIN_NAME,
     GOING_DOWN,
     INIT_PATHS,
+    NO_INIT,
     REBOOT_EXIT,
     REBOOT_WAIT,
     SHUTDOWN_TIMEOUT,
     UP,
+    CgroupSetup,
+    cgroup_setup,
     cgroup_version,
     container_settings,
     wait_until_up,
 )
 
 
-def engine_cgroup(client: docker.DockerClient) -> int:
-    """The cgroup version of the engine's host: this machine's, or what a remote engine says."""
-    if engine_is_local(client):
-        return cgroup_version()
+def engine_cgroup(client: docker.DockerClient) -> CgroupSetup:
+    """How systemd containers get their cgroups on this engine: by the cgroup version of
+    its host (this machine's, or what a remote engine says) and, on v2, its kind and API
+    version."""
     try:
-        return 2 if str(client.info().get("CgroupVersion")) == "2" else 1
+        if engine_is_local(client):
+            version = cgroup_version()
+        else:
+            version = 2 if str(client.info().get("CgroupVersion")) == "2" else 1
+        if version == 1:
+            return cgroup_setup(1)
+        about = client.version()
     except docker.errors.DockerException as exc:
         raise TargetError(f"cannot ask the Docker engine for its cgroup version: {reason(exc)}") from None
+    names = " ".join(str(part.get("Name", "")) for part in about.get("Components") or [])
+    engine = "Podman" if "podman" in names.lower() else "Docker"
+    return cgroup_setup(2, str(about.get("ApiVersion", "")), engine, str(about.get("Version", "")))
 
 
 class SystemdContainer:
     """A container whose PID 1 is systemd: created, booted, told apart from a power-off
     when it goes down, and booted again after a reboot."""
 
-    def __init__(self, client: docker.DockerClient, container: Container, init: str, cgroup: int = 0) -> None:
+    def __init__(
+        self, client: docker.DockerClient, container: Container, init: str, cgroup: CgroupSetup | None = None
+    ) -> None:
         self.client = client
         self.container = container
         self.init = init
-        version = cgroup or engine_cgroup(client)
-        self.note = f"systemd is the container's PID 1, as on the build VM (cgroup v{version})"
+        setup = cgroup or engine_cgroup(client)
+        self.note = f"systemd is the container's PID 1, as on the build VM; it is given {setup.grants}"
         self.last_boot = ""
         self.failed: list[str] = []
 
@@ -70,20 +84,30 @@ class SystemdContainer:
 
     @classmethod
     def create(
-        cls, client: docker.DockerClient, image: str, settings: dict[str, Any], *, required: bool
+        cls,
+        client: docker.DockerClient,
+        image: str,
+        settings: dict[str, Any],
+        *,
+        required: bool,
+        setup: CgroupSetup | None = None,
     ) -> SystemdContainer | None:
-        """The container, started with systemd as PID 1; None when the image has none (a
-        TargetError instead when it is `required`)."""
-        version = engine_cgroup(client)
+        """The container, started with systemd as PID 1; None when the image has none or
+        the engine cannot run it (a TargetError instead when it is `required`)."""
+        setup = setup or engine_cgroup(client)
+        if setup.blocked:
+            if required:
+                raise TargetError(f"--init systemd: systemd cannot be PID 1 on this engine: {setup.blocked}")
+            return None
         dropin = _archive(DROPIN_DIR.rsplit("/", 1)[1], DROPIN_NAME, DROPIN)
         for path in INIT_PATHS:
-            container = client.containers.create(image, **settings, **container_settings(path, version))
+            container = client.containers.create(image, **settings, **container_settings(path, setup))
             try:
                 # No /etc/systemd/system (a 404): no systemd. Then a start that cannot find
                 # `path`: systemd is elsewhere. Two calls a build needs anyway, no probe.
                 container.put_archive(DROPIN_DIR.rsplit("/", 1)[0], dropin)
                 container.start()
-                return cls(client, container, path, version)
+                return cls(client, container, path, setup)
             except docker.errors.NotFound:
                 container.remove(force=True)
                 break
@@ -107,15 +131,19 @@ class SystemdContainer:
         settings: dict[str, Any],
         init: str,
         make_layer: Callable[[], str | None],
-    ) -> SystemdContainer | None:
+    ) -> tuple[SystemdContainer | None, str]:
         """`create`, and for an image without systemd under --init auto, its VM-like layer
-        (`make_layer`: its image ID, or None when it cannot be made)."""
-        machine = cls.create(client, image, settings, required=init == "systemd")
+        (`make_layer`: its image ID, or None when it cannot be made). Without a machine,
+        also why: a warning when the engine is what stops systemd, else ""."""
+        setup = engine_cgroup(client)
+        if setup.blocked and init == "auto":
+            return None, f"{NO_INIT} systemd cannot be PID 1 on this engine: {setup.blocked}"
+        machine = cls.create(client, image, settings, required=init == "systemd", setup=setup)
         if machine is None and init == "auto":
             layer = make_layer()
             if layer is not None:
-                machine = cls.create(client, layer, settings, required=False)
-        return machine
+                machine = cls.create(client, layer, settings, required=False, setup=setup)
+        return machine, ""
 
     def ask(self, argv: list[str]) -> tuple[int, str]:
         """A short command as root, outside the step runner: its exit code and output."""

@@ -2,9 +2,9 @@
 behaves like the build VM, and the signs of a reboot on any Linux target.
 
 What the Docker target needs for it: the container settings (no --privileged, no added
-capabilities: /run and /run/lock on tmpfs, the cgroup filesystem read-only on cgroup v1,
-a private cgroup namespace on v2), the wait for the boot to finish, and a reboot that can
-be told from a power-off. systemd in a container exits when the machine is asked to
+capabilities: /run and /run/lock on tmpfs, and the cgroup filesystem as `cgroup_setup`
+says per cgroup version and engine), the wait for the boot to finish, and a reboot that
+can be told from a power-off. systemd in a container exits when the machine is asked to
 reboot, with the same status as a power-off or a `docker stop`; a drop-in for
 systemd-reboot.service makes it exit with REBOOT_EXIT instead, so the target knows to
 start it again. The drop-in lives in /etc (a container's /run is empty at every start)
@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 INIT_PATHS = ("/lib/systemd/systemd", "/usr/lib/systemd/systemd")
@@ -29,6 +30,10 @@ SuccessAction=exit-force
 SuccessActionExitStatus={REBOOT_EXIT}
 """
 REMOVE_DROPIN = f"rm -rf {DROPIN_DIR}/{DROPIN_NAME}; rmdir {DROPIN_DIR} 2>/dev/null || true"
+NO_INIT = (
+    "a keep-alive process is the container's PID 1, not systemd as on the build VM: no services run, and a "
+    "reboot restarts the container (--target vm boots a real machine);"
+)
 NO_SYSTEMD = (
     "the image has no systemd: a keep-alive process is the container's PID 1 (no services, and a "
     "reboot restarts the container); a marketplace image boots systemd"
@@ -58,7 +63,69 @@ def cgroup_version() -> int:
     return 2 if Path("/sys/fs/cgroup/cgroup.controllers").exists() else 1
 
 
-def container_settings(init: str, version: int) -> dict[str, object]:
+# Docker 28.0 (API 1.48) mounts a container's cgroup filesystem writable on request,
+# without --privileged (moby/moby#48828).
+WRITABLE_CGROUPS_API = (1, 48)
+
+
+@dataclass(frozen=True)
+class CgroupSetup:
+    """How a systemd container gets its cgroup filesystem on one engine: the `create`
+    keywords, what they grant (said in the build's notes and the README), or why systemd
+    cannot run there (`blocked`)."""
+
+    version: int
+    options: dict[str, object] = field(default_factory=dict)
+    grants: str = ""
+    blocked: str = ""
+
+
+def _api(version: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in version.split("."))
+    except ValueError:
+        return (0,)
+
+
+def cgroup_setup(version: int, api_version: str = "", engine: str = "Docker", engine_version: str = "") -> CgroupSetup:
+    """The cgroup settings for systemd as PID 1 on an engine of this cgroup `version` and
+    API version.
+
+    cgroup v1: the host's hierarchy bind-mounted read-only (systemd only reads it there).
+    cgroup v2: systemd must create its own cgroups (init.scope, system.slice), which a
+    read-only mount refuses ("Failed to create /init.scope control group"). A private
+    cgroup namespace whose mount is writable gives it exactly its own subtree: the
+    container's cgroup is the root it sees, the host's tree is out of sight, and the
+    kernel's nsdelegate (systemd's default mount option) keeps the namespace root's own
+    limits (memory.max, cpu.max, pids.max) out of its reach. Docker gives that from API
+    1.48 on (security option writable-cgroups); Podman in its systemd mode, which it
+    takes for a systemd entrypoint. Older Docker engines cannot give it unprivileged:
+    the alternatives (the host's cgroup namespace with the whole tree, or a bind mount of
+    a host subtree) let the container write cgroups outside its own, so they are refused.
+    """
+    if version == 1:
+        return CgroupSetup(
+            1,
+            {"volumes": {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "ro"}}},
+            "the host's cgroup v1 hierarchy, read-only",
+        )
+    grants = "its own cgroup subtree, writable, in a private cgroup namespace (cgroup v2)"
+    if engine == "Podman":
+        return CgroupSetup(2, {"cgroupns": "private"}, grants)
+    if _api(api_version) >= WRITABLE_CGROUPS_API:
+        return CgroupSetup(2, {"cgroupns": "private", "security_opt": ["writable-cgroups=true"]}, grants)
+    named = f"Docker {engine_version}" if engine_version else "this Docker engine"
+    return CgroupSetup(
+        2,
+        blocked=(
+            f"{named} (API {api_version or 'unknown'}) mounts the cgroup filesystem read-only on cgroup v2, and "
+            "systemd needs a writable cgroup subtree of its own; Docker 28.0 or newer gives one without privileges "
+            "(writable-cgroups), as does Podman"
+        ),
+    )
+
+
+def container_settings(init: str, setup: CgroupSetup) -> dict[str, object]:
     """docker-py `create` keywords that run `init` (systemd) as PID 1, unprivileged."""
     settings: dict[str, object] = {
         "entrypoint": [init],
@@ -69,11 +136,7 @@ def container_settings(init: str, version: int) -> dict[str, object]:
         # variable into every image committed from the container.
         "stop_signal": "SIGRTMIN+3",  # systemd's "halt": docker stop shuts it down cleanly
     }
-    if version == 1:
-        settings["volumes"] = {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "ro"}}
-    else:
-        settings["cgroupns"] = "private"
-    return settings
+    return settings | setup.options
 
 
 def wait_until_up(ask: Callable[[list[str]], tuple[int, str]], within: float) -> tuple[str, list[str]]:

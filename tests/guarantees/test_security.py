@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from engine.images import engine_is_local
 from tests.support import Running, base_url, build_ids, http_server, managed_image_id, store_problems, template
 
 pytestmark = pytest.mark.docker
@@ -126,9 +127,20 @@ def test_containers_run_unprivileged_with_only_the_mounts_they_need(
         assert not host.get("CapAdd")
         assert not host.get("Devices")
         assert host["NetworkMode"] == "none"
-    # systemd as PID 1 needs the cgroup filesystem, read-only (cgroup v1; v2 uses its own namespace).
-    assert [(m["Destination"], m["RW"]) for m in target.attrs["Mounts"]] in ([], [("/sys/fs/cgroup", False)])
+    # systemd as PID 1: on cgroup v1 the host's hierarchy read-only; on v2 no mount at all,
+    # but a private cgroup namespace whose own subtree is writable (writable-cgroups).
+    mounts = [(m["Destination"], m["RW"]) for m in target.attrs["Mounts"]]
+    if docker_client.info().get("CgroupVersion") == "2":
+        assert mounts == []
+        assert target.attrs["HostConfig"]["CgroupnsMode"] == "private"
+        assert target.attrs["HostConfig"].get("SecurityOpt") in (None, [], ["writable-cgroups=true"])
+    else:
+        assert mounts in ([], [("/sys/fs/cgroup", False)])
+        assert not target.attrs["HostConfig"].get("SecurityOpt")
     assert set(target.attrs["HostConfig"].get("Tmpfs") or {}) <= {"/run", "/run/lock"}
+    if not engine_is_local(docker_client):  # a remote engine sees none of this machine's folders
+        assert helper.attrs["Mounts"] == []  # the VHD's file system comes back over the exec's stream
+        return
     (mount,) = helper.attrs["Mounts"]
     assert mount["Type"] == "bind"
     assert mount["Source"] == str(store / "artifacts" / build_id)
