@@ -4,11 +4,18 @@ ARM deployments), `file:line:column:` in text output, and SARIF 2.1.0 for code s
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+import pytest
+
 from engine.locations import locate, position
 from engine.sarif import rule_id
+from tests.support import ROOT, unavailable
 
 JSONC = """{
   // a comment with "quotes" and [brackets]
@@ -71,5 +78,62 @@ def test_sarif_output_has_rules_levels_and_regions(cli: Any, tmp_path: Path) -> 
     assert shel["level"] == "error" and shel["ruleId"] in rules
     region = shel["locations"][0]["physicalLocation"]["region"]
     assert (region["startLine"], region["startColumn"]) == (10, 8)
-    assert shel["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == path.as_posix()
+    # Outside the repository the tests run in: an absolute file URI (inside: see below).
+    assert shel["locations"][0]["physicalLocation"]["artifactLocation"] == {"uri": path.resolve().as_uri()}
     assert by_path["properties.source"]["ruleId"] == "aib/required-field-is-missing"
+
+
+MULTITOOL_PREFIX = "/opt/sarif-multitool"  # where .ci/run installs it (npm install --prefix)
+MULTITOOL = Path(
+    os.environ.get(
+        "AIB_LOCAL_SARIF_MULTITOOL", f"{MULTITOOL_PREFIX}/node_modules/@microsoft/sarif-multitool-linux/Sarif.Multitool"
+    )
+)
+
+
+def sarif_of_repository(cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, Any], Path]:
+    """`validate --output sarif` of an invalid template inside a repository, run from it."""
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "images").mkdir()
+    path = write_invalid(tmp_path / "images")
+    monkeypatch.chdir(tmp_path / "images")
+    result = cli("validate", str(path), "--output", "sarif")
+    assert result.code == 2
+    return json.loads(result.stdout), tmp_path
+
+
+def test_sarif_passes_its_schema_names_files_from_the_repository_and_says_its_version(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log, root = sarif_of_repository(cli, tmp_path, monkeypatch)
+    schema = json.loads((ROOT / "fixtures" / "schemas" / "sarif-2.1.0.json").read_text())
+    jsonschema.validate(log, schema)
+    (run,) = log["runs"]
+    assert run["originalUriBaseIds"] == {"SRCROOT": {"uri": root.resolve().as_uri() + "/"}}
+    location = run["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]
+    assert location == {"uri": "images/bad.json", "uriBaseId": "SRCROOT"}
+    driver = run["tool"]["driver"]
+    assert driver["version"] == metadata.version("aib-local")
+    for rule in driver["rules"]:
+        assert rule["fullDescription"]["text"] and rule["help"]["text"] and rule["helpUri"]
+
+
+def test_sarif_passes_githubs_own_rules_in_the_sarif_multitool(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not MULTITOOL.is_file():
+        install = f"npm install --prefix {MULTITOOL_PREFIX} @microsoft/sarif-multitool-linux"
+        unavailable(f"no SARIF Multitool at {MULTITOOL}: {install}")
+    log, root = sarif_of_repository(cli, tmp_path, monkeypatch)
+    written = root / "findings.sarif"
+    written.write_text(json.dumps(log))
+    checked = subprocess.run(
+        [str(MULTITOOL), "validate", "--rule-kind", "Gh;Sarif", str(written)],
+        env={**os.environ, "DOTNET_SYSTEM_GLOBALIZATION_INVARIANT": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert checked.returncode == 0 and " error " not in checked.stdout, checked.stdout + checked.stderr
+    assert "1 files scanned" in checked.stdout
