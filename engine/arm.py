@@ -27,6 +27,7 @@ from typing import Any
 
 from engine import arm_functions
 from engine.errors import Finding, UsageError, key_path
+from engine.jsonc import strip_comments
 
 # Functions that ask Azure for something: AIB evaluates them, this engine cannot.
 NEEDS_AZURE = {
@@ -55,41 +56,6 @@ class ExpressionError(Exception):
 
 class NotLocal(ExpressionError):
     """An expression that needs Azure (or a value not given): AIB evaluates it, this engine cannot."""
-
-
-def strip_comments(text: str) -> str:
-    """JSON with `//` and `/* */` comments (outside strings) as plain JSON."""
-    out: list[str] = []
-    i, n = 0, len(text)
-    in_string = False
-    while i < n:
-        char = text[i]
-        if in_string:
-            out.append(char)
-            if char == "\\" and i + 1 < n:
-                out.append(text[i + 1])
-                i += 2
-                continue
-            if char == '"':
-                in_string = False
-            i += 1
-        elif char == '"':
-            in_string = True
-            out.append(char)
-            i += 1
-        elif text.startswith("//", i):
-            end = text.find("\n", i)
-            i = n if end < 0 else end
-        elif text.startswith("/*", i):
-            end = text.find("*/", i + 2)
-            if end < 0:
-                raise ValueError("a /* comment is not closed")
-            out.append("\n" * text.count("\n", i, end))  # keep line numbers for error messages
-            i = end + 2
-        else:
-            out.append(char)
-            i += 1
-    return "".join(out)
 
 
 @dataclass

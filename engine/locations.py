@@ -12,13 +12,12 @@ import bisect
 import re
 
 from engine.errors import key_path
+from engine.jsonc import BLANK, STRING
 
 Position = tuple[int, int]  # 1-based line and column
 MAX_DEPTH = 200  # deeper than any template: a nesting bomb is located no further
 
 
-BLANK = re.compile(r"(?:[ \t\r\n\ufeff]+|//[^\n]*|/\*(?:[^*]|\*(?!/))*(?:\*/|$))*")
-STRING = re.compile(r'"((?:[^"\\]|\\.)*)"?', re.DOTALL)
 ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f"}
 SCALAR = re.compile(r"[^,}\] \t\r\n/]*")

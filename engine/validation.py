@@ -29,6 +29,7 @@ import distributors
 from engine import arm
 from engine import model as m
 from engine.errors import Finding, TemplateError, UsageError, key_path
+from engine.jsonc import strip_comments
 from engine.sections import NAME_PATTERN, REGIONS, Check, Section, normalize_region
 from engine.store import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
 from engine.uri_map import UriMap
@@ -127,7 +128,7 @@ def read_json(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read it: {exc}") from None
     try:
-        return json.loads(arm.strip_comments(text))
+        return json.loads(strip_comments(text))
     except RecursionError:
         raise TemplateError(str(path), [Finding("", "not valid JSON: nested too deeply")]) from None
     except (json.JSONDecodeError, ValueError) as exc:
