@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import ROOT, SUBSCRIPTION, managed_image_id, run_image, template
+from tests.support import ROOT, SUBSCRIPTION, base_url, http_server, managed_image_id, run_image, template
 
 pytestmark = pytest.mark.docker
 
@@ -122,24 +123,31 @@ def test_inline_lines_fail_fast(cli: Any, write_template: Any, base_image: str, 
     assert "AFTER-FALSE" not in result.output
 
 
-def test_wrong_sha256_starts_no_container(
+def test_a_download_with_a_wrong_sha256_starts_no_container(
     cli: Any, write_template: Any, docker_client: Any, tmp_path: Path, base_image: str
 ) -> None:
-    script = tmp_path / "script.sh"
-    script.write_text("echo hi\n")
-    actual = hashlib.sha256(script.read_bytes()).hexdigest()
+    """A downloaded file must match its checksum before anything starts (a local working
+    copy that differs runs instead, with a warning: tests/engine/test_uri_map.py)."""
+    body = b"echo hi\n"
+    actual = hashlib.sha256(body).hexdigest()
     wrong = "0" * 64
-    path = write_template(
-        template(
-            "badsum",
-            [
-                {"type": "Shell", "name": "checked", "scriptUri": "script.sh", "sha256Checksum": wrong},
-            ],
-        )
-    )
-    since = int(time.time()) - 1
-    result = cli("build", str(path), "--network", "none")
-    until = int(time.time()) + 1
+
+    class Served(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    with http_server(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Served)) as server:
+        step = {"type": "Shell", "name": "checked", "scriptUri": f"{base_url(server)}/s.sh", "sha256Checksum": wrong}
+        path = write_template(template("badsum", [step]))
+        since = int(time.time()) - 1
+        result = cli("build", str(path), "--network", "none")
+        until = int(time.time()) + 1
     assert result.code == 1, result.output
     assert f"expected {wrong}, got {actual}" in result.stderr
     created = list(
