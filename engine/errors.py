@@ -124,3 +124,9 @@ class Interrupted(AibLocalError):
 
         super().__init__(message, hint=hint)
         self.exit_code = signals.exit_code()
+
+
+def engine_fault(exc: BaseException) -> bool:
+    """Whether `exc` is the Docker engine's (or its connection's), not a defect: told by the
+    library that raised it (docker-py, requests, urllib3), so that nothing is imported for it."""
+    return isinstance(exc, Exception) and type(exc).__module__.split(".")[0] in ("docker", "requests", "urllib3")

@@ -87,13 +87,15 @@ class RemoteEngine:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def start_engine() -> RemoteEngine:
-    """Start a dockerd of its own (root needed); RuntimeError when it does not come up."""
+def start_engine(folder: Path | None = None) -> RemoteEngine:
+    """Start a dockerd of its own (root needed); RuntimeError when it does not come up. With
+    `folder`, the engine that ran there before starts again, its containers and images kept."""
     # Short paths: containerd's socket lives under the exec root (a 108-byte limit).
-    folder = Path(tempfile.mkdtemp(prefix="aibre-", dir="/tmp"))
+    folder = folder or Path(tempfile.mkdtemp(prefix="aibre-", dir="/tmp"))
     certs = folder / "certs"
-    certs.mkdir()
-    subprocess.run(["sh", "-c", CERTS], cwd=certs, check=True)
+    if not certs.is_dir():
+        certs.mkdir()
+        subprocess.run(["sh", "-c", CERTS], cwd=certs, check=True)
     (folder / "daemon.json").write_text("{}")
     port = _free_port()
     namespace = f"aib-local-test-{os.getpid()}"

@@ -15,7 +15,15 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from engine import failpoints, signals
-from engine.errors import AibLocalError, BuildFailed, Interrupted, UsageError, ValidationFailed
+from engine.errors import (
+    AibLocalError,
+    BuildFailed,
+    EnvironmentProblem,
+    Interrupted,
+    UsageError,
+    ValidationFailed,
+    engine_fault,
+)
 from engine.events import Reporter
 from engine.pipeline.boottest import boot_test
 from engine.pipeline.context import BuildContext
@@ -162,12 +170,15 @@ class BuildRun:
             error = Interrupted(f"interrupted during {ctx.current}")
         except AibLocalError as exc:
             error = Interrupted(f"interrupted during {ctx.current}") if ctx.cancelled else exc
-        except BaseException as exc:  # a defect: still nothing left behind (a rerun's target stays)
-            with signals.held():
-                kept = teardown(ctx, Interrupted("stopped by an internal error"))
-                discard_pending(ctx)
-                self._end(BuildFailed(f"internal error: {exc!r}", step=ctx.current), kept, started)
-            raise
+        except BaseException as exc:
+            if not engine_fault(exc):  # a defect: still nothing left behind (a rerun's target stays)
+                with signals.held():
+                    kept = teardown(ctx, Interrupted("stopped by an internal error"))
+                    discard_pending(ctx)
+                    self._end(BuildFailed(f"internal error: {exc!r}", step=ctx.current), kept, started)
+                raise
+            # The Docker engine went away (stopped, crashed, its socket gone): a fault underneath, named.
+            error = Interrupted(f"interrupted during {ctx.current}") if ctx.cancelled else engine_gone(exc, ctx.current)
         with signals.held():  # from here on, a signal cannot break into the cleanup
             failpoints.hit("teardown")
             kept = teardown(ctx, error)
@@ -235,6 +246,16 @@ class BuildRun:
         if target is not None:
             with contextlib.suppress(AibLocalError):
                 target.remove()
+
+
+def engine_gone(exc: BaseException, phase: str) -> EnvironmentProblem:
+    text = str(getattr(exc, "explanation", None) or exc).splitlines()
+    return EnvironmentProblem(
+        f"the Docker engine failed during {phase}: {(text[0] if text else type(exc).__name__)[:300]} "
+        "(a fault of the engine, not of the build)",
+        hint="is the engine still running? (docker info; sudo systemctl start docker, or fixtures/ensure-docker.sh); "
+        "then aib-local clean removes what this build left in it",
+    )
 
 
 def run_all(builds: list[BuildRun], parallel: int = 1) -> list[BuildResult]:

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from engine import images, journal
-from engine.errors import AibLocalError, EnvironmentProblem, Interrupted, UsageError
+from engine.errors import AibLocalError, EnvironmentProblem, Interrupted, UsageError, engine_fault
 from engine.pipeline.context import BuildContext
 from engine.targets.base import TargetError
 from engine.targets.registry import releaser
@@ -67,6 +67,13 @@ def teardown(ctx: BuildContext, error: AibLocalError | None) -> bool:
         target.remove()
     except AibLocalError as exc:
         ctx.events.warning(f"could not remove {target.describe()}: {exc}")
+    except Exception as exc:
+        if not engine_fault(exc):
+            raise
+        ctx.events.warning(
+            f"could not remove {target.describe()}: the Docker engine does not answer ({type(exc).__name__}); "
+            "aib-local clean removes it once the engine is back"
+        )
     return False
 
 
@@ -115,5 +122,12 @@ def remove_images(ctx: BuildContext, refs: list[str]) -> list[str]:
 
 def discard_pending(ctx: BuildContext) -> None:
     """Images and files this build began but no record took (it was interrupted or failed)."""
-    for item in ctx.journal.discard(lambda refs: remove_images(ctx, refs)):
-        ctx.events.info(f"removed {item}: the build did not finish it")
+    try:
+        for item in ctx.journal.discard(lambda refs: remove_images(ctx, refs)):
+            ctx.events.info(f"removed {item}: the build did not finish it")
+    except Exception as exc:
+        if not engine_fault(exc):
+            raise
+        ctx.events.warning(
+            "the Docker engine does not answer: aib-local clean removes this build's images once it is back"
+        )

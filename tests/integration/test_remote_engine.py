@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -206,3 +207,33 @@ def test_clean_through_the_remote_engine_removes_what_a_killed_build_left(
     cleaned = cli("clean", env=remote.env)
     assert cleaned.code == 0, cleaned.output
     assert remote_containers(remote, store) == []
+
+
+def test_an_engine_that_goes_away_mid_step_is_named_as_the_fault_and_clean_removes_what_was_left(
+    cli: Any, write_template: Any, docker_client: Any, base_image: str, store: Path
+) -> None:
+    """dockerd stopped (SIGTERM) during a step: the build ends at once with exit 3, naming
+    the engine, never as an internal error; once the engine is back, clean removes the container."""
+    if os.geteuid() != 0 or shutil.which("dockerd") is None or shutil.which("openssl") is None:
+        unavailable("a second engine needs root, dockerd and openssl (bash .ci/run installs them)")
+    engine = start_engine()  # its own: this test stops it
+    try:
+        copy_image(docker_client, engine.client(), base_image)
+        path = write_template(template("gone", [{"type": "Shell", "name": "long", "inline": ["sleep 60"]}]))
+        running = Running(["build", str(path), "--network", "none"], store, engine.env)
+        running.wait_for("==> customize[0] long")
+        engine.process.send_signal(signal.SIGTERM)
+        code, output = running.finish()
+        assert code == 3, output
+        assert "the Docker engine failed during customize" in output and "a fault of the engine" in output
+        assert "internal error" not in output and "Traceback" not in output
+        engine.process.wait(timeout=60)  # its shutdown ends before it starts again
+        restarted = start_engine(engine.folder)
+        (build_id,) = build_ids(store)
+        assert restarted.client().containers.list(all=True, filters={"label": f"{LABEL_BUILD}={build_id}"})
+        cleaned = cli("clean", env=restarted.env)
+        assert cleaned.code == 0, cleaned.output
+        assert remote_containers(restarted, store) == []
+        restarted.stop()
+    finally:
+        engine.stop()
