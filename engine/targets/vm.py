@@ -331,6 +331,12 @@ class VmTarget(SshTarget):
     def commit(self, repository: str, tag: str, base_image: str) -> str:
         raise TargetError("a VM build is captured as a disk: managed images of VM builds are not supported yet")
 
+    def _after_drop(self, why: str, timeout: float | None, reboots: bool = False) -> str:
+        """The link dropped: when QEMU itself is gone, say so at once (what it exited with, and
+        the last lines of the console and of qemu.log) instead of waiting to reconnect."""
+        self.machine.check_exited()
+        return super()._after_drop(why, timeout, reboots)
+
     def remove(self) -> None:
         self._close_sessions()
         self.link.close()

@@ -95,6 +95,20 @@ class QemuProcess:
         except TargetError:
             return ""
 
+    def check_exited(self) -> None:
+        """TargetError naming QEMU's exit when this process's QEMU has exited (a VM killed
+        under the build), with the last lines of the guest's console and of QEMU's log."""
+        if self.process is None or self.process.poll() is None:
+            return
+        code = self.process.returncode
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+        console = _tail(self.serial_log, 5) or "(nothing)"
+        log = _tail(self.folder / "qemu.log", 5) or "(nothing)"
+        raise TargetError(
+            f"the VM's QEMU (pid {self.process.pid}) {how} during the build, a fault of the machine underneath, "
+            f"not of the step\n  its console's last lines:\n{console}\n  qemu.log:\n{log}"
+        )
+
     def check_alive(self) -> None:
         if self.process is not None and self.process.poll() is not None:
             tail = (self.folder / "qemu.log").read_text(errors="replace").strip()[-400:]
@@ -194,3 +208,14 @@ class QemuProcess:
                     os.kill(pid, signal.SIGKILL)
                 self.wait_exit(10)
         qemu.monitor_socket(self.folder).unlink(missing_ok=True)
+
+
+def _tail(path: Path, lines: int) -> str:
+    """The last `lines` lines of a text file, indented ("" when it is missing or empty)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 4096))
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(f"    {line}" for line in text.strip().splitlines()[-lines:])

@@ -5,9 +5,12 @@ times as what it proves needs, and every wait is bounded."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -322,6 +325,26 @@ def test_sigint_mid_build_leaves_no_qemu_and_no_overlay(write_template: Any, sto
     assert running.seconds_since_signal() < 20
     assert qemu_processes(store) == []
     assert not list((store / "builds").rglob("disk.qcow2")) and not list((store / "builds").glob("*/vm"))
+
+
+def test_a_vm_whose_qemu_is_killed_mid_step_fails_at_once_naming_it(
+    write_template: Any, store: Path, vm_disk: Path
+) -> None:
+    """kill -9 of the VM's QEMU during a step: not a network problem to wait 30 s for, but
+    QEMU's own exit, named with its signal and the console's last lines; nothing is left."""
+    path = write_template(template("vm-killed", [{"type": "Shell", "inline": ["echo VM-STEP-RUNNING", "sleep 600"]}]))
+    running = Running(["build", str(path), "--target", "vm", "--vm-boot", "cold"], store)
+    running.wait_for("VM-STEP-RUNNING", within=900)
+    (pid,) = qemu_processes(store)
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    code, output = running.finish()
+    assert code == 1, output
+    assert time.monotonic() - killed_at < 10, output
+    assert "the VM's QEMU" in output and "was killed by SIGKILL" in output and "its console's last lines" in output
+    assert "sshd is down" not in output and "internal error" not in output
+    assert qemu_processes(store) == []
+    assert not list((store / "builds").rglob("disk.qcow2"))
 
 
 def test_a_kept_failed_vm_takes_shell_and_rerun_and_clean_removes_it(

@@ -112,3 +112,25 @@ def test_a_restore_that_qemu_refuses_boots_instead_and_drops_the_snapshot(tmp_pa
     assert target._restore(snapshots) is False
     assert any("did not restore" in w for w in target.warnings)
     assert snapshots.find(snapshots.key(target.source, qemu.shape("tcg"))) is None
+
+
+def test_a_qemu_that_was_killed_is_named_with_its_signal_and_the_last_lines_it_left(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+
+    from engine.targets.vm_process import QemuProcess
+
+    machine = QemuProcess(tmp_path, 2222)
+    machine.check_exited()  # not started: nothing to say
+    (tmp_path / "serial.log").write_text("".join(f"console line {i}\n" for i in range(20)))
+    (tmp_path / "qemu.log").write_text("qemu-system-x86_64: terminating on signal 9\n")
+    machine.process = subprocess.Popen(["sleep", "60"])
+    machine.check_exited()  # running: nothing to say
+    machine.process.send_signal(signal.SIGKILL)
+    machine.process.wait()
+    with pytest.raises(TargetError) as caught:
+        machine.check_exited()
+    message = caught.value.message
+    assert f"the VM's QEMU (pid {machine.process.pid}) was killed by SIGKILL during the build" in message
+    assert "console line 19" in message and "console line 14" not in message
+    assert "terminating on signal 9" in message
