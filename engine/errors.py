@@ -82,6 +82,19 @@ class EnvironmentProblem(AibLocalError):
     exit_code = 3
 
 
+class StoreDamaged(EnvironmentProblem):
+    """A store record that cannot be read as one (truncated, empty, not JSON, the wrong
+    shape): a damaged file underneath, named with its path; `clean --repair` moves it aside."""
+
+    def __init__(self, path: Path | str, what: str) -> None:
+        super().__init__(
+            f"the store record {path} is damaged: {what}",
+            hint="aib-local clean --repair moves damaged records aside (into the store's quarantine folder)",
+        )
+        self.path = Path(path)
+        self.what = what
+
+
 class BuildFailed(AibLocalError):
     """The build failed in a named step (exit 1)."""
 

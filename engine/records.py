@@ -8,12 +8,13 @@ a field is named in one place. Fields a newer aib-local wrote are kept on a roun
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from engine.errors import UsageError
+from engine.errors import StoreDamaged, UsageError
 from engine.events import utc_now
 from engine.store import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, Store
 
@@ -76,7 +77,7 @@ class BuildRecord(_Record):
 
 def read_build(store: Store, build_id: str) -> BuildRecord | None:
     raw = store.get_build(build_id)
-    return None if raw is None else _parse_build(raw)
+    return None if raw is None else _parse_build(raw, store.build_dir(build_id) / "build.json")
 
 
 def require_build(store: Store, build_id: str) -> BuildRecord:
@@ -92,18 +93,22 @@ def write_build(store: Store, record: BuildRecord) -> None:
 
 
 def builds(store: Store) -> Iterator[BuildRecord]:
-    """Every readable build record (one that is not a build record is skipped)."""
-    for raw in store.builds():
-        record = _parse_build(raw)
-        if record is not None:
-            yield record
+    """Every readable build record (one that is damaged or not a build record is noted in
+    the store's `damaged` and passed over)."""
+    for path, raw in store.builds():
+        try:
+            yield _parse_build(raw, path)
+        except StoreDamaged as exc:
+            store.note_damaged(exc)
 
 
-def _parse_build(raw: dict[str, Any]) -> BuildRecord | None:
+def _parse_build(raw: dict[str, Any], path: Path) -> BuildRecord:
     try:
         return BuildRecord.model_validate(raw)
-    except ValidationError:
-        return None
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        field = ".".join(str(p) for p in problem["loc"]) or "the record"
+        raise StoreDamaged(path, f"not a build record ({field}: {problem['msg']})") from None
 
 
 class RunStatus(_Record):

@@ -15,6 +15,7 @@ import errno
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,35 @@ import platformdirs
 from filelock import FileLock
 
 from engine import failpoints
-from engine.errors import EnvironmentProblem, UsageError
+from engine.errors import EnvironmentProblem, StoreDamaged, UsageError
 
 ENV_VAR = "AIB_LOCAL_STORE"
 DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 DEFAULT_RESOURCE_GROUP = "aib-local"
 RECORD = "resource.json"
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A JSON object from a store file: None when the file is not there, StoreDamaged when it
+    is there but not a readable JSON object (truncated, empty, binary, a list...)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StoreDamaged(path, f"cannot read it: {exc.strerror}") from None
+    if not data.strip():
+        raise StoreDamaged(path, "it is empty")
+    try:
+        record = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise StoreDamaged(path, f"not valid JSON{where} (truncated?)") from None
+    if not isinstance(record, dict):
+        raise StoreDamaged(path, f"a JSON {type(record).__name__}, not a record")
+    return record
+
+
 PARTIAL = ".partial"
 
 
@@ -91,6 +115,7 @@ class Store:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = FileLock(str(self.root / ".lock"))
+        self.damaged: dict[Path, str] = {}  # records found damaged while going through many
 
     @staticmethod
     def where(root: Path | None = None) -> Path:
@@ -123,12 +148,8 @@ class Store:
         return self.root.joinpath("resources", *(p.lower() for p in split_id(resource_id)))
 
     def get(self, resource_id: str) -> dict[str, Any] | None:
-        path = self._dir(resource_id) / RECORD
-        try:
-            record: dict[str, Any] = json.loads(path.read_text())
-        except FileNotFoundError:
-            return None
-        return record
+        """A resource's record; None when there is none; StoreDamaged when it is unreadable."""
+        return read_record(self._dir(resource_id) / RECORD)
 
     def put(self, resource_id: str, record: dict[str, Any]) -> None:
         record = {"id": resource_id, **{k: v for k, v in record.items() if k != "id"}}
@@ -163,9 +184,8 @@ class Store:
         if not base.is_dir():
             return
         for path in sorted(base.rglob(RECORD)):
-            try:
-                record: dict[str, Any] = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
+            record = self._readable(path)
+            if record is None:
                 continue
             kind = str(record.get("type", ""))
             if type_suffix is None or kind.lower().endswith(type_suffix.lower()):
@@ -184,18 +204,34 @@ class Store:
             atomic_write(self.build_dir(build_id) / "build.json", data)
 
     def get_build(self, build_id: str) -> dict[str, Any] | None:
-        try:
-            record: dict[str, Any] = json.loads((self.build_dir(build_id) / "build.json").read_text())
-        except FileNotFoundError:
-            return None
-        return record
+        """A build's record; None when there is none; StoreDamaged when it is unreadable."""
+        return read_record(self.build_dir(build_id) / "build.json")
 
-    def builds(self) -> Iterator[dict[str, Any]]:
+    def builds(self) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """Every readable build record and its file (a damaged one is noted in `damaged` and
+        passed over)."""
         base = self.root / "builds"
         if not base.is_dir():
             return
         for path in sorted(base.glob("*/build.json")):
-            try:
-                yield json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
+            record = self._readable(path)
+            if record is not None:
+                yield path, record
+
+    def _readable(self, path: Path) -> dict[str, Any] | None:
+        try:
+            return read_record(path)
+        except StoreDamaged as exc:
+            self.note_damaged(exc)
+            return None
+
+    def note_damaged(self, exc: StoreDamaged) -> None:
+        """Remember a damaged record met while going through many (said once, by the command)."""
+        self.damaged.setdefault(exc.path, exc.what)
+
+    def quarantine(self, path: Path) -> Path:
+        """Move a damaged record aside, under STORE/quarantine/, keeping its place in the store."""
+        target = self.root / "quarantine" / time.strftime("%Y%m%dT%H%M%S") / path.relative_to(self.root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path.replace(target)
+        return target

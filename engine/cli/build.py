@@ -464,14 +464,27 @@ def write_report(the_store: Any, build_id: str, output_file: Path | None) -> Non
 @click.command()
 @click.option("--build", "build_id", help="Only this build's leftovers.")
 @click.option("--snapshots", is_flag=True, help="Also remove the store's saved booted VMs (see build --vm-boot).")
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Move damaged records (truncated, empty, not JSON, the wrong shape) aside into the store's quarantine "
+    "folder, and say which; nothing is deleted.",
+)
 @store_option
-def clean(build_id: str | None, snapshots: bool, store: Path | None) -> None:
+def clean(build_id: str | None, snapshots: bool, repair: bool, store: Path | None) -> None:
     """Remove the containers, checkpoint images and partial files that dead or kept builds left."""
     from engine.cleanup import clean as clean_up
+    from engine.records import builds
     from engine.store import Store
     from engine.targets.snapshots import FOLDER, Snapshots
 
     the_store = Store.open(store)
+    if repair:
+        list(the_store.records())
+        list(builds(the_store))
+        for path, what in the_store.damaged.items():
+            click.echo(f"moved {path} to {the_store.quarantine(path)}: it was damaged ({what})")
+        the_store.damaged.clear()
     removed, live = clean_up(the_store, build_id)
     busy: list[str] = []
     if snapshots:

@@ -360,11 +360,13 @@ def list_(kind: str | None, store: Path | None) -> None:
                 status = "died (aib-local clean)"
             kept = " (kept)" if build.kept else ""
             click.echo(f"{build.build_id}  {status}{kept}  {build.template}")
-        return
-    suffix = LIST_TYPES.get(kind) if kind else None
-    for record in the_store.records(suffix):
-        if suffix is None or str(record.get("type", "")).lower() == suffix.lower():
-            click.echo(f"{record.get('type')}  {record['id']}")
+    else:
+        suffix = LIST_TYPES.get(kind) if kind else None
+        for record in the_store.records(suffix):
+            if suffix is None or str(record.get("type", "")).lower() == suffix.lower():
+                click.echo(f"{record.get('type')}  {record.get('id', '(no id)')}")
+    for path, what in the_store.damaged.items():
+        _echo_err(f"warning: left out {path}: it is damaged ({what}); aib-local clean --repair moves it aside")
 
 
 cli.add_command(sig)

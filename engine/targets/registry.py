@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from engine.errors import AibLocalError, UsageError
+from engine.errors import AibLocalError, StoreDamaged, UsageError
 from engine.records import read_build
 from engine.store import Store
 from engine.targets.base import Target
@@ -76,7 +76,11 @@ def releaser(store: Store, warn: Callable[[str], None]) -> Callable[[str], list[
     subfolder named after its kind."""
 
     def release(build_id: str) -> list[str]:
-        record = read_build(store, build_id)
+        try:
+            record = read_build(store, build_id)
+        except StoreDamaged as exc:  # what its folder holds is still found below
+            warn(str(exc.message))
+            record = None
         if record is not None and record.kept:
             return []
         info = (record.target if record else None) or {}
