@@ -334,8 +334,10 @@ class VmTarget(SshTarget):
     def _after_drop(self, why: str, timeout: float | None, reboots: bool = False) -> str:
         """The link dropped: when QEMU itself is gone, say so at once (what it exited with, and
         the last lines of the console and of qemu.log) instead of waiting to reconnect."""
-        self.machine.check_exited()
-        return super()._after_drop(why, timeout, reboots)
+        self.machine.check_exited(settle=2.0)  # the link may drop a moment before QEMU's exit is seen
+        said = super()._after_drop(why, timeout, reboots)
+        self.machine.check_exited()  # it died while the build tried to reconnect
+        return said
 
     def remove(self) -> None:
         self._close_sessions()

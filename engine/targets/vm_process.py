@@ -95,10 +95,16 @@ class QemuProcess:
         except TargetError:
             return ""
 
-    def check_exited(self) -> None:
+    def check_exited(self, settle: float = 0.0) -> None:
         """TargetError naming QEMU's exit when this process's QEMU has exited (a VM killed
-        under the build), with the last lines of the guest's console and of QEMU's log."""
-        if self.process is None or self.process.poll() is None:
+        under the build), with the last lines of the guest's console and of QEMU's log;
+        `settle`: seconds to wait for an exit that may be under way."""
+        if self.process is None:
+            return
+        if settle:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=settle)
+        if self.process.poll() is None:
             return
         code = self.process.returncode
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
