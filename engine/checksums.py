@@ -16,13 +16,12 @@ from typing import Any
 
 import customizers
 from engine.fetch import fetch, redact_uri
+from engine.jsonc import BLANK, STRING
 from engine.locations import locate
 from engine.pipeline.context import customizer_name, validations, validator_name
 from engine.validation import LoadedTemplate
 
 DIGEST = re.compile(r"[0-9A-Fa-f]{64}")
-KEY = re.compile(r'"(?:[^"\\]|\\.)*"')
-STRING = re.compile(r'\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 
 @dataclass
@@ -83,8 +82,7 @@ def write(path: Path, found: list[Entry]) -> tuple[list[str], list[str]]:
         if entry.status != "differs":
             continue
         at = places.get(entry.path)
-        key = KEY.match(text, offsets[at[0] - 1] + at[1] - 1) if at else None
-        literal = STRING.match(text, key.end()) if key else None
+        literal = _value_after_key(text, offsets[at[0] - 1] + at[1] - 1) if at else None
         if literal is None:
             refused.append(f"{entry.step}: its sha256Checksum is not written in {path} as a string ({entry.path})")
             continue
@@ -102,6 +100,20 @@ def write(path: Path, found: list[Entry]) -> tuple[list[str], list[str]]:
             handle.write(text)
         staging.replace(path)
     return written, refused
+
+
+def _value_after_key(text: str, key: int) -> re.Match[str] | None:
+    """The string literal that is the value of the member whose key starts at `key`
+    (comments allowed around the colon, as the JSONC lexer takes them); None when it is not one."""
+    after_key = STRING.match(text, key)
+    if after_key is None:
+        return None
+    colon = BLANK.match(text, after_key.end()).end()  # type: ignore[union-attr]  # matches empty text too
+    if not text.startswith(":", colon):
+        return None
+    value = BLANK.match(text, colon + 1).end()  # type: ignore[union-attr]
+    literal = STRING.match(text, value)
+    return literal if literal is not None and literal.group().endswith('"') and len(literal.group()) > 1 else None
 
 
 def _line_offsets(text: str) -> list[int]:

@@ -53,7 +53,7 @@ def test_write_changes_only_the_digest_in_json_with_comments(cli: Any, tmp_path:
         '    "source": {"type": "PlatformImage", "publisher": "Debian", "offer": "debian-12", "sku": "12", '
         '"version": "latest"},\r\n'
         '    "customize": [ /* first */ {"type": "Shell", "name": "setup", "scriptUri": "setup.sh",\r\n'
-        f'        "sha256Checksum" :   "{OLD.upper()}"  }}],\r\n'
+        f'        "sha256Checksum" /* pinned */ :   "{OLD.upper()}"  }}],\r\n'
         '    "distribute": [{"type": "VHD", "runOutputName": "v"}]\r\n'
         "  }\r\n}\r\n"
     )
