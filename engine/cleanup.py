@@ -1,5 +1,6 @@
 """What outlives a build: its kept target (for `aib-local shell`), and what `aib-local
-clean` removes (dead builds' leftovers, kept targets, checkpoint images, partial files)."""
+clean` removes (dead builds' leftovers, kept targets, checkpoint images of older
+versions, step cache states without their entry, partial files)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from engine import images, journal
 from engine.errors import UsageError
 from engine.records import builds, require_build, write_build
+from engine.step_cache import StepCache, all_entries
 from engine.store import Store
 from engine.targets import registry
 from engine.targets.base import Target
@@ -65,9 +67,22 @@ def clean(store: Store, build_id: str | None = None) -> tuple[list[str], list[st
         if record.kept or record.running or record.checkpoints:
             status = "cleaned" if record.running else record.status
             write_build(store, record.model_copy(update={"kept": False, "checkpoints": {}, "status": status}))
-    removed += Snapshots(store.root / SNAPSHOTS).sweep()  # a half-made one's lock is held while it is made
+    removed += Snapshots(store.root / SNAPSHOTS).sweep()
+    removed += cache_orphans(store)  # a half-made one's lock is held while it is made
     if not live_ids:  # a running build's partial files are its own
         for partial in sorted(store.root.rglob("*.partial")):
             partial.unlink(missing_ok=True)
             removed.append(f"partial file {partial}")
     return removed, live
+
+
+def cache_orphans(store: Store) -> list[str]:
+    """Step cache states without their entry (a build killed while keeping) and entries
+    whose state is gone, of every kind that has any (containers always: their images are
+    found by name)."""
+    removed = []
+    for kind in sorted({e.kind for e in all_entries(store.root)} | {"docker"}):
+        states = registry.lookup(kind).kept_states(store.root)
+        if states is not None:
+            removed += StepCache(store.root, states).orphans()
+    return removed

@@ -47,7 +47,9 @@ class TextReporter:
             text = f"==> {step}" + (f": {event['detail']}" if event.get("detail") else "")
         elif kind == "step-finished":
             code = event.get("exitCode")
-            result = {"succeeded": "ok", "rebooted": "rebooted"}.get(event["status"], event["status"].upper())
+            result = {"succeeded": "ok", "rebooted": "rebooted", "cached": cached(event)}.get(
+                event["status"], event["status"].upper()
+            )
             text = (
                 f"<== {step}: {result}"
                 + (f" (exit {code})" if code is not None else "")
@@ -72,6 +74,14 @@ class TextReporter:
         with _STREAM_LOCK:
             self.stream.write(f"{self.prefix}{stamp} {text}\n")
             self.stream.flush()
+
+
+PASSED = ("succeeded", "rebooted", "cached")  # the step statuses that are not failures
+
+
+def cached(event: dict[str, Any]) -> str:
+    """How a step restored from the step cache is told."""
+    return f"cached (from build {event.get('cachedFrom') or '?'})"
 
 
 class RichReporter:
@@ -124,9 +134,11 @@ class RichReporter:
         elif kind == "step-finished":
             self._stop()
             code = event.get("exitCode")
-            mark = {"succeeded": "[green]ok[/green]", "rebooted": "[yellow]rebooted[/yellow]"}.get(
-                event["status"], f"[red]{event['status'].upper()}[/red]"
-            )
+            mark = {
+                "succeeded": "[green]ok[/green]",
+                "rebooted": "[yellow]rebooted[/yellow]",
+                "cached": f"[green]{escape(cached(event))}[/green]",
+            }.get(event["status"], f"[red]{event['status'].upper()}[/red]")
             exit_text = f" (exit {code})" if code is not None else ""
             self.console.print(
                 f"[bold cyan]<==[/bold cyan] {escape(event['step'])}: {mark}{exit_text} in {event['duration']:.1f}s"
@@ -194,6 +206,8 @@ class BuildLog:
                 f"(telemetry) ending {step}: {event['status']}, "
                 f"exit code {event.get('exitCode')}, {event['duration']:.3f}s"
             )
+            if event.get("cachedFrom"):
+                body += f", restored from the step cache (kept by build {event['cachedFrom']})"
         elif "message" in event and kind in ("info", "warning"):
             body = f"{kind.upper()} {step + ' ' if step else ''}{event['message']}"
         else:
@@ -342,4 +356,6 @@ def steps_of(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             entry = open_steps.pop(step)
             entry.update(duration=float(event.get("duration") or 0.0), status=event.get("status", ""))
             entry["exitCode"] = event.get("exitCode")
+            if event.get("cachedFrom"):
+                entry["cachedFrom"] = event["cachedFrom"]
     return found

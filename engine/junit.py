@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.events import steps_of
+from engine.events import PASSED, steps_of
 from engine.store import atomic_write
 
 KEPT_STEPS = ("customize[", "validate[", "deprovision", "distribute[")
@@ -76,8 +76,11 @@ class JunitReport:
         for step in steps_of(events):
             if not step["name"].startswith(KEPT_STEPS):
                 continue
-            case = Case(step["name"], step["duration"], step["status"], step["exitCode"], step["output"][-TAIL_LINES:])
-            if case.status not in ("succeeded", "rebooted"):
+            output = step["output"][-TAIL_LINES:]
+            if step.get("cachedFrom"):
+                output = [f"(restored from the step cache: kept by build {step['cachedFrom']})"]
+            case = Case(step["name"], step["duration"], step["status"], step["exitCode"], output)
+            if case.status not in PASSED:
                 case.failure = suite.message or f"{case.name}: {case.status}"
             suite.cases.append(case)
         self.suites.append(suite)
@@ -94,11 +97,11 @@ class JunitReport:
         total = failures = 0
         for suite in self.suites:
             cases = list(suite.cases)
-            if suite.status == "Failed" and not any(c.status != "succeeded" for c in cases):
+            if suite.status == "Failed" and not any(c.status not in PASSED for c in cases):
                 cases.append(Case("build", 0.0, "failed", failure=suite.message or "the build failed"))
             if suite.status == "Canceled":
                 cases.append(Case("build", 0.0, "failed", failure=suite.message or "the build was interrupted"))
-            failed = sum(1 for c in cases if c.status not in ("succeeded", "rebooted"))
+            failed = sum(1 for c in cases if c.status not in PASSED)
             total, failures = total + len(cases), failures + failed
             element = ET.SubElement(
                 root,
@@ -126,7 +129,7 @@ def _case(parent: ET.Element, suite: str, case: Case) -> None:
     element = ET.SubElement(parent, "testcase", classname=xml_text(f"aib-local.{suite}"), name=xml_text(case.name))
     element.set("time", f"{case.seconds:.3f}")
     rebooted = case.status == "rebooted"
-    if case.status != "succeeded" and not rebooted:
+    if case.status not in PASSED:
         kind = f"exit code {case.exit_code}" if case.exit_code is not None else case.status
         message = case.failure.splitlines()[0] if case.failure else kind
         failure = ET.SubElement(element, "failure", message=xml_text(message), type=xml_text(kind))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import UsageError
-from engine.events import EVENTS_NAME, read_events, steps_of
+from engine.events import EVENTS_NAME, PASSED, cached, read_events, steps_of
 
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
@@ -20,7 +20,7 @@ h1{font-size:1.3em}.muted{color:#666}
 .timeline{position:relative;border:1px solid #ccc;background:#fafafa;margin:1em 0}
 .bar{position:relative;height:18px;margin:3px 0;border-radius:3px;background:#4a8;min-width:2px;
  font-size:11px;color:#fff;white-space:nowrap;overflow:visible}
-.bar.failed,.bar.timed-out{background:#c33}.bar.rebooted{background:#d90}
+.bar.failed,.bar.timed-out{background:#c33}.bar.rebooted{background:#d90}.bar.cached{background:#9bc}
 .bar span{position:absolute;left:100%;padding-left:4px;color:#333}
 details{border:1px solid #ddd;border-radius:4px;margin:4px 0;padding:2px 8px}
 details.failed,details.timed-out{border-color:#c33;background:#fff4f4}
@@ -67,12 +67,12 @@ def render(record: dict[str, Any], events: list[dict[str, Any]]) -> str:
         )
     parts.append("</div><h2>Steps</h2><p><input id='search' type='search' placeholder='search the output'></p>")
     for step in steps:
-        failed = step["status"] not in ("succeeded", "rebooted")
+        failed = step["status"] not in PASSED
         code = f", exit {step['exitCode']}" if step["exitCode"] is not None else ""
         parts.append(
             f"<details class='step {escape(step['status'])}'{' open' if failed else ''} "
             f"data-step='{escape(step['name'])}'>"
-            f"<summary>{escape(step['name'])}: {escape(step['status'])}{code} in {step['duration']:.2f} s"
+            f"<summary>{escape(step['name'])}: {escape(status_text(step))}{code} in {step['duration']:.2f} s"
             f"{' — ' + escape(step['detail']) if step['detail'] else ''}</summary>"
             f"<pre>{escape(chr(10).join(step['output']))}</pre></details>"
         )
@@ -96,6 +96,10 @@ def render(record: dict[str, Any], events: list[dict[str, Any]]) -> str:
         )
     parts.append(f"<script>{SCRIPT}</script></body></html>\n")
     return "".join(parts)
+
+
+def status_text(step: dict[str, Any]) -> str:
+    return cached(step) if step["status"] == "cached" else str(step["status"])
 
 
 def report_of(build_dir: Path, record: dict[str, Any]) -> str:

@@ -6,11 +6,22 @@ from __future__ import annotations
 
 import io
 import tarfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
-from engine.targets.base import Command, CommandTimeout, OpenRequest, OutputSink, OwnSource, Target, TargetError
+from engine.targets.base import (
+    Command,
+    CommandTimeout,
+    KeptStates,
+    OpenRequest,
+    OutputSink,
+    OwnSource,
+    Target,
+    TargetError,
+)
 
 # What a command gets: an exit code, or one of these to raise.
 TIMEOUT = "timeout"
@@ -29,10 +40,28 @@ class Rule:
     times: int | None = None  # then the rule no longer applies (None: always)
 
 
+class FakeStates(KeptStates):
+    """Kept states of fake targets, in memory: key -> when it was made."""
+
+    kind = "fake"
+    keep_after = float("inf")  # only --checkpoint keeps (tests that need the rule lower it)
+    fidelity = "a fake target keeps nothing real"
+    kept: ClassVar[dict[str, float]] = {}
+    busy: ClassVar[set[str]] = set()  # keys a build "runs from": they cannot be removed
+
+    def present(self) -> dict[str, float]:
+        return dict(self.kept)
+
+    def remove(self, key: str) -> bool:
+        if key in self.busy:
+            return False
+        self.kept.pop(key, None)
+        return True
+
+
 class FakeTarget(Target):
     kind = "fake"
     starts_from_image = False
-    can_checkpoint = True
     export_needs_stop = True
     # What the test set up for the targets its builds open, and the targets opened.
     rules: ClassVar[list[Rule]] = []
@@ -49,13 +78,27 @@ class FakeTarget(Target):
         self.files: dict[str, bytes] = {}
         self.restarts: list[str] = []
         self.commits: list[str] = []
+        self.kept: list[str] = []  # step cache keys it kept
+        self.restored_from = ""  # the key it started from
         self.started = self.stopped = self.removed = self.prepared = False
 
     @classmethod
     def open(cls, request: OpenRequest) -> FakeTarget:
         target = cls(request.build_id)
+        target.restored_from = request.restore
         cls.opened[request.build_id] = target
         return target
+
+    @classmethod
+    def kept_states(cls, store: Path) -> FakeStates:
+        return FakeStates()
+
+    def keep_state(self, states: KeptStates, key: str, base_image: str) -> int:
+        if "refuse" in key:
+            raise TargetError("cannot keep")
+        FakeStates.kept[key] = time.time()
+        self.kept.append(key)
+        return 1000
 
     @classmethod
     def attach(cls, info: dict[str, Any], build_id: str, *, within: float | None = None) -> FakeTarget:

@@ -179,7 +179,28 @@ def report_outcome(results: list[Any], output: str) -> None:
 )
 @secret_option
 @click.option(
-    "--checkpoint", is_flag=True, help="Docker: commit the container after each good customizer (see --resume)."
+    "--no-cache",
+    is_flag=True,
+    help="Run every customizer: neither start from the step cache nor keep states in it.",
+)
+@click.option(
+    "--cache-from",
+    metavar="STEP",
+    help="Run again from this customizer (its name, customize[N] or N): the step cache is used before it only, "
+    "and what is kept from it on replaces what was.",
+)
+@click.option(
+    "--cache-limit",
+    metavar="SIZE",
+    default="20G",
+    show_default=True,
+    help="The store's step cache keeps states up to this size (e.g. 500M, 20G); the least recently used go first.",
+)
+@click.option(
+    "--checkpoint",
+    is_flag=True,
+    help="Keep the state after every customizer in the step cache, not only after those worth it "
+    "(2 s of work on a container).",
 )
 @click.option(
     "--boot-test",
@@ -198,7 +219,7 @@ def report_outcome(results: list[Any], output: str) -> None:
     "--resume",
     "resume_id",
     metavar="BUILD_ID",
-    help="Start from BUILD_ID's last good checkpoint, in a fresh container.",
+    help="Build BUILD_ID's template again with its options (every build now starts from the step cache).",
 )
 @click.option(
     "--debug", "debug", is_flag=True, help="Pause before each customizer: continue, shell, rerun previous, skip, abort."
@@ -245,6 +266,9 @@ def build(
     download_timeout: float,
     powershell_strict: bool,
     secrets: tuple[str, ...],
+    no_cache: bool,
+    cache_from: str | None,
+    cache_limit: str,
     checkpoint: bool,
     boot_test: bool,
     vm_boot: str,
@@ -268,6 +292,7 @@ def build(
     from engine.junit import JunitReport
     from engine.pipeline import BuildOptions, BuildRun, run_all
     from engine.pipeline.revisit import resume
+    from engine.step_cache import parse_size
     from engine.store import Store
     from engine.targets.endpoint import SshOptions
     from engine.targets.registry import for_spec
@@ -280,6 +305,8 @@ def build(
     interactive = sys.stdin.isatty()
     if debug and (not interactive or output == "json" or parallel > 1):
         raise UsageError("--debug needs a terminal, text output and one build at a time")
+    if no_cache and (cache_from or checkpoint):
+        raise UsageError("--no-cache turns the step cache off: --cache-from and --checkpoint use it")
     options = BuildOptions(
         target=target,
         ssh=SshOptions(
@@ -301,6 +328,9 @@ def build(
         powershell_strict=powershell_strict,
         secrets=parse_secrets(secrets),
         checkpoint=checkpoint,
+        cache=not no_cache,
+        cache_from=cache_from,
+        cache_limit=parse_size(cache_limit),
         boot_test=boot_test,
         vm_boot=vm_boot,
         pause=debug_prompt if debug else None,
@@ -472,7 +502,8 @@ def write_report(the_store: Any, build_id: str, output_file: Path | None) -> Non
 )
 @store_option
 def clean(build_id: str | None, snapshots: bool, repair: bool, store: Path | None) -> None:
-    """Remove the containers, checkpoint images and partial files that dead or kept builds left."""
+    """Remove the containers, images and partial files that dead or kept builds left, and
+    step cache states without their entry (or entries without their state)."""
     from engine.cleanup import clean as clean_up
     from engine.records import builds
     from engine.store import Store

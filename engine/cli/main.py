@@ -19,6 +19,7 @@ import click
 from engine import signals
 from engine.cli.boot import boot
 from engine.cli.build import build_commands
+from engine.cli.cache import cache
 from engine.cli.gallery import sig
 from engine.cli.options import (
     any_destination_option,
@@ -370,6 +371,7 @@ def list_(kind: str | None, store: Path | None) -> None:
 
 
 cli.add_command(sig)
+cli.add_command(cache)
 cli.add_command(boot)
 for command in build_commands:
     cli.add_command(command)

@@ -6,7 +6,8 @@
 - `inputs`, `source`, `machine`, `customize`, `deprovision`, `distribute`: the phases
 - `teardown`: claiming a build, and the keep/remove decision at its end
 - `recording`: the build record and the template's lastRunStatus
-- `revisit`: coming back to a build (rerun on its kept target, resume from a checkpoint)
+- `revisit`: coming back to a build (rerun on its kept target)
+- `cache`: the step cache (the longest kept prefix restored, states worth keeping kept)
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import customizers
 from customizers.base import Customizer, Step
 from distributors.base import Distributor, RunOutput
 from engine import model as m
-from engine.errors import AibLocalError, BuildFailed, ValidationFailed
+from engine.errors import AibLocalError, BuildFailed, UsageError, ValidationFailed
 from engine.events import BuildLog, Events, Redactor, Reporter, utc_now
 from engine.journal import Journal
 from engine.pipeline.options import LOG_NAME, BuildOptions, Continuation, Deadline, new_build_id
@@ -21,6 +21,7 @@ from engine.validation import LoadedTemplate
 
 if TYPE_CHECKING:
     from engine.images import Client
+    from engine.step_cache import Entry, StepCache
 
 
 @dataclass
@@ -61,7 +62,14 @@ class BuildContext:
     validation_plans: list[tuple[str, list[Step]]] = field(default_factory=list)
     failed_validation: ValidationFailed | None = None  # kept for the end when distribution went on
     completed: list[int] = field(default_factory=list)
-    checkpoints: dict[str, str] = field(default_factory=dict)
+    # The step cache (engine.pipeline.cache): each customizer's key, the index from which
+    # states are kept again (--cache-from), the entry the target started from, and the
+    # seconds of customizer work since the last kept or restored point.
+    cache: StepCache | None = None
+    cache_keys: list[str] = field(default_factory=list)
+    cache_from: int = 0
+    restored: Entry | None = None
+    unkept: float = 0.0
     generalized: bool = False
     run_outputs: list[RunOutput] = field(default_factory=list)
     current: str = "validate"  # the phase or step under way, for messages and statuses
@@ -115,7 +123,7 @@ class BuildContext:
 
     @property
     def on_kept_target(self) -> bool:
-        return self.continuation is not None and self.continuation.on_kept_target
+        return self.continuation is not None  # a rerun
 
     @property
     def source_validation_only(self) -> bool:
@@ -166,6 +174,25 @@ def customizer_name(index: int, section: Any) -> str:
 
 def validator_name(index: int, section: Any) -> str:
     return f"validate[{index}] {section.name or section.type}"
+
+
+def step_index(loaded: LoadedTemplate, name: str) -> int:
+    """The index of a customizer or validator (validators count on after the customizers),
+    given by its name, 'customize[N]', 'validate[N]', or N (a customizer)."""
+    customize, validators = loaded.properties.customize, validations(loaded.properties)
+    names = [c.name for c in customize] + [v.name for v in validators]
+    if name in names:
+        return names.index(name)
+    text = name.removeprefix("customize[").removesuffix("]")
+    if text.isdigit() and int(text) < len(customize):
+        return int(text)
+    text = name.removeprefix("validate[").removesuffix("]")
+    if name.startswith("validate[") and text.isdigit() and int(text) < len(validators):
+        return len(customize) + int(text)
+    known = ", ".join(f"{i}:{c.name or c.type}" for i, c in enumerate(customize))
+    if validators:
+        known += "; validators: " + ", ".join(f"validate[{i}]:{v.name or v.type}" for i, v in enumerate(validators))
+    raise UsageError(f"no customizer or validator {name!r} in {loaded.name} (customizers: {known})")
 
 
 def validations(props: m.Properties) -> list[Any]:

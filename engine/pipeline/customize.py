@@ -1,20 +1,21 @@
 """The plan and customize phases: each customizer's steps, run in order on the target.
 
 With --debug the user is asked before each customizer (and validator: they run the same
-way, see engine.pipeline.validate): continue, shell, rerun the previous one, skip, abort;
-with --checkpoint a target that can commits itself after each good customizer, so that
-`build --resume` starts from there.
+way, see engine.pipeline.validate): continue, shell, rerun the previous one, skip, abort.
+The customizers the step cache restored are told as cached, and the state after those
+worth keeping is kept (engine.pipeline.cache).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 from customizers.base import Customizer, PlanContext, PlanError, Step
 from engine.errors import BuildFailed
+from engine.pipeline.cache import keep, report_cached
 from engine.pipeline.context import BuildContext
-from engine.pipeline.recording import build_running
 from engine.pipeline.steps import StepRunner
 
 
@@ -36,7 +37,8 @@ def plans_of(ctx: BuildContext, entries: list[tuple[str, Customizer[Any]]]) -> l
 
 
 def customize(ctx: BuildContext, steps: StepRunner) -> None:
-    run_in_order(ctx, steps, ctx.plans, offset=0, done=customizer_done)
+    first = report_cached(ctx)
+    run_in_order(ctx, steps, ctx.plans[first:], offset=first, done=customizer_done)
 
 
 def run_in_order(
@@ -58,7 +60,9 @@ def run_in_order(
         if ctx.options.pause is not None and not pause(ctx, steps, name, previous, plans, offset):
             ctx.events.info(f"{name} skipped (--debug)", step=name)
             continue
+        started = time.monotonic()
         run_planned(steps, index, name, planned)
+        ctx.unkept += time.monotonic() - started
         if done is not None:
             done(ctx, index, name)
         previous = place
@@ -99,15 +103,4 @@ def pause(
 
 def customizer_done(ctx: BuildContext, index: int, name: str) -> None:
     ctx.completed.append(index)
-    target = ctx.target
-    if not (ctx.options.checkpoint and target is not None and target.can_checkpoint):
-        return
-    repository = f"aib-local/checkpoints/{ctx.build_id}"
-    ref = f"{repository}:{index}"
-    ctx.journal.pending("images", ref)
-    target.commit(repository, str(index), ctx.source.image_id)
-    # By tag, so that cleaning up untags it even while later checkpoints build on it.
-    ctx.checkpoints[str(index)] = ref
-    ctx.events.info(f"checkpoint after {name}: {ref}", step=name)
-    build_running(ctx)  # so that --resume finds it even if this process dies
-    ctx.journal.settled("images", ref)
+    keep(ctx, index, name)

@@ -1,6 +1,6 @@
 """The fetch phase: every scriptUri/sourceUri (of customizers and validators) fetched and
-verified before anything starts, and the customizers' fingerprints that tell which
-checkpoints a resume can use."""
+verified before anything starts, and the customizers' fingerprints that the step cache's
+keys are made of."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from urllib.parse import urlsplit
 from engine.errors import BuildFailed, UsageError
 from engine.fetch import Fetched, fetch, redact_uri
 from engine.pipeline.context import BuildContext
-from engine.pipeline.options import Continuation
 
 
 def fetch_inputs(ctx: BuildContext) -> None:
@@ -59,31 +58,14 @@ def fetch_inputs(ctx: BuildContext) -> None:
                 f"{name}: {got.size} bytes is over AIB's {megabytes} MB {customizer.type_name} customizer limit"
             )
         digests[item.uri] = got.sha256
+    # What each customizer does: its definition (the checksum aside: the bytes' own digest
+    # stands for it) and the digest of each file it fetched. The step cache's keys chain them.
     ctx.fingerprints = [
         hashlib.sha256(
-            (c.section.model_dump_json(by_alias=True) + "".join(digests.get(i.uri, "") for i in c.inputs())).encode()
+            (
+                c.section.model_dump_json(by_alias=True, exclude={"sha256_checksum"})
+                + "".join(digests.get(i.uri, "") for i in c.inputs())
+            ).encode()
         ).hexdigest()
         for _, c in ctx.customizers
     ]
-    if ctx.continuation is not None and ctx.continuation.resume:
-        choose_checkpoint(ctx, ctx.continuation)
-
-
-def choose_checkpoint(ctx: BuildContext, continuation: Continuation) -> None:
-    """Resume from the last checkpoint whose customizers are unchanged since it was taken."""
-    record = continuation.record
-    usable = [
-        int(index)
-        for index in record.checkpoints
-        if record.fingerprints[: int(index) + 1] == ctx.fingerprints[: int(index) + 1]
-    ]
-    if not usable:
-        ctx.events.warning(
-            f"build {record.build_id} has no checkpoint that matches the template as it is now: building from the start"
-        )
-        ctx.continuation = None
-        return
-    last = max(usable)
-    continuation.first, continuation.image = last + 1, record.checkpoints[str(last)]
-    ctx.completed = list(range(last + 1))
-    ctx.checkpoints = {k: v for k, v in record.checkpoints.items() if int(k) <= last}

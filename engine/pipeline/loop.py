@@ -1,7 +1,7 @@
 """One build, as data: the phase list, one loop, one deadline, teardown at the end.
 
-fetch → resolve source → start target (or attach to a kept one) → plan → customize →
-validate → deprovision → capture → distribute. Each phase is a function of the build's context;
+fetch → resolve source → look up the step cache → start target (or attach to a kept one)
+→ plan → customize → validate → deprovision → capture → distribute. Each phase is a function of the build's context;
 AIB's runSubState changes with them. Whatever happens, the end is the same: the target
 is kept or removed, what no record took is removed, the outcome is recorded and told.
 """
@@ -26,6 +26,7 @@ from engine.errors import (
 )
 from engine.events import Reporter
 from engine.pipeline.boottest import boot_test
+from engine.pipeline.cache import look_up
 from engine.pipeline.context import BuildContext
 from engine.pipeline.customize import customize, plan
 from engine.pipeline.deprovision import deprovision
@@ -57,6 +58,10 @@ def _rerun(ctx: BuildContext) -> bool:
 
 def _customizing(ctx: BuildContext) -> bool:
     return not ctx.source_validation_only
+
+
+def _fresh_customizing(ctx: BuildContext) -> bool:
+    return _fresh(ctx) and _customizing(ctx)
 
 
 def _validating(ctx: BuildContext) -> bool:
@@ -98,6 +103,7 @@ PHASES: tuple[Phase, ...] = (
     Phase("fetch", "Queued", _fetch),
     Phase("attach-target", "Building", attach_target, _rerun),
     Phase("resolve-source", "Building", _resolve, _fresh),
+    Phase("look-up-cache", "Building", look_up, _fresh_customizing),
     Phase("start-target", "Building", start_target, _fresh),
     Phase("plan", "Building", plan),
     Phase("customize", "Customizing", customize, _customizing),

@@ -38,6 +38,8 @@ def start_target(ctx: BuildContext, steps: StepRunner) -> None:
             folder=str(ctx.store.build_dir(ctx.build_id)),
             generation=str(ctx.source.record.get("hyperVGeneration", "V1")),
             snapshots=str(ctx.store.root / SNAPSHOTS) if options.vm_boot == "snapshot" else "",
+            restore=ctx.restored.key if ctx.restored else "",
+            store=str(ctx.store.root),
         )
     )
     ctx.target = target
@@ -63,7 +65,7 @@ def attach_target(ctx: BuildContext, steps: StepRunner) -> None:
     if not record.kept or not record.target:
         raise UsageError(
             f"build {ctx.build_id} kept no target to rerun on",
-            hint="keep one with --on-error abort (or --debug, abort), or use build --resume with --checkpoint",
+            hint="keep one with --on-error abort (or --debug, abort); a new build restores what the step cache kept",
         )
     ctx.source.record = dict(record.source)
     ctx.source.image_id = str(record.target.get("image", ""))

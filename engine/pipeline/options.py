@@ -15,6 +15,7 @@ from distributors.base import RunOutput
 from engine.errors import AibLocalError
 from engine.fetch import STALL_TIMEOUT
 from engine.records import BuildRecord, StoredOptions
+from engine.step_cache import DEFAULT_LIMIT
 from engine.store import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
 from engine.targets.endpoint import SshOptions
 
@@ -35,7 +36,10 @@ class BuildOptions:
     deprovision: str = "generic"  # for images without waagent: generic | skip
     powershell_strict: bool = False
     secrets: dict[str, str] = field(default_factory=dict)
-    checkpoint: bool = False  # commit the target after each good customizer (targets that can)
+    checkpoint: bool = False  # keep the state after every customizer in the step cache, not only those worth it
+    cache: bool = True  # the step cache: start from the longest kept prefix, keep states worth keeping
+    cache_from: str | None = None  # run again from this customizer (its name, customize[N] or N)
+    cache_limit: int = DEFAULT_LIMIT  # bytes of kept states in the store before the least recently used go
     boot_test: bool = False  # VM builds: boot what was made in a throw-away VM as a last phase
     vm_boot: str = "snapshot"  # VM builds: restore the store's snapshot of the booted source (snapshot), or cold
     validate_disk: Path | None = None  # `boot --validate`: only the template's validators, run in this disk booted
@@ -83,19 +87,12 @@ class BuildOptions:
 
 @dataclass
 class Continuation:
-    """Where a build picks up an earlier one: its kept target (rerun) or a checkpoint (resume)."""
+    """Where a rerun picks up an earlier build: in the target it kept."""
 
     record: BuildRecord
     first: int = 0  # the first customizer to run
     only: bool = False  # run just that one
     finish: bool = True  # then deprovision, capture and distribute
-    image: str | None = None  # resume: start a fresh target from this checkpoint image
-    resume: bool = False  # pick the checkpoint (and `first`) once the inputs are fetched
-
-    @property
-    def on_kept_target(self) -> bool:
-        """A rerun: the build goes on in the target the earlier build kept."""
-        return self.image is None and not self.resume
 
     def selects(self, index: int) -> bool:
         """Whether the customizer at `index` runs in this continuation."""

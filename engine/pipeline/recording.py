@@ -60,7 +60,6 @@ def build_record(
         validators=[name for name, _ in ctx.validators],
         fingerprints=ctx.fingerprints,
         completed=ctx.completed,
-        checkpoints=ctx.checkpoints,
         started_at=ctx.started_at,
         updated_at=utc_now(),
         continues=ctx.continuation.record.build_id if ctx.continuation is not None else None,

@@ -1,5 +1,6 @@
-"""Coming back to a build: rerun customizers on its kept target, or resume it from a
-checkpoint, with the template file read again so that edits are picked up."""
+"""Coming back to a build: rerun customizers on its kept target, or build its template
+again (`--resume`, which the step cache now does for every build), with the template
+file read again so that edits are picked up."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 from engine.errors import UsageError
 from engine.events import Reporter
-from engine.pipeline.context import validations
+from engine.pipeline.context import step_index
 from engine.pipeline.loop import BuildRun
 from engine.pipeline.options import BuildOptions, Continuation
 from engine.records import BuildRecord, require_build
@@ -28,25 +29,6 @@ def reload_template(
         if loaded.name == record.template_name:
             return loaded
     raise UsageError(f"{path} no longer holds the image template {record.template_name!r}")
-
-
-def step_index(loaded: LoadedTemplate, name: str) -> int:
-    """The index of a customizer or validator (validators count on after the customizers),
-    given by its name, 'customize[N]', 'validate[N]', or N (a customizer)."""
-    customize, validators = loaded.properties.customize, validations(loaded.properties)
-    names = [c.name for c in customize] + [v.name for v in validators]
-    if name in names:
-        return names.index(name)
-    text = name.removeprefix("customize[").removesuffix("]")
-    if text.isdigit() and int(text) < len(customize):
-        return int(text)
-    text = name.removeprefix("validate[").removesuffix("]")
-    if name.startswith("validate[") and text.isdigit() and int(text) < len(validators):
-        return len(customize) + int(text)
-    known = ", ".join(f"{i}:{c.name or c.type}" for i, c in enumerate(customize))
-    if validators:
-        known += "; validators: " + ", ".join(f"validate[{i}]:{v.name or v.type}" for i, v in enumerate(validators))
-    raise UsageError(f"no customizer or validator {name!r} in {loaded.name} (customizers: {known})")
 
 
 def rerun(
@@ -73,12 +55,16 @@ def rerun(
 
 
 def resume(store: Store, build_id: str, base: BuildOptions, reporter: Reporter, templates: list[Path]) -> BuildRun:
-    """A new build that starts from the last usable checkpoint of `build_id`."""
+    """`build --resume BUILD_ID`, from before the step cache: a new build of BUILD_ID's
+    template with its options, which starts from what the step cache kept."""
     record = require_build(store, build_id)
-    if not record.checkpoints:
-        raise UsageError(f"build {build_id} has no checkpoints", hint="build with --checkpoint to take them")
     options = base.with_stored(record.options)
     if templates and Path(templates[0]).resolve() != Path(record.template):
         raise UsageError(f"build {build_id} built {record.template}, not {templates[0]}")
     loaded = reload_template(record, options.allow_any_destination)
-    return BuildRun(loaded, options, store, reporter, continuation=Continuation(record, resume=True))
+    run = BuildRun(loaded, options, store, reporter)
+    run.ctx.events.warning(
+        f"--resume is the step cache now: every build starts from the longest kept prefix of its customizers; "
+        f"this is a new build of {record.template} (next time: aib-local build {record.template})"
+    )
+    return run

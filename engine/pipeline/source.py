@@ -1,7 +1,7 @@
 """The resolve-source phase: which image the build starts from, as one `Source`.
 
 A PlatformImage goes through the catalogue, a ManagedImage or gallery version through
-the local store, a resume through its checkpoint; a target that is its own source (a
+the local store; a target that is its own source (a
 host the user runs) records the template's source only. Distributions are checked here
 too, before any target starts.
 """
@@ -56,14 +56,7 @@ def resolve(ctx: BuildContext) -> Source:
         return Source({**own.record, "declared": declared.type})
     if for_spec(ctx.options.target).source_kind == "disk":
         return source_disk(ctx, declared)
-    continuation = ctx.continuation
-    if continuation is not None and continuation.image is not None:
-        source = Source(dict(continuation.record.source), continuation.image)
-        ctx.events.info(
-            f"resuming build {continuation.record.build_id} from its checkpoint before customize[{continuation.first}] "
-            "(the checkpoint boots as a machine does: /tmp starts empty, /var/tmp keeps what was there)"
-        )
-    elif isinstance(declared, m.PlatformImageSource):
+    if isinstance(declared, m.PlatformImageSource):
         source = platform_image(declared, ctx.options.catalogue)
     else:
         source = stored_image(ctx, declared)

@@ -71,6 +71,8 @@ class OpenRequest:
     folder: str = ""  # a folder of the build's own on this machine, for what the target keeps here (a VM's disk)
     generation: str = "V1"  # VMs: the source's hyperVGeneration (V2 boots UEFI firmware)
     snapshots: str = ""  # VMs: the store's folder of boot snapshots to restore from and add to ("": boot cold)
+    restore: str = ""  # the step cache's key of a kept state to start from instead of the source ("": none)
+    store: str = ""  # the store's folder (where kept states of the step cache live)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,30 @@ class OwnSource:
     description: str
 
 
+class KeptStates(ABC):
+    """Where a kind of target keeps machine states for the step cache (engine.step_cache):
+    the states themselves, by key; the store keeps what they are."""
+
+    kind: ClassVar[str] = ""
+    # Seconds of customizer work since the last kept point that make keeping worth its cost.
+    keep_after: ClassVar[float] = 2.0
+    # What starting from a kept state means, said once to a build that does.
+    fidelity: ClassVar[str] = ""
+
+    def identity(self) -> str:
+        """What, besides the source and the settings, makes a kept state of this kind
+        (a VM's: QEMU's version); part of every key."""
+        return ""
+
+    @abstractmethod
+    def present(self) -> dict[str, float]:
+        """The keys of the states that exist, with when each was made (epoch seconds)."""
+
+    @abstractmethod
+    def remove(self, key: str) -> bool:
+        """Remove KEY's state (gone already: True); False when a build is using it."""
+
+
 class Target(ABC):
     """A running machine (container, VM, host) that an image is built on."""
 
@@ -89,7 +115,6 @@ class Target(ABC):
     # Capabilities: what the build may ask of this kind of target.
     starts_from_image: ClassVar[bool] = True  # False: the machine is its own source
     source_kind: ClassVar[str] = "image"  # what it starts from: a local Docker image, or a "disk" file
-    can_checkpoint: ClassVar[bool] = False  # cheap commits after each customizer (--checkpoint)
     export_needs_stop: ClassVar[bool] = True  # a quiescent disk to export needs the machine stopped
     captures_disk: ClassVar[bool] = False  # captured as its whole disk (disk()), which needs it stopped
 
@@ -175,6 +200,17 @@ class Target(ABC):
     def commit(self, repository: str, tag: str, base_image: str) -> str:
         """A local image of the machine's filesystem; returns its ID."""
         raise TargetError(f"a {self.kind} target cannot be captured as an image")
+
+    @classmethod
+    def kept_states(cls, store: Path) -> KeptStates | None:
+        """Where this kind keeps states for the step cache of the store at `store`; None
+        when it cannot keep a machine's state (a host the user runs)."""
+        return None
+
+    def keep_state(self, states: KeptStates, key: str, base_image: str) -> int:
+        """Keep the machine's state as it is now under KEY (it goes on running); its size
+        in bytes. `base_image` is the source's, whose configuration an image keeps."""
+        raise TargetError(f"a {self.kind} target cannot keep its state")
 
     def disk(self) -> Path | None:
         """The whole disk of the stopped machine (partition table, bootloader), for targets

@@ -10,6 +10,7 @@ local one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import select
@@ -17,6 +18,8 @@ import tarfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 # isort: split
@@ -38,7 +41,16 @@ from engine.images import (
     reason,
 )
 from engine.targets import posix, runner, systemd, terminal, vm_layer
-from engine.targets.base import Command, CommandTimeout, OpenRequest, OutputSink, Rebooted, Target, TargetError
+from engine.targets.base import (
+    Command,
+    CommandTimeout,
+    KeptStates,
+    OpenRequest,
+    OutputSink,
+    Rebooted,
+    Target,
+    TargetError,
+)
 from engine.targets.docker_systemd import SystemdContainer
 from engine.targets.endpoint import TARGET_SPECS
 from engine.vmsizes import vm_limits
@@ -88,13 +100,70 @@ fi
 if grep -q 'aib-local pass-through sudo' /usr/local/bin/sudo 2>/dev/null; then rm -f /usr/local/bin/sudo; fi
 rm -f /tmp/.aib-local-* /tmp/aib-local-script-*
 """
+# A kept image holds what /tmp held, which a systemd boot (tmpfiles) would empty: it is
+# put back when a container starts from the image, and never left in the container.
+TMP_STASH = "/.aib-local-tmp.tar"
+STASH_TMP = (
+    f'rm -f {TMP_STASH}; if [ -n "$(ls -A /tmp)" ] && command -v tar >/dev/null; then tar -C /tmp -cf {TMP_STASH} .; fi'
+)
+UNSTASH_TMP = f"if [ -f {TMP_STASH} ]; then tar -C /tmp -xpf {TMP_STASH} && rm -f {TMP_STASH}; fi"
+
+
+class DockerStates(KeptStates):
+    """Kept states of containers: images of one repository per store, tagged with their key."""
+
+    kind = "docker"
+    keep_after = 2.0  # a commit takes 0.1-1 s (more with a large diff)
+    fidelity = (
+        "a container started from a kept image boots afresh, as after a restart: a service started but not "
+        "enabled is not running (what was in /tmp is put back)"
+    )
+
+    def __init__(self, client: docker.DockerClient, store: Path) -> None:
+        self.client = client
+        digest = hashlib.sha256(str(store.resolve()).encode()).hexdigest()[:12]
+        self.repository = f"aib-local/cache/{digest}"
+
+    def ref(self, key: str) -> str:
+        return f"{self.repository}:{key}"
+
+    def present(self) -> dict[str, float]:
+        try:
+            found = self.client.images.list(name=self.repository)
+        except docker.errors.DockerException as exc:
+            raise TargetError(f"cannot list the step cache's images: {reason(exc)}") from None
+        present: dict[str, float] = {}
+        for image in found:
+            made = _epoch(str(image.attrs.get("Created", "")))
+            for tag in image.tags:
+                repository, _, key = tag.rpartition(":")
+                if repository == self.repository:
+                    present[key] = made
+        return present
+
+    def remove(self, key: str) -> bool:
+        try:
+            self.client.images.remove(self.ref(key))
+        except docker.errors.ImageNotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # a container (a build) runs from it
+                return False
+            raise TargetError(f"cannot remove {self.ref(key)}: {reason(exc)}") from None
+        return True
+
+
+def _epoch(stamp: str) -> float:
+    try:
+        return datetime.fromisoformat(stamp[:19]).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return 0.0
 
 
 class DockerTarget(Target):
     """A container from `image`, labelled with the build so that nothing is orphaned."""
 
     kind = "docker"
-    can_checkpoint = True
 
     def __init__(
         self,
@@ -121,6 +190,7 @@ class DockerTarget(Target):
         self.progress = progress or (lambda _message: None)
         self.within = within
         self.machine: SystemdContainer | None = None  # when systemd is the container's PID 1
+        self.restored = False  # started from a kept state of the step cache
         self.container: Container | None = None
         self.build_user = "root"
         self._uid = 0
@@ -196,6 +266,8 @@ class DockerTarget(Target):
         if self.machine:
             self.notes.append(self.machine.await_boot(systemd.BOOT_TIMEOUT, "booted"))
             self.warnings += self.machine.degraded()
+        if self.restored:
+            self._quietly(UNSTASH_TMP, "put back what /tmp held")
 
     def _prepare_user(self) -> None:
         lines: list[str] = []
@@ -215,9 +287,11 @@ class DockerTarget(Target):
 
     @classmethod
     def open(cls, request: OpenRequest) -> DockerTarget:
-        return cls(
-            connect(),
-            request.image,
+        client = connect()
+        restored = DockerStates(client, Path(request.store)).ref(request.restore) if request.restore else ""
+        target = cls(
+            client,
+            restored or request.image,
             build_id=request.build_id,
             template=request.template,
             vm_size=request.vm_size,
@@ -227,6 +301,33 @@ class DockerTarget(Target):
             progress=request.progress,
             within=request.within,
         )
+        target.restored = bool(restored)
+        return target
+
+    @classmethod
+    def kept_states(cls, store: Path) -> DockerStates:
+        return DockerStates(connect(), store)
+
+    def keep_state(self, states: KeptStates, key: str, base_image: str) -> int:
+        assert isinstance(states, DockerStates)
+        self._quietly(STASH_TMP, "put /tmp aside")
+        try:
+            image_id = self.commit(states.repository, key, base_image)
+        finally:
+            self._quietly(f"rm -f {TMP_STASH}", "remove what /tmp was put aside in")
+        try:
+            size = self.client.images.get(image_id).attrs.get("Size", 0) - self.client.images.get(self.image).attrs.get(
+                "Size", 0
+            )
+        except docker.errors.DockerException:
+            size = 0
+        return max(0, int(size))
+
+    def _quietly(self, script: str, what: str) -> None:
+        lines: list[str] = []
+        code = self.run(Command(["/bin/sh", "-c", script], as_root=True), lambda _s, line: lines.append(line), 120)
+        if code != 0:
+            raise TargetError(f"could not {what} in {self.name}: {' / '.join(lines[-3:]) or f'exit code {code}'}")
 
     @classmethod
     def check_spec(cls, spec: str) -> None:

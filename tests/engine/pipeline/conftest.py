@@ -14,7 +14,7 @@ from engine.pipeline import BuildOptions, BuildRun
 from engine.store import Store
 from engine.targets import registry
 from engine.validation import load_templates
-from tests.fake_target import FakeTarget, Rule
+from tests.fake_target import FakeStates, FakeTarget, Rule
 from tests.support import template, template_id
 
 
@@ -80,4 +80,6 @@ def builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Builds]:
     monkeypatch.setattr(FakeTarget, "rules", [])
     monkeypatch.setattr(FakeTarget, "opened", {})
     monkeypatch.setattr(FakeTarget, "os", "Linux")
+    monkeypatch.setattr(FakeStates, "kept", {})
+    monkeypatch.setattr(FakeStates, "busy", set())
     yield Builds(tmp_path)

@@ -196,8 +196,8 @@ def test_rerun_and_resume_refuse_what_they_cannot_do(builds: Builds) -> None:
     options = BuildOptions()
     with pytest.raises(UsageError, match="give --from or --only"):
         rerun(builds.store, run.build_id, options, builds.events.append, start="first", only="second")
-    with pytest.raises(UsageError, match="has no checkpoints"):
-        resume(builds.store, run.build_id, options, builds.events.append, [])
+    with pytest.raises(UsageError, match=r"built .*, not"):
+        resume(builds.store, run.build_id, options, builds.events.append, [builds.folder / "other.json"])
     with pytest.raises(UsageError, match="no build 'nope'"):
         rerun(builds.store, "nope", options, builds.events.append)
     again = rerun(builds.store, run.build_id, options, builds.events.append, start="customize[1]")

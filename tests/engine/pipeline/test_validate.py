@@ -27,7 +27,7 @@ def test_validators_run_after_the_customizers_and_before_the_image_is_generalize
     run = builds.make([SHELL], distribute=[IMAGE], properties=validate({**CHECK, "inline": ["echo checking"]}))
     result = run.run()
     assert result.status == "Succeeded"
-    assert [p.name for p in run.phases()][4:7] == ["customize", "validate", "deprovision"]
+    assert [p.name for p in run.phases()][5:8] == ["customize", "validate", "deprovision"]
     steps = builds.started_steps()
     assert steps.index("customize[0] install") < steps.index("validate[0] check") < steps.index("deprovision")
     assert builds.record(run.build_id)["validators"] == ["validate[0] check"]

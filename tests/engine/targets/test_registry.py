@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,9 +17,10 @@ from engine.targets.base import Target
 def test_each_kind_names_its_class_and_its_capabilities() -> None:
     docker, ssh, vm = registry.lookup("docker"), registry.lookup("ssh"), registry.lookup("vm")
     assert (docker.kind, ssh.kind, vm.kind) == ("docker", "ssh", "vm")
-    assert docker.can_checkpoint and docker.export_needs_stop and docker.starts_from_image
-    assert not ssh.can_checkpoint and not ssh.export_needs_stop and not ssh.starts_from_image
-    assert not vm.can_checkpoint and vm.export_needs_stop and vm.starts_from_image
+    assert docker.export_needs_stop and docker.starts_from_image
+    assert not ssh.export_needs_stop and not ssh.starts_from_image
+    assert vm.export_needs_stop and vm.starts_from_image
+    assert ssh.kept_states(Path("/nonexistent")) is None  # a host the user runs keeps no states
     assert (docker.source_kind, vm.source_kind) == ("image", "disk")
     assert vm.captures_disk and not docker.captures_disk and not ssh.captures_disk
     assert all(issubclass(load(), Target) for load in registry.TARGETS.values())
