@@ -45,6 +45,7 @@ POINTS = (
     "target:started",
     "vm:saving",
     "cache:keeping",
+    "cache:kept",
     "vhd:unpacked",
     "vhd:fetching",
     "vhd:written",

@@ -88,8 +88,22 @@ def no_sudo_image(docker_client: Any, base_image: str) -> str:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Path:
-    return tmp_path / "store"
+def store(tmp_path: Path) -> Iterator[Path]:
+    """A private store; the step cache's images its builds kept are removed at the end."""
+    root = tmp_path / "store"
+    yield root
+    if (root / "step-cache").is_dir():
+        drop_kept_images(root)
+
+
+def drop_kept_images(root: Path) -> None:
+    """Remove the images the step cache of the store at `root` kept (only that store's)."""
+    from engine.images import connect
+    from engine.targets.docker import DockerStates
+
+    states = DockerStates(connect(), root)
+    for key in states.present():
+        states.remove(key)
 
 
 @pytest.fixture

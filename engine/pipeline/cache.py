@@ -104,6 +104,7 @@ def keep(ctx: BuildContext, index: int, name: str) -> None:
                 return
             failpoints.hit("cache:keeping")
             size = target.keep_state(cache.states, key, ctx.source.image_id)
+            failpoints.hit("cache:kept")  # the state is written, its entry not yet
             cache.record(Entry(key, cache.states.kind, name, index, ctx.build_id, ctx.loaded.name, time.time(), size))
     except TargetError as exc:
         ctx.events.warning(f"the state after {name} could not be kept for the next builds: {exc}")

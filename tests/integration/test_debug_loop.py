@@ -1,5 +1,5 @@
-"""The debugging loop on the real engine: keep, rerun after editing, resume from a
-checkpoint, --debug with a real pseudo-terminal, secrets, many templates, clean."""
+"""The debugging loop on the real engine: keep, rerun after editing, --debug with a real
+pseudo-terminal, secrets, many templates, clean. The step cache: test_step_cache.py."""
 
 from __future__ import annotations
 
@@ -70,50 +70,6 @@ def test_edit_and_rerun_on_the_kept_target(
     assert status["runState"] == "Succeeded"
     log = cli("logs", build_id)
     assert "attempt-one" in log.stdout and "attempt-two" in log.stdout
-
-
-def test_checkpoints_let_a_build_resume_after_the_last_good_step(
-    cli: Any, write_template: Any, base_image: str, leftovers: Any, docker_client: Any
-) -> None:
-    steps = [
-        {"type": "Shell", "name": "slow-setup", "inline": ["echo SETUP-RAN", "echo state > /var/tmp/state"]},
-        {"type": "Shell", "name": "second", "inline": ["echo SECOND-RAN"]},
-        {"type": "Shell", "name": "broken", "inline": ["exit 9"]},
-    ]
-    path = write_template(template("resume", steps))
-    first = cli("build", str(path), "--network", "none", "--checkpoint")
-    assert first.code == 1
-    build_id = build_id_of(first)
-    assert first.stdout.count("checkpoint after") == 2
-
-    steps[2]["inline"] = ["cat /var/tmp/state", "echo FIXED"]
-    write_template(template("resume", steps))
-    resumed = cli("build", "--resume", build_id, "--network", "none")
-    assert resumed.code == 0, resumed.output
-    assert "from its checkpoint before customize[2]" in resumed.stdout
-    assert "SETUP-RAN" not in resumed.stdout and "SECOND-RAN" not in resumed.stdout
-    assert "state" in resumed.stdout and "FIXED" in resumed.stdout
-    assert leftovers() == []
-
-    cleaned = cli("clean", "--build", build_id)
-    assert cleaned.stdout.count("removed checkpoint image") == 2
-
-
-def test_resume_starts_over_when_an_earlier_step_changed(cli: Any, write_template: Any, base_image: str) -> None:
-    steps = [
-        {"type": "Shell", "name": "a", "inline": ["echo A1"]},
-        {"type": "Shell", "name": "b", "inline": ["exit 1"]},
-    ]
-    path = write_template(template("changed", steps))
-    build_id = build_id_of(cli("build", str(path), "--network", "none", "--checkpoint"))
-    steps[0]["inline"] = ["echo A2"]
-    steps[1]["inline"] = ["true"]
-    write_template(template("changed", steps))
-    resumed = cli("build", "--resume", build_id, "--network", "none")
-    assert resumed.code == 0, resumed.output
-    assert "no checkpoint that matches the template" in resumed.stdout
-    assert "A2" in resumed.stdout
-    cli("clean", "--build", build_id)
 
 
 def test_secrets_are_exported_and_never_shown(cli: Any, write_template: Any, store: Path, base_image: str) -> None:

@@ -59,7 +59,10 @@ def test_a_rebuild_after_editing_the_last_step_runs_only_that_step(builds: Build
     assert not target.ran("echo install") and target.ran("echo app v2")
     finished = [e for e in builds.events[since:] if e["event"] == "step-finished" and e["status"] == "cached"]
     assert {e["cachedFrom"] for e in finished} == {first.build_id}
-    assert "customize[0] to [1] are cached: the build starts from the state kept after customize[1] compile" in builds.messages()
+    assert (
+        "customize[0] to [1] are cached: the build starts from the state kept after customize[1] compile"
+        in builds.messages()
+    )
 
 
 def test_an_unchanged_rebuild_runs_no_customizer_but_still_deprovisions(builds: Builds) -> None:
