@@ -13,6 +13,10 @@ Workloads (each run alternates the tools, so they see the same machine state):
   W6  20 Shell inline steps + one 5 MB File + ManagedImage on --target vm (the fixture disk),
       against Packer's QEMU builder on the same disk with the same steps: the first build
       (boots and saves the booted VM), later builds (restore it), and --vm-boot cold
+  W7  the edit loop: steps of 20 s and 10 s, three short ones, then app.sh; the first build
+      (an empty step cache), and the rebuild after app.sh is edited (the cache restores the
+      state after the 10 s step); Packer's rebuild runs every step again. W2 is also timed
+      with --no-cache: the cache's own cost on a template it keeps nothing of
 Packer (apt-get install packer: 1.6.6, docker builder, commit; qemu builder for W6) runs
 when it is installed. Needs the Docker engine and the debian:12 image
 (fixtures/images/build-image.sh debian:12); VMBOOT and W6 need the fixture disk
@@ -204,6 +208,9 @@ class Bench:
             "aib-local --init none": lambda: timed(
                 self.aib("build", str(path), "--network", "none", "--deprovision", "skip", "--init", "none"), self.env
             ),
+            "aib-local --no-cache": lambda: timed(
+                self.aib("build", str(path), "--network", "none", "--deprovision", "skip", "--no-cache"), self.env
+            ),
             "docker SDK floor": lambda: timed(
                 [PYTHON, str(ROOT / "bench" / "sdk_floor.py"), IMAGE, str(step_count), "5" if with_file else "0"]
             ),
@@ -214,6 +221,34 @@ class Bench:
             )
             tools["packer"] = lambda: timed([self.packer or "packer", "build", "-color=false", str(packer_file)])
         self.alternate(workload, tools)
+
+    def w7(self) -> None:
+        script = self.work / "app.sh"
+        customize: list[dict[str, object]] = [
+            {"type": "Shell", "name": "install", "inline": ["sleep 20", "echo installed | sudo tee /opt/installed"]},
+            {"type": "Shell", "name": "compile", "inline": ["sleep 10", "echo built > /var/tmp/built"]},
+            *[{"type": "Shell", "name": f"short{i}", "inline": [f"echo short {i}"]} for i in range(3)],
+            {"type": "Shell", "name": "app", "scriptUri": str(script)},
+        ]
+        path = self.write("W7.json", template("w7", customize, managed("w7")))
+        build = self.aib("build", str(path), "--network", "none", "--allow-outside-template-dir")
+        one = self.write("W7-fixed.json", template("w7f", [{"type": "Shell", "inline": ["true"]}], managed("w7f")))
+        fixed = self.aib("build", str(one), "--network", "none", "--no-cache")
+        for run in range(self.runs):
+            timed(self.aib("cache", "prune", "--all"), self.env)
+            script.write_text(f"#!/bin/sh\ncat /opt/installed /var/tmp/built\necho app {run}\n")
+            self.record("W7", "aib-local first build", timed(build, self.env))
+            script.write_text(f"#!/bin/sh\ncat /opt/installed /var/tmp/built\necho app {run} edited\n")
+            started = time.monotonic()
+            out = subprocess.run([*build, "--output", "json"], env=self.env, capture_output=True, text=True, check=True)
+            self.record("W7", "aib-local rebuild after the edit", time.monotonic() - started)
+            events = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+            app_step = next(e for e in events if e["event"] == "step-finished" and e["step"].endswith("app"))
+            self.record("W7", "the edited step itself", app_step["duration"])
+            self.record("W7", "fixed cost: a build of one short step", timed(fixed, self.env))
+        timed(self.aib("cache", "prune", "--all"), self.env)
+        if self.packer:
+            self.notes.append("W7: Packer has no step cache: its rebuild is its first build")
 
     def w3(self) -> None:
         customize = [{"type": "Shell", "name": "big", "inline": ["head -c 200M /dev/urandom > /var/tmp/big.bin"]}]
@@ -354,6 +389,18 @@ class Bench:
             packer = statistics.median(w6["packer qemu builder"])
             for tool in ("aib-local --target vm", "aib-local --target vm --vm-boot cold"):
                 lines.append(f"W6: Packer qemu / {tool} = {packer / statistics.median(w6[tool]):.2f}x")
+        if "aib-local --no-cache" in self.results.get("W2", {}):
+            w2 = self.results["W2"]
+            ratio = statistics.median(w2["aib-local"]) / statistics.median(w2["aib-local --no-cache"])
+            lines.append(f"W2: step cache on / --no-cache = {ratio:.3f} (target at most 1.05)")
+        if "W7" in self.results:
+            w7 = {tool: statistics.median(values) for tool, values in self.results["W7"].items()}
+            first, again = w7["aib-local first build"], w7["aib-local rebuild after the edit"]
+            over = again - w7["the edited step itself"] - w7["fixed cost: a build of one short step"]
+            lines.append(
+                f"W7: rebuild / first build = {again / first:.3f} (target at most 0.15); rebuild - edited step - "
+                f"fixed cost = {over:.2f} s (target at most 1.5 s: the restore and the short steps)"
+            )
         if "W3" in self.results:
             w3 = self.results["W3"]
             lines.append(
@@ -383,6 +430,7 @@ def main() -> None:
                 getattr(bench, workload.lower())()
         report = bench.report()
     finally:
+        subprocess.run(bench.aib("cache", "prune", "--all"), env=bench.env, capture_output=True, check=False)
         shutil.rmtree(bench.work, ignore_errors=True)
     print(report)
     if args.write:

@@ -130,9 +130,11 @@ class Snapshots:
             os.close(fd)
 
     @contextlib.contextmanager
-    def making(self, key: str) -> Iterator[Path | None]:
+    def making(self, key: str, *, prune: bool = True) -> Iterator[Path | None]:
         """A staging folder for a new snapshot of KEY, added when the block ends without
-        an error (and removed when it fails). None when KEY exists or is being made."""
+        an error (and removed when it fails). None when KEY exists or is being made.
+        Then, unless `prune` is False (the step cache prunes by size), beyond KEEP the least
+        recently used go."""
         with self.locked(key, exclusive=True) as had:
             if not had or self.find(key) is not None:
                 yield None
@@ -148,7 +150,8 @@ class Snapshots:
                 staging.rename(broken)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-        self.prune(spare=key)
+        if prune:
+            self.prune(spare=key)
 
     def _drop_staged(self, key: str) -> None:
         """What an earlier making of KEY left when it was killed (its lock is held now)."""

@@ -12,7 +12,8 @@ goes, unless the build keeps the VM.
 
 With a store's boot snapshots (engine/targets/snapshots.py), a Linux source is booted once:
 the first build saves the booted machine before its first customizer, and the next builds
-restore it, set its clock and reseed its random generator from the host, and go on.
+restore it, set its clock and reseed its random generator from the host, and go on. The
+step cache keeps a VM the same way, after a customizer, in STORE/step-cache/vm (VmStates).
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from typing import Any
 from engine import disks, failpoints
 from engine.errors import AibLocalError, UsageError
 from engine.targets import qemu
-from engine.targets.base import OpenRequest, OwnSource, TargetError
+from engine.targets.base import KeptStates, OpenRequest, OwnSource, TargetError
 from engine.targets.endpoint import TARGET_SPECS, SshEndpoint, SshOptions
-from engine.targets.snapshots import FILES, UEFI_FILES, Snapshot, Snapshots
+from engine.targets.snapshots import FILES, UEFI_FILES, Snapshot, Snapshots, qemu_version
 from engine.targets.ssh import SshTarget
 from engine.targets.vm_process import QemuProcess
 from engine.vmsizes import vm_limits
@@ -78,6 +79,34 @@ def _cap(cpus: float, memory_gib: float) -> tuple[int, int, str]:
     return got_cpus, got_mib, note
 
 
+class VmStates(KeptStates):
+    """Kept states of VMs: saved machines (memory, devices and disk overlay), as boot
+    snapshots are, in the store's step-cache/vm folder."""
+
+    kind = "vm"
+    keep_after = 10.0  # a save writes the guest's memory and copies its disk overlay: seconds
+    fidelity = (
+        "the VM is restored running, as it was (services, /tmp and memory kept), with its clock and "
+        "random generator renewed"
+    )
+
+    def __init__(self, store: Path) -> None:
+        self.snapshots = Snapshots(store / "step-cache" / "vm")
+
+    def identity(self) -> str:
+        return f"{qemu_version()} {qemu.choose_accel()[0]}"
+
+    def present(self) -> dict[str, float]:
+        return {found.key: found.meta_file.stat().st_mtime for found in self.snapshots.all()}
+
+    def remove(self, key: str) -> bool:
+        return self.snapshots.remove(key)
+
+
+def _folder_size(folder: Path) -> int:
+    return sum(path.stat().st_blocks * 512 for path in folder.iterdir() if path.is_file())
+
+
 class VmTarget(SshTarget):
     """A QEMU VM booted from an overlay of the source disk; customizers run over SSH."""
 
@@ -101,6 +130,7 @@ class VmTarget(SshTarget):
         self.stopped = False
         self.accel = "tcg"
         self.snapshots: Snapshots | None = None  # boot snapshots to restore and add to (Linux guests)
+        self.restore_from: tuple[VmStates, str] | None = None  # the step cache's state to start from
 
     @property
     def name(self) -> str:
@@ -143,12 +173,33 @@ class VmTarget(SshTarget):
         target.os_type = request.os_type
         if request.snapshots and request.os_type == "Linux":
             target.snapshots = Snapshots(Path(request.snapshots))
+        if request.restore:
+            target.restore_from = (VmStates(Path(request.store)), request.restore)
         return target
+
+    @classmethod
+    def kept_states(cls, store: Path) -> VmStates:
+        return VmStates(store)
+
+    def keep_state(self, states: KeptStates, key: str, base_image: str) -> int:
+        assert isinstance(states, VmStates)
+        if not self._snapshot(states.snapshots, key, prune=False):
+            raise TargetError(f"another build is saving the same state ({key[:16]})")
+        found = states.snapshots.find(key)
+        return _folder_size(found.folder) if found else 0
 
     # --- starting ------------------------------------------------------------------
 
     def start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
+        if self.restore_from is not None:
+            states, key = self.restore_from
+            if not self._restore(states.snapshots, key):
+                raise TargetError(
+                    f"the step cache's saved VM {key[:16]} did not restore (see the warnings); it is removed",
+                    hint="build again: the customizers it stood for run",
+                )
+            return
         if self.snapshots is not None and self._restore(self.snapshots):
             return
         self._boot_cold()
@@ -199,24 +250,8 @@ class VmTarget(SshTarget):
         started = time.monotonic()
         key = snapshots.key(self.source, self.machine.shape(self.accel))
         try:
-            with snapshots.making(key) as staging:
-                if staging is None:
-                    return
-                try:
-                    self._close_sessions()
-                    self.link.close()
-                    self.machine.monitor.command("stop")
-                    self.machine.save(staging / "state")
-                    failpoints.hit("vm:saving")
-                    for name in self._kept_files():
-                        shutil.copy(self.folder / name, staging / name)  # with its mode: the key is 0600
-                    meta = {"source": str(self.source), "accel": self.accel, "build": self.build_id}
-                    meta |= {"made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-                    (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-                except (TargetError, OSError):  # the build goes on without it (an interrupt does not)
-                    self._go_on()
-                    raise
-                self._go_on()
+            if not self._snapshot(snapshots, key):
+                return
         except (TargetError, OSError) as exc:
             self.warnings.append(f"the booted VM could not be saved for the next builds: {exc}")
             return
@@ -224,6 +259,29 @@ class VmTarget(SshTarget):
             f"saved the booted VM in {time.monotonic() - started:.1f}s: the next builds of this source restore it "
             f"instead of booting ({snapshots.root / key})"
         )
+
+    def _snapshot(self, snapshots: Snapshots, key: str, *, prune: bool = True) -> bool:
+        """Save the running machine as KEY's snapshot, then let it go on: whether it did
+        (False: KEY exists or another build is saving it)."""
+        with snapshots.making(key, prune=prune) as staging:
+            if staging is None:
+                return False
+            try:
+                self._close_sessions()
+                self.link.close()
+                self.machine.monitor.command("stop")
+                self.machine.save(staging / "state")
+                failpoints.hit("vm:saving")
+                for name in self._kept_files():
+                    shutil.copy(self.folder / name, staging / name)  # with its mode: the key is 0600
+                meta = {"source": str(self.source), "accel": self.accel, "build": self.build_id}
+                meta |= {"made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+            except (TargetError, OSError):  # the build goes on without it (an interrupt does not)
+                self._go_on()
+                raise
+            self._go_on()
+        return True
 
     def _kept_files(self) -> tuple[str, ...]:
         """The files of this VM's folder that a snapshot of it keeps."""
@@ -234,11 +292,13 @@ class VmTarget(SshTarget):
         self.machine.run()
         self.link.connect(30)
 
-    def _restore(self, snapshots: Snapshots) -> bool:
-        """Start from the source's snapshot, when there is one: whether it did."""
+    def _restore(self, snapshots: Snapshots, key: str = "") -> bool:
+        """Start from KEY's snapshot (by default the booted source's), when there is one:
+        whether it did."""
         started = time.monotonic()
         accel, why = qemu.choose_accel()
-        key = snapshots.key(self.source, self.machine.shape(accel))
+        explicit = bool(key)
+        key = key or snapshots.key(self.source, self.machine.shape(accel))
         with snapshots.locked(key, exclusive=False) as had:
             found = snapshots.find(key) if had else None
             if found is None:
@@ -257,9 +317,10 @@ class VmTarget(SshTarget):
             snapshots.remove(key)
             return False
         self.accel = accel
+        what = "the VM the step cache kept," if explicit else "the VM"
         self.notes.append(
-            f"restored the VM saved by build {found.meta().get('build', '?')} in {time.monotonic() - started:.1f}s, "
-            f"under {accel.upper()} ({why}); --vm-boot cold boots instead"
+            f"restored {what} saved by build {found.meta().get('build', '?')} in {time.monotonic() - started:.1f}s, "
+            f"under {accel.upper()} ({why})" + ("" if explicit else "; --vm-boot cold boots instead")
         )
         self._freshen()
         self._detect()

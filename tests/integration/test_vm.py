@@ -409,3 +409,35 @@ def test_sigint_while_saving_the_booted_vm_leaves_nothing(store: Path, write_tem
     assert qemu_processes(store) == []
     assert not list((store / "builds").glob("*/vm"))
     assert not list((store / "vm-snapshots").glob(".new-*")) and not list((store / "vm-snapshots").glob("*/meta.json"))
+
+
+def test_the_step_cache_restores_the_running_vm_and_runs_only_the_edited_step(
+    cli: Any, write_template: Any, store: Path, vm_disk: Path
+) -> None:
+    """A VM build keeps the running machine after its customizers (--checkpoint: after
+    each); a rebuild after the last one is edited restores the VM as it was, running
+    service and /tmp included, and runs only that one; prune removes the saved VMs."""
+    setup = {
+        "type": "Shell",
+        "name": "setup",
+        "inline": ["echo carried > /tmp/carried", "sudo systemd-run --unit aib-bg sleep 3600", "echo SETUP-RAN"],
+    }
+
+    def app(text: str) -> dict[str, Any]:
+        return {"type": "Shell", "name": "app", "inline": ["cat /tmp/carried", "systemctl is-active aib-bg", text]}
+
+    path = write_template(template("vm-cache", [setup, app("echo APP-ONE")]))
+    first = cli("build", str(path), "--target", "vm", "--checkpoint", timeout=1800)
+    assert first.code == 0, first.output
+    assert first.stdout.count("state kept for the next builds") == 2
+    path = write_template(template("vm-cache", [setup, app("echo APP-TWO")]))
+    again = cli("build", str(path), "--target", "vm", timeout=1800)
+    assert again.code == 0, again.output
+    assert "restored the VM the step cache kept, saved by build" in again.stdout
+    assert "customize[0] setup: cached (from build" in again.stdout and "SETUP-RAN" not in again.stdout
+    assert "carried" in again.stdout and "\n" in again.stdout and "APP-TWO" in again.stdout
+    assert re.search(r"customize\[1\] app \| active", again.stdout), again.stdout  # the service still runs
+    assert qemu_processes(store) == []
+    pruned = cli("cache", "prune", "--all")
+    assert pruned.code == 0 and pruned.stdout.count("removed customize[") == 2, pruned.output
+    assert not list((store / "step-cache" / "vm").glob("*/meta.json"))
