@@ -93,22 +93,11 @@ def fetch(
     partial = dest.with_name(f".{dest.name}.partial")
     mapped = uri_map.find(uri) if uri_map else None
     try:
-        if mapped is not None:
-            digest, size = _copy(mapped.path, partial, uri)
-        elif parts.scheme in ("http", "https"):
-            digest, size = _download(uri, partial, progress, retrying, deadline, stall_timeout)
-        else:
-            if parts.scheme == "file":
-                source = Path(urllib.request.url2pathname(parts.path))
-            elif parts.scheme and len(parts.scheme) > 1:
-                raise FetchError(
-                    f"{redact_uri(uri)}: unsupported URI scheme {parts.scheme!r} (use https, http, file or a path)"
-                )
-            else:
-                source = Path(uri)
-                if not source.is_absolute():
-                    source = base_dir / source
+        source = local_source(uri, base_dir, uri_map)
+        if source is not None:
             digest, size = _copy(source, partial, uri)
+        else:
+            digest, size = _download(uri, partial, progress, retrying, deadline, stall_timeout)
         differs = bool(expected_sha256) and digest != expected_sha256.lower()
         if differs and (mapped is not None or parts.scheme not in ("http", "https")):
             pass  # the working copy runs; validation said that AIB would fail the step
@@ -122,6 +111,25 @@ def fetch(
         partial.unlink(missing_ok=True)
     working_copy = mapped.describe(redact_uri(uri)) if mapped is not None else ""
     return Fetched(uri, dest, digest, size, working_copy, differs)
+
+
+def local_source(uri: str, base_dir: Path, uri_map: UriMap | None = None) -> Path | None:
+    """The file on this machine that `uri` reads: a path (relative to `base_dir`), a file://
+    URL or a mapped URL's working copy; None for a download."""
+    mapped = uri_map.find(uri) if uri_map else None
+    if mapped is not None:
+        return mapped.path
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme in ("http", "https"):
+        return None
+    if parts.scheme == "file":
+        return Path(urllib.request.url2pathname(parts.path))
+    if parts.scheme and len(parts.scheme) > 1:
+        raise FetchError(
+            f"{redact_uri(uri)}: unsupported URI scheme {parts.scheme!r} (use https, http, file or a path)"
+        )
+    source = Path(uri)
+    return source if source.is_absolute() else base_dir / source
 
 
 def _copy(source: Path, dest: Path, uri: str) -> tuple[str, int]:

@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from engine.cli.options import (
     store_option,
     template_options,
 )
-from engine.errors import Interrupted, UsageError
+from engine.errors import AibLocalError, Interrupted, UsageError
 
 DEBUG_CHOICES = {"c": "continue", "s": "shell", "r": "rerun", "k": "skip", "a": "abort"}
 
@@ -225,6 +226,12 @@ def report_outcome(results: list[Any], output: str) -> None:
     "--debug", "debug", is_flag=True, help="Pause before each customizer: continue, shell, rerun previous, skip, abort."
 )
 @click.option(
+    "--watch",
+    is_flag=True,
+    help="After each build, wait until the template or a file it reads here (a script, a mapped working copy, "
+    "aib-local.json) changes, then build again (with the step cache); Ctrl-C stops.",
+)
+@click.option(
     "--parallel", type=click.IntRange(1, 32), default=1, show_default=True, help="Build this many templates at once."
 )
 @click.option(
@@ -274,6 +281,7 @@ def build(
     vm_boot: str,
     resume_id: str | None,
     debug: bool,
+    watch: bool,
     parallel: int,
     resource_group: str,
     strict: bool,
@@ -288,9 +296,7 @@ def build(
     report_file: Path | None,
 ) -> None:
     """Build templates: customize, deprovision and distribute, as AIB would."""
-    from engine.events import read_events
-    from engine.junit import JunitReport
-    from engine.pipeline import BuildOptions, BuildRun, run_all
+    from engine.pipeline import BuildOptions, BuildRun
     from engine.pipeline.revisit import resume
     from engine.step_cache import parse_size
     from engine.store import Store
@@ -339,25 +345,45 @@ def build(
     )
     the_store = Store.open(store)
     if resume_id:
+        if watch:
+            raise UsageError("--watch builds TEMPLATE files: give them instead of --resume")
         builds = [resume(the_store, resume_id, options, make_reporter(output), list(templates))]
-    else:
-        reading = load_options(
-            parameters,
-            sets,
-            template_name,
-            location,
-            allow_outside_template_dir,
-            map_uri,
-            allow_any_destination=allow_any_destination,
-            strict=strict,
-            resource_group=resource_group,
-        )
+        report_outcome(run_builds(the_store, builds, parallel, junit, report_file), output)
+        return
+    reading = load_options(
+        parameters,
+        sets,
+        template_name,
+        location,
+        allow_outside_template_dir,
+        map_uri,
+        allow_any_destination=allow_any_destination,
+        strict=strict,
+        resource_group=resource_group,
+    )
+
+    def loaded_builds() -> list[BuildRun]:
         loaded = [item for path in templates for item in load_templates(path, options=reading)]
         several = len(loaded) > 1 and output == "text"
-        builds = [
+        return [
             BuildRun(item, options, the_store, make_reporter(output, f"[{item.name}] " if several else ""))
             for item in loaded
         ]
+
+    if watch:
+        watch_builds(list(templates), loaded_builds, lambda b: run_builds(the_store, b, parallel, junit, report_file))
+        return
+    report_outcome(run_builds(the_store, loaded_builds(), parallel, junit, report_file), output)
+
+
+def run_builds(
+    the_store: Any, builds: list[Any], parallel: int, junit: Path | None, report_file: Path | None
+) -> list[Any]:
+    """Run the builds; then the JUnit report (interrupted builds too) and the HTML reports."""
+    from engine.events import read_events
+    from engine.junit import JunitReport
+    from engine.pipeline import run_all
+
     try:
         results = run_all(builds, parallel)
     finally:  # interrupted builds too: their events say so
@@ -373,7 +399,44 @@ def build(
             if len(results) > 1:
                 path = report_file.with_name(f"{report_file.stem}-{result.build_id}{report_file.suffix}")
             write_report(the_store, result.build_id, path)
-    report_outcome(results, output)
+    return results
+
+
+def watch_builds(
+    templates: list[Path], make: Callable[[], list[Any]], run: Callable[[list[Any]], list[Any]]
+) -> None:
+    """--watch: build, then wait for a file the build reads to change, and build again,
+    until Ctrl-C (exit 130, after the running build's own cleanup)."""
+    from engine.watch import stamps, wait_for_change, watched
+
+    while True:
+        before = stamps(watched(templates, []))
+        try:
+            builds = make()
+            before = stamps(watched(templates, [b.ctx.loaded for b in builds]))
+            results = run(builds)
+            for result in results:
+                said = f"error: {result.error}" if result.error is not None else f"log: {result.log_path}"
+                click.echo(f"build {result.build_id} {result.status}; {said}")
+        except AibLocalError as exc:  # the template as it is now does not load: wait for the next save
+            click.echo(f"error: {exc}", err=True)
+        if signals.received():
+            raise click.exceptions.Exit(signals.exit_code())
+        click.echo(f"watching {len(before)} file(s) for changes (Ctrl-C stops)")
+        try:
+            changed = wait_for_change(before)
+        except KeyboardInterrupt:
+            click.echo("stopped watching")
+            raise click.exceptions.Exit(signals.exit_code()) from None
+        names = ", ".join(_shown(path) for path in changed)
+        click.echo(f"{names} changed: building again")
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 @click.command()

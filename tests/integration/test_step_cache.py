@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -198,3 +199,31 @@ def test_prune_the_size_limit_and_clean(
     assert kept(store, docker_client) == {}
     assert cli("cache", "prune", "--limit", "lots").code == 2
     assert len(build_ids(store)) == 2
+
+
+def test_watch_builds_again_after_a_save_and_ctrl_c_leaves_nothing_running(
+    write_template: Any, store: Path, tmp_path: Path, base_image: str, leftovers: Any
+) -> None:
+    script = tmp_path / "app.sh"
+    script.write_text("echo APP-ONE\n")
+    path = write_template(template("watch", [SHORT, {"type": "Shell", "name": "app", "scriptUri": "app.sh"}]))
+    running = Running(
+        ["build", str(path), "--watch", "--network", "none", "--checkpoint"],
+        store,
+        {"AIB_LOCAL_FAILPOINTS": "phase:customize=wait:30@3"},  # the third build waits in customize
+    )
+    running.wait_for("watching 2 file(s) for changes (Ctrl-C stops)")
+    script.write_text("echo APP-TWO\n")
+    running.wait_for("app.sh changed: building again")
+    running.wait_for("APP-TWO")
+    running.wait_for("watching 2 file(s)")
+    path.write_text(path.read_text().replace('"short"', '"short-renamed"'))
+    running.wait_for("template.json changed: building again")
+    running.wait_for("failpoint phase:customize reached")
+    running.send(signal.SIGINT)  # mid-build: the build cleans up, and the watch ends
+    code, output = running.finish()
+    assert code == 130, output
+    assert "customize[0] short: cached (from build" in output  # the second build
+    assert "APP-ONE" in output and "Canceled" in output
+    assert leftovers() == []
+    assert len(build_ids(store)) == 3
