@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import UsageError
-from engine.targets.base import KeptStates
+from engine.targets.base import KeptStates, TargetError
 
 FORMAT = 1
 FOLDER = "step-cache"
@@ -116,6 +116,12 @@ class StepCache:
         data = {k: v for k, v in asdict(entry).items() if k != "used"}
         staged.write_text(json.dumps(data, indent=2) + "\n")
         staged.replace(self._file(entry.key))
+
+    def forget(self, key: str) -> None:
+        """Drop KEY's entry and what is left of its state (it failed to start)."""
+        self._file(key).unlink(missing_ok=True)
+        with contextlib.suppress(TargetError, OSError):
+            self.states.remove(key)
 
     def used(self, key: str) -> None:
         with contextlib.suppress(OSError):

@@ -48,6 +48,7 @@ class FakeStates(KeptStates):
     fidelity = "a fake target keeps nothing real"
     kept: ClassVar[dict[str, float]] = {}
     busy: ClassVar[set[str]] = set()  # keys a build "runs from": they cannot be removed
+    broken: ClassVar[set[str]] = set()  # keys whose state fails to start
 
     def present(self) -> dict[str, float]:
         return dict(self.kept)
@@ -119,6 +120,8 @@ class FakeTarget(Target):
         return {"kind": self.kind, "name": self.build_id, "osType": self.os_type}
 
     def start(self) -> None:
+        if self.restored_from and self.restored_from in FakeStates.broken:
+            raise TargetError(f"the kept state {self.restored_from[:8]} is damaged")
         self.started = True
 
     def run(self, command: Command, sink: OutputSink, timeout: float | None) -> int:

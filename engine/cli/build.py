@@ -402,9 +402,7 @@ def run_builds(
     return results
 
 
-def watch_builds(
-    templates: list[Path], make: Callable[[], list[Any]], run: Callable[[list[Any]], list[Any]]
-) -> None:
+def watch_builds(templates: list[Path], make: Callable[[], list[Any]], run: Callable[[list[Any]], list[Any]]) -> None:
     """--watch: build, then wait for a file the build reads to change, and build again,
     until Ctrl-C (exit 130, after the running build's own cleanup)."""
     from engine.watch import stamps, wait_for_change, watched

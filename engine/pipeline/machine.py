@@ -7,7 +7,9 @@ whether it has PowerShell.
 
 from __future__ import annotations
 
-from engine.errors import UsageError
+import contextlib
+
+from engine.errors import BuildFailed, EnvironmentProblem, UsageError
 from engine.pipeline.context import BuildContext
 from engine.pipeline.deprovision import place_windows_script
 from engine.pipeline.recording import build_running
@@ -21,6 +23,28 @@ PWSH_PROBE = "command -v pwsh >/dev/null 2>&1"
 
 
 def start_target(ctx: BuildContext, steps: StepRunner) -> None:
+    try:
+        open_target(ctx, steps)
+    except (TargetError, BuildFailed, EnvironmentProblem) as exc:
+        if ctx.restored is None:
+            raise
+        # The kept state went between the look-up and the start (removed by hand, a file of
+        # it damaged): start from the source instead, and run every customizer.
+        ctx.events.warning(
+            f"the step cache's state after {ctx.restored.step} did not start ({str(exc)[:300]}): "
+            "starting from the source, every customizer runs"
+        )
+        if ctx.target is not None:
+            with contextlib.suppress(TargetError):
+                ctx.target.remove()
+            ctx.target = None
+        if ctx.cache is not None:
+            ctx.cache.forget(ctx.restored.key)
+        ctx.restored = None
+        open_target(ctx, steps)
+
+
+def open_target(ctx: BuildContext, steps: StepRunner) -> None:
     options = ctx.options
     target = for_spec(options.target).open(
         OpenRequest(

@@ -100,13 +100,15 @@ fi
 if grep -q 'aib-local pass-through sudo' /usr/local/bin/sudo 2>/dev/null; then rm -f /usr/local/bin/sudo; fi
 rm -f /tmp/.aib-local-* /tmp/aib-local-script-*
 """
-# A kept image holds what /tmp held, which a systemd boot (tmpfiles) would empty: it is
-# put back when a container starts from the image, and never left in the container.
-TMP_STASH = "/.aib-local-tmp.tar"
+# A kept image holds what /tmp held, which a systemd boot (tmpfiles) empties: a second set
+# of hard links to its files (no data copied, and the image's layer stores each file once)
+# is kept beside it and moved back when a container starts from the image; neither the
+# running container nor the image it ends as keeps the folder.
+TMP_STASH = "/.aib-local-tmp"
 STASH_TMP = (
-    f'rm -f {TMP_STASH}; if [ -n "$(ls -A /tmp)" ] && command -v tar >/dev/null; then tar -C /tmp -cf {TMP_STASH} .; fi'
+    f'rm -rf {TMP_STASH}; if [ -n "$(ls -A /tmp)" ]; then mkdir -m 0700 {TMP_STASH} && cp -al /tmp/. {TMP_STASH}/; fi'
 )
-UNSTASH_TMP = f"if [ -f {TMP_STASH} ]; then tar -C /tmp -xpf {TMP_STASH} && rm -f {TMP_STASH}; fi"
+UNSTASH_TMP = f"if [ -d {TMP_STASH} ]; then cp -a {TMP_STASH}/. /tmp/ && rm -rf {TMP_STASH}; fi"
 
 
 class DockerStates(KeptStates):
@@ -314,7 +316,7 @@ class DockerTarget(Target):
         try:
             image_id = self.commit(states.repository, key, base_image)
         finally:
-            self._quietly(f"rm -f {TMP_STASH}", "remove what /tmp was put aside in")
+            self._quietly(f"rm -rf {TMP_STASH}", "remove the links /tmp was put aside with")
         try:
             size = self.client.images.get(image_id).attrs.get("Size", 0) - self.client.images.get(self.image).attrs.get(
                 "Size", 0

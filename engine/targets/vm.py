@@ -97,7 +97,12 @@ class VmStates(KeptStates):
         return f"{qemu_version()} {qemu.choose_accel()[0]}"
 
     def present(self) -> dict[str, float]:
-        return {found.key: found.meta_file.stat().st_mtime for found in self.snapshots.all()}
+        """The saved VMs whose files are all there (one missing is no state)."""
+        return {
+            found.key: found.meta_file.stat().st_mtime
+            for found in self.snapshots.all()
+            if found.state.is_file() and (found.folder / "disk.qcow2").is_file()
+        }
 
     def remove(self, key: str) -> bool:
         return self.snapshots.remove(key)
@@ -327,7 +332,8 @@ class VmTarget(SshTarget):
         return True
 
     def _load(self, snapshot: Snapshot, accel: str) -> None:
-        self.progress(f"restoring the booted {self.source.name} from {snapshot.folder}")
+        what = "the VM the step cache kept" if self.restore_from else f"the booted {self.source.name}"
+        self.progress(f"restoring {what} from {snapshot.folder}")
         for name in self._kept_files():
             shutil.copy(snapshot.folder / name, self.folder / name)
         host = (self.folder / "host_key.pub").read_text().strip()

@@ -82,4 +82,5 @@ def builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Builds]:
     monkeypatch.setattr(FakeTarget, "os", "Linux")
     monkeypatch.setattr(FakeStates, "kept", {})
     monkeypatch.setattr(FakeStates, "busy", set())
+    monkeypatch.setattr(FakeStates, "broken", set())
     yield Builds(tmp_path)

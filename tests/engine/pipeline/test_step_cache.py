@@ -160,6 +160,20 @@ def test_a_state_removed_by_hand_is_a_miss_and_its_entry_goes(builds: Builds) ->
     assert first.ctx.cache_keys[2] not in {e.key for e in all_entries(builds.store.root)}
 
 
+def test_a_kept_state_that_fails_to_start_is_dropped_and_every_step_runs(builds: Builds) -> None:
+    first = builds.make(STEPS, checkpoint=True)
+    first.run()
+    FakeStates.broken.add(first.ctx.cache_keys[2])
+    since = len(builds.events)
+    again = builds.make(STEPS)
+    assert again.run().status == "Succeeded"
+    assert len(customize_runs(builds, since)) == 3 and cached_steps(builds, since) == []
+    warned = [e["message"] for e in builds.named("warning") if "did not start" in e["message"]]
+    assert len(warned) == 1 and "is damaged" in warned[0] and "every customizer runs" in warned[0]
+    assert first.ctx.cache_keys[2] not in FakeStates.kept
+    assert first.ctx.cache_keys[2] not in {e.key for e in all_entries(builds.store.root)}
+
+
 def test_a_keep_cut_short_leaves_no_entry_and_is_replaced_then_swept(builds: Builds) -> None:
     first = builds.make(STEPS, checkpoint=True)
     first.run()
