@@ -16,7 +16,7 @@ from typing import ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, field_validator
 
-from engine.sections import Check, CustomizerSection, Sha256, Uri, check_digest, check_local_file
+from engine.template.sections import Check, CustomizerSection, Sha256, Uri, check_digest, check_local_file
 
 SCRIPT = "{script}"  # stands for the uploaded script's path in a RunScript command
 

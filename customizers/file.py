@@ -6,7 +6,7 @@ import re
 from typing import Literal
 
 from customizers.base import Customizer, Input, PlanContext, PutFile, Step
-from engine.sections import Check, CustomizerSection, Sha256, Uri, check_digest, check_local_file
+from engine.template.sections import Check, CustomizerSection, Sha256, Uri, check_digest, check_local_file
 
 AIB_FILE_LIMIT = 20 * 1024 * 1024
 

@@ -27,7 +27,7 @@ from customizers.base import (
     Step,
     check_windows_only,
 )
-from engine.sections import Check, ExitCode, since
+from engine.template.sections import Check, ExitCode, since
 
 PROGRESS_OFF = (
     "if (Test-Path variable:global:ProgressPreference)"

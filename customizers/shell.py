@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from customizers.base import SCRIPT, Customizer, Input, PlanContext, PlanError, RunScript, ScriptSection, Step
-from engine.sections import Check
+from engine.template.sections import Check
 
 
 def unix_text(data: bytes) -> bytes:

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import field_validator
 
 from customizers.base import Customizer, PlanContext, Restart, Step, check_windows_only
-from engine.sections import Check, CustomizerSection
+from engine.template.sections import Check, CustomizerSection
 
 DEFAULT_RESTART_COMMAND = 'shutdown /r /f /t 0 /c "packer restart"'
 DURATION_PATTERN = re.compile(r"^(\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$")

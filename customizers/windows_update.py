@@ -18,7 +18,7 @@ from pydantic import AfterValidator, Field
 from customizers.base import Customizer, PlanContext, PlanError, Restart, RunScript, Step, UntilDone, check_windows_only
 from customizers.powershell import AIB_WRAPPER, command, elevated_launcher
 from customizers.windows_restart import DEFAULT_WINDOWS_RESTART, LINUX_RESTART_COMMAND
-from engine.sections import Check, CustomizerSection
+from engine.template.sections import Check, CustomizerSection
 
 DEFAULT_SEARCH = "BrowseOnly=0 and IsInstalled=0"
 DEFAULT_FILTERS = ("include:$true",)

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from engine import disks
 from engine.journal import Journal
-from engine.sections import DistributeSection
+from engine.template.sections import DistributeSection
 from engine.store import Store
 
 

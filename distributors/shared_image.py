@@ -17,7 +17,7 @@ from pydantic import AfterValidator, Field
 from distributors.base import DistributeContext, DistributeError, Distributor, RunOutput, keep_image, settle_image
 from engine import failpoints
 from engine.gallery import Galleries, GalleryError, parse_version
-from engine.sections import Check, DistributeSection, Section, check_region, since
+from engine.template.sections import Check, DistributeSection, Section, check_region, since
 from engine.store import Store
 
 GALLERY_IMAGE_ID = re.compile(

@@ -27,7 +27,7 @@ from pydantic import Field
 
 from distributors.base import DistributeContext, DistributeError, Distributor, RunOutput
 from engine import disks, failpoints
-from engine.sections import Check, DistributeSection, since
+from engine.template.sections import Check, DistributeSection, since
 from engine.store import file_mode
 
 SECTOR = 512

@@ -18,13 +18,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from engine import model as m
 from engine.errors import AibLocalError, UsageError
 from engine.gallery import Galleries
 from engine.store import Store
 from engine.store_rules import source_generation
 from engine.targets.base import OpenRequest, Target, TargetError
 from engine.targets.registry import lookup
+from engine.template import model as m
 
 BOOT_WITHIN = 600.0
 

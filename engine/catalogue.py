@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from engine.errors import UsageError
-from engine.model import PlatformImageSource
+from engine.template.model import PlatformImageSource
 
 ENV_VAR = "AIB_LOCAL_CATALOGUE"
 DISKS_ENV = "AIB_LOCAL_DISKS"

@@ -16,10 +16,10 @@ from typing import Any
 
 import customizers
 from engine.fetch import fetch, redact_uri
-from engine.jsonc import BLANK, STRING
-from engine.locations import locate
 from engine.pipeline.context import customizer_name, validations, validator_name
-from engine.validation import LoadedTemplate
+from engine.template.jsonc import BLANK, STRING
+from engine.template.loading import LoadedTemplate
+from engine.template.locations import locate
 
 DIGEST = re.compile(r"[0-9A-Fa-f]{64}")
 

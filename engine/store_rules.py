@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine import model as m
 from engine.errors import Finding
 from engine.gallery import Galleries
-from engine.sections import normalize_region
 from engine.store import Store
-from engine.validation import LoadedTemplate
+from engine.template import model as m
+from engine.template.loading import LoadedTemplate
+from engine.template.sections import normalize_region
 
 
 def check(loaded: LoadedTemplate, store: Store, *, source_image: bool = True) -> list[Finding]:

@@ -15,8 +15,8 @@ from pathlib import Path
 import customizers
 from engine.errors import AibLocalError
 from engine.fetch import local_source
+from engine.template.loading import LoadedTemplate
 from engine.uri_map import project_file
-from engine.validation import LoadedTemplate
 
 POLL_SECONDS = 0.5
 Stamp = tuple[int, int] | None  # (mtime in ns, size); None: the file does not exist

@@ -101,7 +101,7 @@ def validate_in(
     from engine.boot import disk_of, generation_of
     from engine.cli.build import make_reporter, report_outcome
     from engine.pipeline import BuildOptions, BuildRun, run_all
-    from engine.validation import LoadOptions, load_templates
+    from engine.template.loading import LoadOptions, load_templates
 
     disk = disk_of(the_store, artifact)
     loaded = load_templates(template, options=LoadOptions(map_uri=map_uri))

@@ -302,7 +302,7 @@ def build(
     from engine.store import Store
     from engine.targets.endpoint import SshOptions
     from engine.targets.registry import for_spec
-    from engine.validation import load_templates
+    from engine.template.loading import load_templates
 
     if for_spec(target).source_kind != "disk" and boot_test:  # a malformed target is refused first
         raise UsageError("--boot-test boots a disk: it needs --target vm")

@@ -88,7 +88,7 @@ def validate(
     """
     from engine import store_rules
     from engine.store import Store
-    from engine.validation import load_templates
+    from engine.template.loading import load_templates
 
     the_store = Store.existing(store)
     if store is not None and the_store is None:
@@ -155,7 +155,7 @@ def validate(
     if output == "json":
         click.echo(json.dumps({"valid": invalid == 0, "templates": results}, indent=2))
     if output == "sarif":
-        from engine.sarif import sarif_log
+        from engine.template.sarif import sarif_log
 
         click.echo(json.dumps(sarif_log(results), indent=2))
     if invalid:
@@ -164,8 +164,8 @@ def validate(
 
 def placed(path: Path, findings: list[Any]) -> list[dict[str, Any]]:
     """Findings as dicts, each with the line and column of its JSON path in the file."""
-    from engine.locations import locate, position
-    from engine.validation import MAX_TEMPLATE_BYTES
+    from engine.template.loading import MAX_TEMPLATE_BYTES
+    from engine.template.locations import locate, position
 
     try:  # a file refused for its size is not read again to place its one finding
         found = locate(path.read_text(errors="replace")) if path.stat().st_size <= MAX_TEMPLATE_BYTES else {}
@@ -224,7 +224,7 @@ def checksums(
     digest matches (or was written), 1 when some differ, 2 on invalid input.
     """
     from engine import checksums as sums
-    from engine.validation import load_templates
+    from engine.template.loading import load_templates
 
     options = load_options(parameters, sets, template_name, location, allow_outside_template_dir, map_uri)
     report: list[dict[str, Any]] = []
@@ -280,9 +280,9 @@ def export_(
 ) -> None:
     """Write the template as AIB takes it (resolved, cleaned for its apiVersion) and the
     az commands that create and run it."""
-    from engine.export import az_commands, export
     from engine.store import atomic_write
-    from engine.validation import load_templates
+    from engine.template.export import az_commands, export
+    from engine.template.loading import load_templates
 
     loaded = load_templates(
         template,
@@ -309,9 +309,9 @@ def export_(
 @click.option("--output-file", "-o", type=click.Path(path_type=Path), help="Write the schema here [default: stdout].")
 def schema(api_version: str | None, output_file: Path | None) -> None:
     """Print the JSON Schema of image templates, for editors (VS Code: json.schemas)."""
-    from engine import model
-    from engine.schema import template_schema
     from engine.store import atomic_write
+    from engine.template import model
+    from engine.template.schema import template_schema
 
     version = api_version or model.LATEST_API_VERSION
     if version not in model.API_VERSIONS:

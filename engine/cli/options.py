@@ -95,9 +95,9 @@ def load_options(
     resource_group: str | None = None,
 ) -> Any:
     """The LoadOptions these command-line values describe."""
-    from engine.arm import read_parameters
     from engine.errors import UsageError
-    from engine.validation import LoadOptions
+    from engine.template.arm import read_parameters
+    from engine.template.loading import LoadOptions
 
     filled = {}
     for item in sets:

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 import customizers
 from customizers.base import Customizer, Step
 from distributors.base import Distributor, RunOutput
-from engine import model as m
 from engine.errors import AibLocalError, BuildFailed, UsageError, ValidationFailed
 from engine.events import BuildLog, Events, Redactor, Reporter, utc_now
 from engine.journal import Journal
@@ -17,7 +16,8 @@ from engine.pipeline.options import LOG_NAME, BuildOptions, Continuation, Deadli
 from engine.records import TEMPLATE_TYPE
 from engine.store import Store
 from engine.targets.base import Target
-from engine.validation import LoadedTemplate
+from engine.template import model as m
+from engine.template.loading import LoadedTemplate
 
 if TYPE_CHECKING:
     from engine.images import Client

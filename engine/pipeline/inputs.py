@@ -50,7 +50,7 @@ def fetch_inputs(ctx: BuildContext) -> None:
             durationSeconds=round(time.monotonic() - started, 3),
         )
         limit = customizer.input_limit
-        # A local file's size is validation's to report (engine.sections); a download's is known only now.
+        # A local file's size is validation's to report (engine.template.sections); a download's is known only now.
         downloaded = urlsplit(item.uri).scheme in ("http", "https") and not got.working_copy
         if limit is not None and got.size > limit and downloaded:
             megabytes = limit // (1024 * 1024)

@@ -41,7 +41,7 @@ from engine.pipeline.teardown import claim, discard_pending, teardown
 from engine.pipeline.validate import end as validation_end
 from engine.pipeline.validate import validate
 from engine.store import Store
-from engine.validation import LoadedTemplate
+from engine.template.loading import LoadedTemplate
 
 
 def _always(_: BuildContext) -> bool:

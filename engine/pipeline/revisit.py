@@ -13,7 +13,7 @@ from engine.pipeline.loop import BuildRun
 from engine.pipeline.options import BuildOptions, Continuation
 from engine.records import BuildRecord, require_build
 from engine.store import Store
-from engine.validation import LoadedTemplate, LoadOptions, load_templates
+from engine.template.loading import LoadedTemplate, LoadOptions, load_templates
 
 
 def reload_template(

@@ -15,13 +15,13 @@ from typing import Any
 import distributors
 from distributors.base import DistributeError, Distributor
 from engine import images, store_rules
-from engine import model as m
 from engine.catalogue import Catalogue
 from engine.errors import BuildFailed, EnvironmentProblem, TemplateError, UsageError
 from engine.gallery import VERSION_TYPE, Galleries
 from engine.pipeline.context import BuildContext, Source
 from engine.store import Store
 from engine.targets.registry import for_spec
+from engine.template import model as m
 
 
 def resolve_source(ctx: BuildContext) -> None:

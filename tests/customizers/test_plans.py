@@ -12,7 +12,7 @@ from pydantic import TypeAdapter
 
 import customizers
 from customizers.base import PlanContext, PlanError, PutFile
-from engine.model import Customizer
+from engine.template.model import Customizer
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = sorted((ROOT / "fixtures" / "plans").glob("*.json"))

@@ -11,7 +11,7 @@ from pydantic import TypeAdapter, ValidationError
 import customizers
 from customizers.base import PlanContext, RunScript, UntilDone
 from customizers.powershell import elevated_launcher
-from engine.model import Customizer
+from engine.template.model import Customizer
 
 GOLDEN = Path(__file__).resolve().parents[2] / "fixtures" / "golden"
 ADAPTER: TypeAdapter[Any] = TypeAdapter(Customizer)

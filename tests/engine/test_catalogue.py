@@ -9,7 +9,7 @@ import pytest
 
 from engine.catalogue import Catalogue
 from engine.errors import UsageError
-from engine.model import PlatformImageSource
+from engine.template.model import PlatformImageSource
 
 
 def source(urn: str) -> PlatformImageSource:

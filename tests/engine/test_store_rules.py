@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from engine import model as m
 from engine import store_rules
 from engine.errors import Finding
 from engine.gallery import Galleries, definition_id
 from engine.store import Store
-from engine.validation import load_templates
+from engine.template import model as m
+from engine.template.loading import load_templates
 from tests.support import SUBSCRIPTION, managed_image_id, template
 
 DEBIAN_GEN2 = {

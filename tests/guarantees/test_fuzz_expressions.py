@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import arm_functions
-from engine.arm import Context, ExpressionError, evaluate
+from engine.template import arm_functions
+from engine.template.arm import Context, ExpressionError, evaluate
 from tests.support import template
 
 EXAMPLES = int(os.environ.get("AIB_LOCAL_FUZZ_EXAMPLES", "750"))

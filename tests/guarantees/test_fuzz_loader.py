@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from engine.cli import main
 from engine.errors import TemplateError, UsageError
-from engine.validation import LoadOptions, load_templates
+from engine.template.loading import LoadOptions, load_templates
 from tests.support import ROOT
 
 EXAMPLES = int(os.environ.get("AIB_LOCAL_FUZZ_EXAMPLES", "750"))

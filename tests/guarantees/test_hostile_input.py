@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from engine.errors import TemplateError
-from engine.validation import load_templates
+from engine.template.loading import load_templates
 from tests.support import managed_image_id, template
 
 
@@ -135,12 +135,12 @@ def test_a_file_over_the_size_limit_is_refused_without_being_read_for_locations(
     cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The 4 MiB refusal is one finding at 1:1: the locator never scans the refused file."""
-    import engine.locations
+    import engine.template.locations
 
     def scanned(_text: str) -> Any:
         raise AssertionError("the refused file was scanned for locations")
 
-    monkeypatch.setattr(engine.locations, "locate", scanned)
+    monkeypatch.setattr(engine.template.locations, "locate", scanned)
     path = tmp_path / "template.json"
     path.write_text('{"a": "' + "x" * (5 << 20) + '"}')
     result = cli("validate", str(path), "--output", "sarif")

@@ -13,7 +13,7 @@ from engine.events import utc_now
 from engine.pipeline import BuildOptions, BuildRun
 from engine.store import Store
 from engine.targets import registry
-from engine.validation import load_templates
+from engine.template.loading import load_templates
 from tests.fake_target import FakeStates, FakeTarget, Rule
 from tests.support import template, template_id
 

@@ -13,7 +13,7 @@ import xmlschema
 from engine.events import read_events
 from engine.junit import JunitReport
 from engine.pipeline import BuildOptions, BuildRun
-from engine.validation import load_templates
+from engine.template.loading import load_templates
 from tests.engine.pipeline.conftest import Builds
 from tests.support import ROOT, base_url, http_server, managed_image_id, template
 

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from engine import model as m
 from engine.errors import BuildFailed, EnvironmentProblem, Interrupted, UsageError
 from engine.pipeline import run_all
 from engine.pipeline.deprovision import OVERRIDE_WINDOWS, plan_linux
 from engine.pipeline.revisit import rerun, resume, step_index
 from engine.pipeline.source import platform_image, recipe_hint
 from engine.pipeline.teardown import ABORT, KEPT, decide_keep
+from engine.template import model as m
 from tests.engine.pipeline.conftest import Builds
 from tests.fake_target import FakeTarget
 from tests.support import base_url, http_server
@@ -109,7 +109,7 @@ def test_windows_targets_get_the_sysprep_script_restarts_and_update_rounds(
 
     path.write_text(json.dumps(template("win", steps, source=source)))
     from engine.pipeline import BuildOptions, BuildRun
-    from engine.validation import load_templates
+    from engine.template.loading import load_templates
 
     (loaded,) = load_templates(path)
     run = BuildRun(loaded, BuildOptions(target="fake"), builds.store, builds.events.append)

@@ -3,7 +3,7 @@
 The models hold the structure (types, required fields, enums, defaults) of
 `Microsoft.VirtualMachineImages/imageTemplates` across API versions. Field metadata
 carries the API version a field first appeared in (`since`) and whether it is
-read-only (`read_only`); `engine.validation` reads that metadata to apply the
+read-only (`read_only`); `engine.template.loading` reads that metadata to apply the
 version rules, so nothing here is declared twice. Each customizer and distribution
 declares its own section (schema and rules) in its module; the unions here are built
 from the registries, so a new type is one module and one registry line. The model is
@@ -29,7 +29,7 @@ from distributors.shared_image import SharedImageDistribute, TargetRegion, Versi
 from distributors.vhd import VhdDistribute
 from engine import vmsizes
 from engine.errors import key_path
-from engine.sections import (
+from engine.template.sections import (
     IDENTITY_EXAMPLE,
     NAME_PATTERN,
     READ_ONLY,

@@ -13,8 +13,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from engine.locations import locate, position
-from engine.sarif import rule_id
+from engine.template.locations import locate, position
+from engine.template.sarif import rule_id
 from tests.support import ROOT, unavailable
 
 JSONC = """{

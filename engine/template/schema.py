@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine import model as m
-from engine.validation import RESOURCE_TYPE
+from engine.template import model as m
+from engine.template.rules import RESOURCE_TYPE
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from engine.validation import LoadedTemplate
+from engine.template.loading import LoadedTemplate
 
 
 def clean(model: BaseModel, version: str) -> dict[str, Any]:

@@ -25,9 +25,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine import arm_functions
 from engine.errors import Finding, UsageError, key_path
-from engine.jsonc import strip_comments
+from engine.template import arm_functions
+from engine.template.jsonc import strip_comments
 
 # Functions that ask Azure for something: AIB evaluates them, this engine cannot.
 NEEDS_AZURE = {

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from engine.errors import TemplateError
-from engine.model import ShellCustomizer
-from engine.validation import load_templates
+from engine.template.loading import load_templates
+from engine.template.model import ShellCustomizer
 from tests.support import template
 
 
@@ -140,8 +140,8 @@ def test_the_models_unions_are_the_registries_sections() -> None:
 
     import customizers
     import distributors
-    from engine import model as m
-    from engine.validation import TAGS_BY_LIST, WINDOWS_ONLY
+    from engine.template import model as m
+    from engine.template.rules import TAGS_BY_LIST, WINDOWS_ONLY
 
     def members(annotation: Any) -> set[type]:
         return set(typing.get_args(typing.get_args(annotation)[0]))

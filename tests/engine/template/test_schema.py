@@ -10,9 +10,9 @@ from typing import Any
 import jsonschema
 import pytest
 
-from engine import model
-from engine.arm import strip_comments
-from engine.schema import template_schema
+from engine.template import model
+from engine.template.arm import strip_comments
+from engine.template.schema import template_schema
 from tests.support import ROOT
 
 INVALID = ROOT / "tests" / "corpus" / "invalid"

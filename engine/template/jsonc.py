@@ -1,5 +1,5 @@
 """JSON with comments, as ARM takes it: one lexer, by regular expressions, for reading a
-template (comments blanked out) and for locating its JSON paths (engine.locations).
+template (comments blanked out) and for locating its JSON paths (engine.template.locations).
 
 Both walk the text once with the regular-expression engine, never a character at a time
 in Python, so that a file as large as a template may be (4 MiB) is read in well under a

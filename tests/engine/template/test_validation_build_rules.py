@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from engine.errors import Finding, TemplateError
-from engine.validation import load_templates
+from engine.template.loading import load_templates
 from tests.support import template
 
 WINDOWS = {

@@ -7,7 +7,7 @@ digest, a blank string) as pydantic validators on its field type; rules across f
 rules on the template's context (its API version, OS, local folder, command-line flags)
 and warnings in `check`. `check` runs whatever else is wrong with the template, as AIB
 reports every problem at once: a field that is itself invalid (and reported as such)
-is None there. `engine.validation` runs both and keeps what is about the template as a
+is None there. `engine.template.loading` runs both and keeps what is about the template as a
 whole (field names by API version, the wording of pydantic's errors).
 """
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from engine.errors import TemplateError
-from engine.validation import load_templates
+from engine.template.loading import load_templates
 
-CORPUS = sorted((Path(__file__).parents[1] / "corpus" / "invalid").glob("*.json"))
+CORPUS = sorted((Path(__file__).parents[2] / "corpus" / "invalid").glob("*.json"))
 
 
 def test_corpus_is_large_enough() -> None:

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from engine.jsonc import strip_comments
-from engine.locations import locate
+from engine.template.jsonc import strip_comments
+from engine.template.locations import locate
 
 TEXT = """{ // a comment with "quotes"
   "a": "// not a comment", /* a block

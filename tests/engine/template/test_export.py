@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from engine.export import az_commands, export
-from engine.validation import LoadOptions, load_templates
+from engine.template.export import az_commands, export
+from engine.template.loading import LoadOptions, load_templates
 from tests.support import ROOT
 
 models = pytest.importorskip("azure.mgmt.imagebuilder.models", reason="pip install azure-mgmt-imagebuilder")

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from engine.arm import read_parameters
 from engine.errors import TemplateError
-from engine.validation import LoadOptions, load_templates
+from engine.template.arm import read_parameters
+from engine.template.loading import LoadOptions, load_templates
 
-CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "realistic"
+CORPUS = Path(__file__).resolve().parents[2] / "corpus" / "realistic"
 CASES = sorted(CORPUS.glob("*.expect.json"))
 
 

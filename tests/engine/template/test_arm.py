@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from engine.validation import LoadOptions, load_templates
+from engine.template.loading import LoadOptions, load_templates
 from tests.support import template
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from engine import arm
+from engine.template import arm
 
 DOCUMENTED: list[tuple[str, Any]] = [
     # string functions

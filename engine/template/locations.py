@@ -12,7 +12,7 @@ import bisect
 import re
 
 from engine.errors import key_path
-from engine.jsonc import BLANK, STRING
+from engine.template.jsonc import BLANK, STRING
 
 Position = tuple[int, int]  # 1-based line and column
 MAX_DEPTH = 200  # deeper than any template: a nesting bomb is located no further
