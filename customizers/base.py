@@ -27,6 +27,7 @@ def check_windows_only(here: str, check: Check, type_name: str, locally: str) ->
         check.warning(
             f"{here}.type",
             f"AIB runs {type_name} customizers on Windows images, and the source is a Linux image ({locally})",
+            rule="aib/customizer-os",
         )
 
 
@@ -48,13 +49,20 @@ class ScriptSection(CustomizerSection):
         has_uri, has_inline = self.script_uri is not None, self.inline is not None
         if has_uri == has_inline:
             check.error(
-                here, "exactly one of 'scriptUri' or 'inline' must be given" + (", not both" if has_uri else "")
+                here,
+                "exactly one of 'scriptUri' or 'inline' must be given" + (", not both" if has_uri else ""),
+                rule="aib/script-uri-or-inline",
             )
         if self.script_uri:
             check_local_file(self.script_uri, f"{here}.scriptUri", check, sha256=self.sha256_checksum)
         check_digest(self.sha256_checksum, here, check)
         if self.sha256_checksum and has_inline and not has_uri:
-            check.warning(f"{here}.sha256Checksum", "has no effect with inline commands", aib_rejects=False)
+            check.warning(
+                f"{here}.sha256Checksum",
+                "has no effect with inline commands",
+                aib_rejects=False,
+                rule="aib/checksum-with-inline",
+            )
 
 
 @dataclass(frozen=True)

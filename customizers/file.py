@@ -31,22 +31,30 @@ def check_destination(destination: str | None, here: str, check: Check) -> None:
         return
     if check.os_type == "Windows":
         if not re.match(r"^[A-Za-z]:[\\/]", destination):
-            check.error(here, f"expected an absolute Windows path such as C:\\\\temp\\\\file, got {destination!r}")
+            check.error(
+                here,
+                f"expected an absolute Windows path such as C:\\\\temp\\\\file, got {destination!r}",
+                rule="aib/file-destination",
+            )
         return
     if not destination.startswith("/"):
-        check.error(here, f"expected an absolute path including the file name, got {destination!r}")
+        check.error(
+            here, f"expected an absolute path including the file name, got {destination!r}", rule="aib/file-destination"
+        )
     elif destination.endswith("/"):
-        check.error(here, "must name the file itself, not a directory")
+        check.error(here, "must name the file itself, not a directory", rule="aib/file-destination")
     elif not (destination.startswith("/tmp/") and ".." not in destination.split("/")):
         if check.allow_any_destination:
             check.warning(
                 here,
                 "outside /tmp: allowed locally by --allow-any-destination, but on Linux AIB can only write under /tmp",
+                rule="aib/file-destination-outside-tmp",
             )
         else:
             check.error(
                 here,
                 f"on Linux AIB can only write under /tmp, got {destination!r} (local opt-out: --allow-any-destination)",
+                rule="aib/file-destination-outside-tmp",
             )
 
 

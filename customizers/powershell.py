@@ -74,7 +74,11 @@ class PowerShellCustomizer(ScriptSection):
         super().check(here, check)
         check_windows_only(here, check, "PowerShell", "locally it runs with pwsh where the image has it")
         if self.run_as_system is True and self.run_elevated is not True:
-            check.error(f"{here}.runAsSystem", "runAsSystem: true needs runElevated: true")
+            check.error(
+                f"{here}.runAsSystem",
+                "runAsSystem: true needs runElevated: true",
+                rule="aib/run-as-system-needs-elevated",
+            )
         if check.os_type != "Linux":
             return
         for code in self.valid_exit_codes or []:
@@ -84,6 +88,7 @@ class PowerShellCustomizer(ScriptSection):
                     f"{code} cannot occur on a Linux target, where exit codes are 0-255 "
                     f"(it would arrive as {code & 255})",
                     aib_rejects=False,
+                    rule="aib/exit-code-out-of-range",
                 )
 
 

@@ -30,7 +30,9 @@ class ShellCustomizer(ScriptSection):
         super().check(here, check)
         if check.os_type == "Windows":
             check.error(
-                f"{here}.type", "a Shell customizer needs a Linux image, and the source is Windows (use PowerShell)"
+                f"{here}.type",
+                "a Shell customizer needs a Linux image, and the source is Windows (use PowerShell)",
+                rule="aib/customizer-os",
             )
 
 

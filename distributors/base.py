@@ -17,8 +17,8 @@ from pydantic import BaseModel
 
 from engine import disks
 from engine.journal import Journal
-from engine.template.sections import DistributeSection
 from engine.store import Store
+from engine.template.sections import DistributeSection
 
 
 class Captured(Protocol):

@@ -12,8 +12,8 @@ from typing import Literal
 
 from distributors.base import DistributeContext, Distributor, RunOutput, keep_image, settle_image
 from engine import failpoints
-from engine.template.sections import Check, DistributeSection, ManagedImageId, check_region
 from engine.store import split_id
+from engine.template.sections import Check, DistributeSection, ManagedImageId, check_region
 
 
 class ManagedImageDistribute(DistributeSection):

@@ -17,8 +17,8 @@ from pydantic import AfterValidator, Field
 from distributors.base import DistributeContext, DistributeError, Distributor, RunOutput, keep_image, settle_image
 from engine import failpoints
 from engine.gallery import Galleries, GalleryError, parse_version
-from engine.template.sections import Check, DistributeSection, Section, check_region, since
 from engine.store import Store
+from engine.template.sections import Check, DistributeSection, Section, check_region, since
 
 GALLERY_IMAGE_ID = re.compile(
     r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/galleries/[^/]+"
@@ -64,10 +64,16 @@ class SharedImageDistribute(DistributeSection):
 
     def check(self, here: str, check: Check) -> None:
         if self.replication_regions is not None and self.target_regions is not None:
-            check.error(f"{here}.targetRegions", "replicationRegions and targetRegions are mutually exclusive")
+            check.error(
+                f"{here}.targetRegions",
+                "replicationRegions and targetRegions are mutually exclusive",
+                rule="aib/replication-and-target-regions",
+            )
         if self.target_regions is not None and self.storage_account_type is not None:
             check.error(
-                f"{here}.storageAccountType", "can only be given with replicationRegions; set it per target region"
+                f"{here}.storageAccountType",
+                "can only be given with replicationRegions; set it per target region",
+                rule="aib/storage-account-type",
             )
         for index, region in enumerate(self.replication_regions or []):
             check_region(region, f"{here}.replicationRegions[{index}]", check)
@@ -75,10 +81,14 @@ class SharedImageDistribute(DistributeSection):
             check.error(
                 f"{here}.replicationRegions",
                 f"required in apiVersion {check.version} (targetRegions arrived in {TARGET_REGIONS_SINCE})",
+                rule="aib/replication-regions-required",
             )
         if self.replication_regions is not None and check.version >= TARGET_REGIONS_SINCE:
             check.warning(
-                f"{here}.replicationRegions", "deprecated since 2022-07-01; use targetRegions", aib_rejects=False
+                f"{here}.replicationRegions",
+                "deprecated since 2022-07-01; use targetRegions",
+                aib_rejects=False,
+                rule="aib/replication-regions-deprecated",
             )
 
 

@@ -27,8 +27,8 @@ from pydantic import Field
 
 from distributors.base import DistributeContext, DistributeError, Distributor, RunOutput
 from engine import disks, failpoints
-from engine.template.sections import Check, DistributeSection, since
 from engine.store import file_mode
+from engine.template.sections import Check, DistributeSection, since
 
 SECTOR = 512
 PARTITION_OFFSET = 1 << 20

@@ -46,6 +46,7 @@ class Finding:
     message: str
     severity: str = "error"  # "error" | "warning" | "note"
     aib_rejects: bool = True
+    rule: str = ""  # the kind of finding, stable whatever the message says (SARIF's ruleId)
 
     def describe(self) -> str:
         """path: message (verdict), without the severity."""

@@ -57,6 +57,7 @@ def _missing(path: str, resource_id: str, store: Store) -> Finding:
         f"{resource_id} is not in the local store {store.root}: a build fails until one distributes it",
         "warning",
         False,
+        rule="aib/source-not-in-store",
     )
 
 
@@ -69,7 +70,11 @@ def _managed_image(source: m.ManagedImageSource, region: str, store: Store, find
     where = normalize_region(str(record.get("location") or ""))
     if region and where and where != region:
         findings.append(
-            Finding(path, f"AIB takes a managed image from the template's region ({region}); this one is in {where}")
+            Finding(
+                path,
+                f"AIB takes a managed image from the template's region ({region}); this one is in {where}",
+                rule="aib/source-region",
+            )
         )
     return str((record.get("properties") or {}).get("hyperVGeneration") or "V1")
 
@@ -88,12 +93,19 @@ def _gallery_version(source: m.SharedImageVersionSource, region: str, store: Sto
                 path,
                 f"AIB needs the version replicated to the template's region ({region}); "
                 f"{record['name']} is in {', '.join(regions)}",
+                rule="aib/source-version-region",
             )
         )
     definition = store.get(str(record["id"]).split("/versions/")[0]) or {}
     properties: dict[str, Any] = definition.get("properties") or {}
     if properties.get("osState") == "Specialized":
-        findings.append(Finding(path, "a Specialized gallery image is not a valid source: AIB takes Generalized ones"))
+        findings.append(
+            Finding(
+                path,
+                "a Specialized gallery image is not a valid source: AIB takes Generalized ones",
+                rule="aib/source-specialized",
+            )
+        )
     return str(properties.get("hyperVGeneration") or "V1")
 
 
@@ -107,8 +119,18 @@ def _definition(
     properties: dict[str, Any] = record.get("properties") or {}
     if properties.get("osState") == "Specialized":
         findings.append(
-            Finding(path, "the definition is Specialized, and AIB's images are Generalized (it deprovisions them)")
+            Finding(
+                path,
+                "the definition is Specialized, and AIB's images are Generalized (it deprovisions them)",
+                rule="aib/definition-specialized",
+            )
         )
     wanted = str(properties.get("hyperVGeneration") or "V1")
     if wanted != generation:
-        findings.append(Finding(path, f"the definition is Hyper-V generation {wanted}, and the source is {generation}"))
+        findings.append(
+            Finding(
+                path,
+                f"the definition is Hyper-V generation {wanted}, and the source is {generation}",
+                rule="aib/definition-generation",
+            )
+        )

@@ -297,7 +297,7 @@ class _Evaluator:
                 note = (
                     "deployment(): templateLink.uri is this file's own location here; in Azure, the URL deployed from"
                 )
-                ctx.notes.append(Finding("", note, "note", False))
+                ctx.notes.append(Finding("", note, "note", False, rule="aib/not-evaluated-locally"))
             return ctx.deployment()
         if lowered == "environment":
             return json.loads(json.dumps(ENVIRONMENT))
@@ -423,7 +423,7 @@ def resolve(value: Any, ctx: Context, path: str, errors: list[Finding]) -> Any:
             except ExpressionError as exc:
                 ctx.unevaluated.append(where)
                 local = isinstance(exc, NotLocal)
-                errors.append(Finding(where, f"{exc} (in {item})", "error", not local))
+                errors.append(Finding(where, f"{exc} (in {item})", "error", not local, rule="aib/arm-expression"))
                 return item
         return item
 
@@ -444,7 +444,11 @@ def parameter_values(deployment: dict[str, Any], given: dict[str, Any], errors: 
     for name in given:
         if named(declared, name) is None:
             errors.append(
-                Finding(f"parameters.{name}", f"no such parameter (declared: {', '.join(declared) or 'none'})")
+                Finding(
+                    f"parameters.{name}",
+                    f"no such parameter (declared: {', '.join(declared) or 'none'})",
+                    rule="aib/arm-parameter-unknown",
+                )
             )
     for name, spec in declared.items():
         key = named(given, name)
@@ -453,10 +457,22 @@ def parameter_values(deployment: dict[str, Any], given: dict[str, Any], errors: 
         elif isinstance(spec, dict) and "defaultValue" in spec:
             values[name] = spec["defaultValue"]
         else:
-            errors.append(Finding(f"parameters.{name}", f"no value: give it with --parameters {name}=VALUE"))
+            errors.append(
+                Finding(
+                    f"parameters.{name}",
+                    f"no value: give it with --parameters {name}=VALUE",
+                    rule="aib/arm-parameter-missing",
+                )
+            )
         allowed = spec.get("allowedValues") if isinstance(spec, dict) else None
         if name in values and isinstance(allowed, list) and values[name] not in allowed:
-            errors.append(Finding(f"parameters.{name}", f"{values[name]!r} is not one of {allowed}"))
+            errors.append(
+                Finding(
+                    f"parameters.{name}",
+                    f"{values[name]!r} is not one of {allowed}",
+                    rule="aib/arm-parameter-not-allowed",
+                )
+            )
     return values
 
 
@@ -505,7 +521,13 @@ def fill_placeholders(
             name = match.group(1)
             if name in sets:
                 return sets[name]
-            unfilled.append(Finding(where, f"placeholder <{name}> is not filled in (--set {name}=VALUE)"))
+            unfilled.append(
+                Finding(
+                    where,
+                    f"placeholder <{name}> is not filled in (--set {name}=VALUE)",
+                    rule="aib/placeholder-unfilled",
+                )
+            )
             return match.group(0)
 
         return PLACEHOLDER.sub(replace, item) if "<" in item else item

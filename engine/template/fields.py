@@ -76,6 +76,7 @@ def check_fields(raw: Any, cls: type[BaseModel], path: str, version: str, findin
                     ),
                     "error" if strict else "warning",
                     strict,
+                    rule="aib/field-mis-cased",
                 )
             )
             if strict:
@@ -85,7 +86,13 @@ def check_fields(raw: Any, cls: type[BaseModel], path: str, version: str, findin
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         if extra.get("read_only"):
             findings.append(
-                Finding(here, "read-only field (AIB returns it from a GET); it is ignored", "warning", False)
+                Finding(
+                    here,
+                    "read-only field (AIB returns it from a GET); it is ignored",
+                    "warning",
+                    False,
+                    rule="aib/field-read-only",
+                )
             )
         first = extra.get("since")
         if isinstance(first, str) and version < first:
@@ -123,6 +130,7 @@ def _unknown(key: str, here: str, cls: type[BaseModel], known: list[str], versio
         f"unknown field {key!r} in {owner} ({verdict}); {hint}",
         "error" if strict else "warning",
         strict,
+        rule="aib/field-unknown",
     )
 
 
@@ -132,6 +140,7 @@ def _too_new(here: str, what: str, first: str, version: str, strict: bool) -> Fi
         f"{what} arrived in apiVersion {first}; this template says {version}",
         "error" if strict else "warning",
         strict,
+        rule="aib/field-too-new",
     )
 
 
@@ -212,7 +221,7 @@ def from_pydantic(error: Any) -> Finding:
         text = str(error["msg"]).removeprefix("Value error, ")
     else:
         text = str(error["msg"])
-    return Finding(path, text)
+    return Finding(path, text, rule=f"aib/value-{kind.replace('_', '-')}")
 
 
 # --- pass 3: rules across fields -------------------------------------------------------

@@ -6,6 +6,7 @@ LoadedTemplate, with every finding and its JSON path.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +84,13 @@ def read_json(path: Path) -> Any:
         if size > MAX_TEMPLATE_BYTES:
             raise TemplateError(
                 str(path),
-                [Finding("", f"{size} bytes: over the 4 MiB Azure Resource Manager accepts for a template")],
+                [
+                    Finding(
+                        "",
+                        f"{size} bytes: over the 4 MiB Azure Resource Manager accepts for a template",
+                        rule="aib/template-too-large",
+                    )
+                ],
             )
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -93,11 +100,15 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(strip_comments(text))
     except RecursionError:
-        raise TemplateError(str(path), [Finding("", "not valid JSON: nested too deeply")]) from None
+        raise TemplateError(
+            str(path), [Finding("", "not valid JSON: nested too deeply", rule="aib/json-too-deep")]
+        ) from None
     except (json.JSONDecodeError, ValueError) as exc:
         where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
         message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-        raise TemplateError(str(path), [Finding("", f"not valid JSON: {message}{where}")]) from None
+        raise TemplateError(
+            str(path), [Finding("", f"not valid JSON: {message}{where}", rule="aib/json-invalid")]
+        ) from None
 
 
 @dataclass
@@ -137,17 +148,25 @@ def _documents(
             kind = resource.get("type") if isinstance(resource, dict) else None
             if not (isinstance(kind, str) and kind.lower() == RESOURCE_TYPE.lower()):
                 note = f"skipped: a {kind} resource, not an image template"
-                findings.append(Finding(f"resources[{index}]", note, "note", False))
+                findings.append(Finding(f"resources[{index}]", note, "note", False, rule="aib/arm-deployment"))
                 continue
             resolved = arm.resolve(resource, ctx, f"resources[{index}]", findings)
             documents.append((f"resources[{index}].", resolved))
         findings += list(dict.fromkeys(ctx.notes))
         if not documents:
-            findings.append(Finding("resources", f"no resource of type {RESOURCE_TYPE} in this deployment"))
+            findings.append(
+                Finding(
+                    "resources",
+                    f"no resource of type {RESOURCE_TYPE} in this deployment",
+                    rule="aib/arm-no-image-template",
+                )
+            )
         return documents
     if isinstance(raw, dict) and "properties" in raw:
         if "type" not in raw:
-            findings.append(Finding("type", f"absent; read as {RESOURCE_TYPE}", "note", False))
+            findings.append(
+                Finding("type", f"absent; read as {RESOURCE_TYPE}", "note", False, rule="aib/resource-type-absent")
+            )
         return [("", arm.resolve(raw, ctx, "", findings))]
     if isinstance(raw, dict) and {"source", "distribute", "customize"} & raw.keys():
         return [("", {"properties": arm.resolve(raw, ctx, "", findings), "__bare__": True})]
@@ -155,6 +174,7 @@ def _documents(
         Finding(
             "",
             "not an image template: expected an imageTemplates resource, its 'properties' object, or an ARM deployment",
+            rule="aib/not-an-image-template",
         )
     )
     return []
@@ -168,7 +188,9 @@ def load_templates(
     findings: list[Finding] = []
     raw = read_json(path)
     if _depth(raw) > MAX_DEPTH:
-        raise TemplateError(str(path), [Finding("", f"nested more than {MAX_DEPTH} levels deep")])
+        raise TemplateError(
+            str(path), [Finding("", f"nested more than {MAX_DEPTH} levels deep", rule="aib/json-too-deep")]
+        )
     # Values not known here (an expression that needs Azure, a placeholder not filled in):
     # reported once, and the rest of the template is still checked without them.
     unknown: list[str] = []
@@ -180,7 +202,7 @@ def load_templates(
             (prefix, arm.fill_placeholders(document, options.sets, prefix.rstrip("."), unfilled, skip=COMMAND_FIELDS))
         )
         if document.get("__bare__"):  # the file holds what is under "properties"
-            unfilled = [Finding(_unbare(f.path), f.message, f.severity, f.aib_rejects) for f in unfilled]
+            unfilled = [dataclasses.replace(f, path=_unbare(f.path)) for f in unfilled]
         findings += unfilled
         unknown += [f.path for f in unfilled]
     documents = filled
@@ -189,7 +211,13 @@ def load_templates(
         documents = [(p, d) for p, d in documents if d.get("name") == options.template_name]
         if not documents:
             wanted = options.template_name
-            findings.append(Finding("", f"no image template named {wanted!r} here (names: {', '.join(names)})"))
+            findings.append(
+                Finding(
+                    "",
+                    f"no image template named {wanted!r} here (names: {', '.join(names)})",
+                    rule="aib/template-name-not-found",
+                )
+            )
 
     loaded: list[LoadedTemplate] = []
     failed: list[Finding] = list(findings)
@@ -207,7 +235,7 @@ def load_templates(
         )
         if options.strict:
             doc_findings = [
-                Finding(f.path, f.message, "error", True) if f.severity == "warning" and f.aib_rejects else f
+                dataclasses.replace(f, severity="error") if f.severity == "warning" and f.aib_rejects else f
                 for f in doc_findings
             ]
         doc_findings = [f for f in doc_findings if not _under(f.path, unknown)]
@@ -262,11 +290,12 @@ def validate_document(
                 f"absent; checked against the newest API version, {m.LATEST_API_VERSION}",
                 "note",
                 False,
+                rule="aib/api-version-absent",
             )
         )
         api_version = m.LATEST_API_VERSION
     elif not isinstance(api_version, str):
-        findings.append(Finding("apiVersion", "expected a string such as '2024-02-01'"))
+        findings.append(Finding("apiVersion", "expected a string such as '2024-02-01'", rule="aib/api-version-type"))
         api_version = m.LATEST_API_VERSION
     elif api_version not in m.API_VERSIONS:
         findings.append(
@@ -274,6 +303,7 @@ def validate_document(
                 "apiVersion",
                 f"unknown API version {api_version!r}; known: {', '.join(m.API_VERSIONS)}",
                 "warning",
+                rule="aib/api-version-unknown",
             )
         )
 
@@ -288,7 +318,7 @@ def validate_document(
         normalized, api_version, bare, findings, allow_any_destination, template, local_root, template_dir, uri_map
     )
 
-    findings = [Finding(where(f.path), f.message, f.severity, f.aib_rejects) for f in findings]
+    findings = [dataclasses.replace(f, path=where(f.path)) for f in findings]
     findings = list(dict.fromkeys(findings))
     if template is None or any(f.severity == "error" for f in findings):
         return None, findings

@@ -185,12 +185,21 @@ class VnetConfig(Section):
 
     def check(self, here: str, check: Check) -> None:
         if self.proxy_vm_size and not self.subnet_id:
-            check.error(f"{here}.proxyVmSize", "only configurable together with subnetId")
+            check.error(f"{here}.proxyVmSize", "only configurable together with subnetId", rule="aib/proxy-vm-size")
         if self.proxy_vm_size and self.container_instance_subnet_id:
-            check.error(f"{here}.proxyVmSize", "must not be set together with containerInstanceSubnetId")
+            check.error(
+                f"{here}.proxyVmSize",
+                "must not be set together with containerInstanceSubnetId",
+                rule="aib/proxy-vm-size",
+            )
         for old in ("subnet_name", "resource_group_name"):
             if old in self.model_fields_set:
-                check.warning(f"{here}.{to_camel(old)}", "deprecated; use subnetId", aib_rejects=False)
+                check.warning(
+                    f"{here}.{to_camel(old)}",
+                    "deprecated; use subnetId",
+                    aib_rejects=False,
+                    rule="aib/vnet-field-deprecated",
+                )
         if self.proxy_vm_size:
             check.not_local(
                 f"{here}.proxyVmSize", "AIB sizes the proxy VM of an isolated build with it", "there is none locally"
@@ -212,6 +221,7 @@ class VmProfile(Section):
                 + (f"; did you mean {near!r}?" if near else "")
                 + " (a container's limits are guessed from the name)",
                 aib_rejects=False,
+                rule="aib/vm-size-unknown",
             )
         if self.user_assigned_identities:
             check.not_local(
@@ -313,11 +323,17 @@ class Identity(Section):
             try:
                 TypeAdapter(IdentityId).validate_python(key)
             except ValidationError:
-                check.error(key_path(where, key), f"expected /subscriptions/SUB/resourceGroups/RG{IDENTITY_EXAMPLE}")
+                check.error(
+                    key_path(where, key),
+                    f"expected /subscriptions/SUB/resourceGroups/RG{IDENTITY_EXAMPLE}",
+                    rule="aib/identity-id",
+                )
         if len(identities) > 1:
-            check.error(where, f"AIB takes one user-assigned identity, got {len(identities)}")
+            check.error(
+                where, f"AIB takes one user-assigned identity, got {len(identities)}", rule="aib/identity-count"
+            )
         if self.type == "UserAssigned" and not identities:
-            check.error(where, "type UserAssigned needs the identity's resource ID here")
+            check.error(where, "type UserAssigned needs the identity's resource ID here", rule="aib/identity-id")
 
 
 class ImageTemplate(Section):

@@ -58,6 +58,7 @@ def check_rules(
                 "properties.buildTimeoutInMinutes",
                 f"{timeout} is accepted locally, but AIB needs at least 6",
                 "warning",
+                rule="aib/build-timeout-too-short",
             )
         )
     source = props.get("source")
@@ -67,6 +68,7 @@ def check_rules(
                 "properties.source.type",
                 "the ISO source was removed from AIB: it builds from none today, whatever the template's "
                 "apiVersion (2019-05-01-preview took RHEL 7.2-7.5 ISOs); use a PlatformImage",
+                rule="aib/iso-source-removed",
             )
         )
     validate = props.get("validate")
@@ -88,6 +90,7 @@ def check_rules(
                     "properties.distribute",
                     "empty; AIB needs at least one distribution (locally: customize only)",
                     "warning",
+                    rule="aib/no-distribution",
                 )
             )
         _duplicates(distribute, "properties.distribute", "runOutputName", "", findings)
@@ -125,13 +128,14 @@ def _check_resource(doc: dict[str, Any], version: str, bare: bool, findings: lis
                     "the bare namespace (az resource create --is-full-object style); read as an image template",
                     "note",
                     False,
+                    rule="aib/bare-namespace",
                 )
             )
         else:
-            add(Finding("type", f"expected {RESOURCE_TYPE!r}, got {kind!r}"))
+            add(Finding("type", f"expected {RESOURCE_TYPE!r}, got {kind!r}", rule="aib/resource-type"))
     name = doc.get("name")
     if isinstance(name, str) and not re.match(NAME_PATTERN, name):
-        add(Finding("name", f"must be 1-64 letters, digits, '-', '_' or '.', got {name!r}"))
+        add(Finding("name", f"must be 1-64 letters, digits, '-', '_' or '.', got {name!r}", rule="aib/template-name"))
     location = doc.get("location")
     if isinstance(location, str) and normalize_region(location) not in REGIONS:
         close = difflib.get_close_matches(normalize_region(location), REGIONS, n=1)
@@ -139,10 +143,11 @@ def _check_resource(doc: dict[str, Any], version: str, bare: bool, findings: lis
             Finding(
                 "location",
                 f"unknown Azure region {location!r}" + (f"; did you mean {close[0]!r}?" if close else ""),
+                rule="aib/location-unknown",
             )
         )
     elif location is None and not bare:
-        add(Finding("location", "absent; ARM requires a location", "warning"))
+        add(Finding("location", "absent; ARM requires a location", "warning", rule="aib/location-absent"))
     if "identity" not in doc and not bare and version >= "2020-02-14":
         add(
             Finding(
@@ -150,6 +155,7 @@ def _check_resource(doc: dict[str, Any], version: str, bare: bool, findings: lis
                 f"absent; AIB requires an identity from apiVersion 2020-02-14 (this template: {version}); "
                 "local builds need none",
                 "warning",
+                rule="aib/identity-absent",
             )
         )
 
@@ -164,7 +170,11 @@ def _duplicates(items: list[Any], path: str, key: str, why: str, findings: list[
         folded = value if key == "name" else value.lower()
         if folded in seen:
             findings.append(
-                Finding(f"{path}[{index}].{key}", f"duplicate {key} {value!r} (also {path}[{seen[folded]}]){why}")
+                Finding(
+                    f"{path}[{index}].{key}",
+                    f"duplicate {key} {value!r} (also {path}[{seen[folded]}]){why}",
+                    rule="aib/duplicate-name",
+                )
             )
         seen.setdefault(folded, index)
 
@@ -234,11 +244,15 @@ def check_strings(value: Any, here: str, findings: list[Finding]) -> None:
     """No NUL characters anywhere: no command line, path or name can carry one."""
     if isinstance(value, str):
         if "\x00" in value:
-            findings.append(Finding(here or "(top)", "contains a NUL character (\\u0000)"))
+            findings.append(Finding(here or "(top)", "contains a NUL character (\\u0000)", rule="aib/nul-character"))
     elif isinstance(value, dict):
         for key, item in value.items():
             if "\x00" in str(key):
-                findings.append(Finding(key_path(here, str(key)), "its property name contains a NUL character"))
+                findings.append(
+                    Finding(
+                        key_path(here, str(key)), "its property name contains a NUL character", rule="aib/nul-character"
+                    )
+                )
             check_strings(item, key_path(here, str(key)), findings)
     elif isinstance(value, list):
         for index, item in enumerate(value):

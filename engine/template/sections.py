@@ -105,16 +105,16 @@ class Check:
     source_known: bool = False  # the catalogue knows the PlatformImage source (so its OS is sure)
     uri_map: UriMap = field(default_factory=UriMap)  # working copies behind https URLs (--map-uri)
 
-    def error(self, path: str, message: str, *, aib_rejects: bool = True) -> None:
-        self.findings.append(Finding(path, message, "error", aib_rejects))
+    def error(self, path: str, message: str, *, rule: str, aib_rejects: bool = True) -> None:
+        self.findings.append(Finding(path, message, "error", aib_rejects, rule))
 
-    def warning(self, path: str, message: str, *, aib_rejects: bool = True) -> None:
-        self.findings.append(Finding(path, message, "warning", aib_rejects))
+    def warning(self, path: str, message: str, *, rule: str, aib_rejects: bool = True) -> None:
+        self.findings.append(Finding(path, message, "warning", aib_rejects, rule))
 
     def not_local(self, path: str, in_aib: str, locally: str) -> None:
         """A field that means something in Azure only: what AIB does, and what happens here
         instead (a note at validate and at the start of every build)."""
-        self.findings.append(Finding(path, f"{in_aib}; {locally}", "note", False))
+        self.findings.append(Finding(path, f"{in_aib}; {locally}", "note", False, "aib/not-local"))
 
 
 class Section(BaseModel):
@@ -166,19 +166,24 @@ def check_local_file(
         try:
             mapped = check.uri_map.find(uri)
         except UsageError as exc:
-            check.error(here, exc.message, aib_rejects=False)
+            check.error(here, exc.message, aib_rejects=False, rule="aib/working-copy-outside-folder")
             return
         if mapped is None:
             return  # fetched at build time, with retries
         if not mapped.path.is_file():
             check.error(
-                here, f"{uri!r} maps to {mapped.path} ({mapped.mapping.origin}), which is no file", aib_rejects=False
+                here,
+                f"{uri!r} maps to {mapped.path} ({mapped.mapping.origin}), which is no file",
+                aib_rejects=False,
+                rule="aib/working-copy-missing",
             )
             return
         _check_working_copy(mapped.path, here, check, limit, sha256)
         return
     if parts.scheme and len(parts.scheme) > 1 and parts.scheme != "file":
-        check.error(here, f"unsupported URI scheme {parts.scheme!r} (use https, http, file or a path)")
+        check.error(
+            here, f"unsupported URI scheme {parts.scheme!r} (use https, http, file or a path)", rule="aib/uri-scheme"
+        )
         return
     local = Path(urllib.request.url2pathname(parts.path)) if parts.scheme == "file" else Path(uri)
     root = check.local_root
@@ -193,15 +198,20 @@ def check_local_file(
                 f"{uri!r} is outside the template's folder {root}; refused "
                 "(local opt-out: --allow-outside-template-dir)",
                 aib_rejects=False,
+                rule="aib/local-file-outside-folder",
             )
             return
     if check.template_dir is None:
         return
     path = local if local.is_absolute() else check.template_dir / local
     if not path.is_file():
-        check.error(here, f"{uri!r}: no such file ({path})", aib_rejects=False)
+        check.error(here, f"{uri!r}: no such file ({path})", aib_rejects=False, rule="aib/local-file-missing")
         return
-    check.warning(here, f"{uri!r} is a path on this machine: AIB fetches from an http(s) URL (a local build reads it)")
+    check.warning(
+        here,
+        f"{uri!r} is a path on this machine: AIB fetches from an http(s) URL (a local build reads it)",
+        rule="aib/local-path-not-url",
+    )
     _check_working_copy(path, here, check, limit, sha256)
 
 
@@ -211,16 +221,21 @@ def _check_working_copy(path: Path, here: str, check: Check, limit: int | None, 
         size = path.stat().st_size
         digest = file_sha256(path) if sha256 and SHA256.match(sha256) else ""
     except OSError as exc:
-        check.error(here, f"cannot read {path}: {exc.strerror}", aib_rejects=False)
+        check.error(here, f"cannot read {path}: {exc.strerror}", aib_rejects=False, rule="aib/local-file-unreadable")
         return
     if limit is not None and size > limit:
-        check.warning(here, f"{size} bytes is over AIB's {limit // (1024 * 1024)} MB limit for this file")
+        check.warning(
+            here,
+            f"{size} bytes is over AIB's {limit // (1024 * 1024)} MB limit for this file",
+            rule="aib/file-over-limit",
+        )
     if digest and sha256 and digest != sha256.lower():
         parent = here.rsplit(".", 1)[0]
         check.warning(
             f"{parent}.sha256Checksum",
             f"{path.name} has changed: its sha256 is {digest}, the template says {sha256.lower()}; the build runs "
             "the working copy, and AIB would fail this step (aib-local checksums TEMPLATE --write updates it)",
+            rule="aib/checksum-stale",
         )
 
 
@@ -235,10 +250,14 @@ def file_sha256(path: Path) -> str:
 def check_region(region: str | None, here: str, check: Check) -> None:
     """An Azure region name (checked in `check`, so that a wrong one hides no other rule)."""
     if region is not None and normalize_region(region) not in REGIONS:
-        check.error(here, f"unknown Azure region {region!r}")
+        check.error(here, f"unknown Azure region {region!r}", rule="aib/region-unknown")
 
 
 def check_digest(digest: str | None, here: str, check: Check) -> None:
     """A valid digest in upper case: accepted here, not by AIB."""
     if digest and SHA256.match(digest) and digest != digest.lower():
-        check.warning(f"{here}.sha256Checksum", "upper-case digest: accepted locally, but AIB expects lower case")
+        check.warning(
+            f"{here}.sha256Checksum",
+            "upper-case digest: accepted locally, but AIB expects lower case",
+            rule="aib/checksum-upper-case",
+        )
