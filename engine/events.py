@@ -184,12 +184,18 @@ class BuildLog:
     """The build's customization.log: every step's command, output, exit code, duration."""
 
     def __init__(self, path: Path, build_id: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.build_id = build_id
-        self._file = path.open("a", encoding="utf-8")
-        # The same events, one JSON object per line, for `aib-local report`.
-        self._events = (path.parent / EVENTS_NAME).open("a", encoding="utf-8")
+        # Opened with the first event: a build made but never run leaves no open file.
+        self._files: tuple[TextIO, TextIO] | None = None
+
+    def _open(self) -> tuple[TextIO, TextIO]:
+        if self._files is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            log = self.path.open("a", encoding="utf-8")
+            # The same events, one JSON object per line, for `aib-local report`.
+            self._files = (log, (self.path.parent / EVENTS_NAME).open("a", encoding="utf-8"))
+        return self._files
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["event"]
@@ -212,14 +218,17 @@ class BuildLog:
             body = f"{kind.upper()} {step + ' ' if step else ''}{event['message']}"
         else:
             body = f"{kind}: " + json.dumps({k: v for k, v in event.items() if k not in ("event", "time")})
-        self._file.write(f"[{self.build_id}] {stamp} {body}\n")
-        self._file.flush()
-        self._events.write(json.dumps(event) + "\n")
-        self._events.flush()
+        log, events = self._open()
+        log.write(f"[{self.build_id}] {stamp} {body}\n")
+        log.flush()
+        events.write(json.dumps(event) + "\n")
+        events.flush()
 
     def close(self) -> None:
-        self._file.close()
-        self._events.close()
+        if self._files is not None:
+            for file in self._files:
+                file.close()
+            self._files = None
 
 
 SAS_SIGNATURE = re.compile(r"([?&]sig=)[^&\s\"']+", re.IGNORECASE)

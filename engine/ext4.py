@@ -24,6 +24,7 @@ from docker.models.containers import Container
 
 from engine import failpoints
 from engine.errors import EnvironmentProblem
+from engine.frames import STDERR, FrameSplitter
 from engine.images import KEEPALIVE, engine_is_local, labels, reason
 from engine.targets.base import TargetError
 
@@ -168,7 +169,7 @@ class Ext4Writer:
                 if member is None or not member.isfile():
                     raise TargetError("the disk helper sent no disk image")
                 failpoints.hit("vhd:fetching")  # the disk image is on its way from the remote engine
-                _write_sparse(archive.fileobj, member, image)
+                _extract_image(archive, member, image)
             reader.drain()
         except (OSError, tarfile.TarError) as exc:
             raise TargetError(f"cannot copy the disk image from the remote engine: {exc}") from None
@@ -195,71 +196,47 @@ class Ext4Writer:
 
 
 class _Frames(io.RawIOBase):
-    """The stdout of a Docker exec's multiplexed stream as a readable file; stderr is kept.
-
-    Each frame: one byte naming the stream (1 stdout, 2 stderr), three zero bytes, the
-    payload's length (4 bytes, big-endian), the payload."""
+    """The stdout of a Docker exec's multiplexed stream as a readable file; stderr is kept."""
 
     def __init__(self, receive: Callable[[int], bytes], errors: list[bytes]) -> None:
         self.receive = receive
         self.errors = errors
-        self.buffer = bytearray()
-        self.stream = 1
-        self.left = 0  # bytes of the current frame still to read
+        self.frames = FrameSplitter()
+        self.pending = bytearray()  # stdout received and not read yet
 
     def readable(self) -> bool:
         return True
 
-    def _fill(self, size: int) -> bool:
-        while len(self.buffer) < size:
+    def readinto(self, out: Any) -> int:
+        while not self.pending:
             chunk = self.receive(1 << 16)
             if not chunk:
-                return False
-            self.buffer += chunk
-        return True
-
-    def readinto(self, out: Any) -> int:
-        while True:
-            if self.left == 0:
-                if not self._fill(8):
-                    return 0
-                self.stream, self.left = self.buffer[0], int.from_bytes(self.buffer[4:8], "big")
-                del self.buffer[:8]
-                continue
-            if not self._fill(1):
-                raise TargetError("the disk helper's stream ended inside a frame")
-            size = min(self.left, len(self.buffer))
-            if self.stream == 2:
-                self.errors.append(bytes(self.buffer[:size]))
-            else:
-                size = min(size, len(out))
-                out[:size] = self.buffer[:size]
-            del self.buffer[:size]
-            self.left -= size
-            if self.stream != 2:
-                return size
+                if self.frames.inside_frame:
+                    raise TargetError("the disk helper's stream ended inside a frame")
+                return 0
+            for stream, piece in self.frames.feed(chunk):
+                if stream == STDERR:
+                    self.errors.append(piece)
+                else:
+                    self.pending += piece
+        size = min(len(out), len(self.pending))
+        out[:size] = self.pending[:size]
+        del self.pending[:size]
+        return size
 
     def drain(self) -> None:
         while self.readinto(bytearray(1 << 16)):
             pass
 
 
-def _write_sparse(data: Any, member: tarfile.TarInfo, image: str) -> None:
-    """Write `member` into `image`, its data read from `data` (the archive positioned at
-    the member's data): a sparse member's regions are stored one after the other, each
-    is written at its offset, and the holes are left as holes."""
-    regions = getattr(member, "sparse", None) or [(0, member.size)]
-    with Path(image).open("r+b" if Path(image).exists() else "wb") as out:
-        for start, length in regions:
-            out.seek(start)
-            left = length
-            while left:
-                chunk = data.read(min(left, 1 << 20))
-                if not chunk:
-                    raise TargetError("the disk image from the remote engine ended early")
-                out.write(chunk)
-                left -= len(chunk)
-        out.truncate(member.size)
+def _extract_image(archive: tarfile.TarFile, member: tarfile.TarInfo, image: str) -> None:
+    """Write `member` (the disk image, read from a stream-mode archive) to `image`: the
+    standard library seeks over a sparse member's holes, so they stay holes."""
+    member.name = Path(image).name
+    try:
+        archive.extract(member, path=Path(image).parent, set_attrs=False, filter="data")
+    except tarfile.ReadError as exc:
+        raise TargetError(f"the disk image from the remote engine ended early ({exc})") from None
 
 
 def _remove_quietly(container: Container) -> None:

@@ -197,6 +197,7 @@ def _download(
             with urllib.request.urlopen(uri, timeout=timeout) as response, dest.open("wb") as out:
                 return _stream(response.read1, out.write, progress, deadline)
         except urllib.error.HTTPError as exc:
+            exc.close()  # it holds the response's connection
             if exc.code >= 500 or exc.code == 429:
                 raise _Retryable(f"HTTP {exc.code} {exc.reason}") from None
             raise FetchError(f"{shown}: HTTP {exc.code} {exc.reason}") from None

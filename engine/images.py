@@ -11,7 +11,9 @@ are translated here (and in the Docker target) into the project's own, each with
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import threading
 from collections.abc import Collection, Iterator
 from typing import Any
 
@@ -41,15 +43,27 @@ LABEL_OWNER = "io.aib-local.owner"
 KEEPALIVE = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
 
 
+# One client per engine for the whole process (a build, --watch, --parallel builds), so
+# that its connections are reused and none is left open per build; its connection pool
+# is shared by the threads of --parallel builds, as requests' pools are made to be.
+_CLIENTS: dict[tuple[str, ...], docker.DockerClient] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
 def connect() -> docker.DockerClient:
     """A client for the engine the environment names: DOCKER_HOST (and the TLS
-    variables), else the docker context in use (engine.docker_host)."""
+    variables), else the docker context in use (engine.docker_host); checked to answer."""
     endpoint = resolve()
+    key = (repr(endpoint), *(os.environ.get(name, "") for name in ("DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")))
     try:
-        if endpoint.context is None:
-            client = engine_client(timeout=120, **docker.utils.kwargs_from_env())
-        else:
-            client = engine_client(base_url=endpoint.host, tls=_context_tls(endpoint), timeout=120)
+        with _CLIENTS_LOCK:
+            client = _CLIENTS.get(key)
+            if client is None:
+                if endpoint.context is None:
+                    client = engine_client(timeout=120, **docker.utils.kwargs_from_env())
+                else:
+                    client = engine_client(base_url=endpoint.host, tls=_context_tls(endpoint), timeout=120)
+                _CLIENTS[key] = client
         client.ping()
     except docker.errors.DockerException as exc:
         where = endpoint.describe() if endpoint.host != LOCAL_SOCKET else f"the local socket ({LOCAL_SOCKET})"

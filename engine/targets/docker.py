@@ -33,6 +33,7 @@ from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
 
 from engine import failpoints
 from engine.errors import EnvironmentProblem, UsageError
+from engine.frames import STDERR, FrameSplitter
 from engine.images import (
     KEEPALIVE,
     commit_config,
@@ -600,7 +601,7 @@ class _DockerSession(runner.Session):
         )["Id"]
         self._socket_io = client.api.exec_start(exec_id, socket=True)
         self.raw = getattr(self._socket_io, "_sock", self._socket_io)
-        self.buffer = b""
+        self.frames = FrameSplitter()
 
     def send(self, data: bytes) -> None:
         try:
@@ -621,16 +622,7 @@ class _DockerSession(runner.Session):
             raise runner.RunnerGone(str(exc)) from None
         if not chunk:
             raise runner.RunnerGone("the runner's stream closed")
-        self.buffer += chunk
-        frames = []
-        # Docker's stream format: 1 byte stream (1 stdout, 2 stderr), 3 zero bytes, 4 bytes length.
-        while len(self.buffer) >= 8:
-            size = int.from_bytes(self.buffer[4:8], "big")
-            if len(self.buffer) < 8 + size:
-                break
-            frames.append(("stderr" if self.buffer[0] == 2 else "stdout", self.buffer[8 : 8 + size]))
-            self.buffer = self.buffer[8 + size :]
-        return frames
+        return [("stderr" if stream == STDERR else "stdout", piece) for stream, piece in self.frames.feed(chunk)]
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

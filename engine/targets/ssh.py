@@ -114,7 +114,7 @@ class SshLink:
                 username=self.endpoint.user,
                 key_filename=str(key_file) if key_file else None,
                 password=password,
-                allow_agent=key_file is None,
+                allow_agent=key_file is None and _agent_answers(),
                 look_for_keys=key_file is None,
                 timeout=min(self.options.connect_timeout, 30),
                 banner_timeout=30,
@@ -702,3 +702,13 @@ class _SshSession(runner.Session):
 
     def close(self) -> None:
         self.channel.close()
+
+
+def _agent_answers() -> bool:
+    """Whether SSH_AUTH_SOCK names a socket (paramiko opens a socket for a dangling or
+    empty one and leaves it open)."""
+    path = os.environ.get("SSH_AUTH_SOCK", "")
+    try:
+        return bool(path) and Path(path).is_socket()
+    except OSError:
+        return False

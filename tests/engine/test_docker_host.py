@@ -4,18 +4,13 @@ context), and the sparse copy that brings a remote engine's disk image back."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
 
 from engine.docker_host import LOCAL_SOCKET, resolve
 from engine.errors import UsageError
-from engine.ext4 import _Frames, _write_sparse
-from engine.targets.base import TargetError
 
 
 @pytest.fixture
@@ -84,56 +79,3 @@ def test_a_damaged_context_says_which_file(config: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("DOCKER_CONTEXT", "broken")
     with pytest.raises(UsageError, match="cannot read docker context 'broken'"):
         resolve()
-
-
-def multiplexed(stream: int, payload: bytes) -> bytes:
-    return bytes([stream, 0, 0, 0]) + len(payload).to_bytes(4, "big") + payload
-
-
-@pytest.mark.needs("tar", "tar")
-@pytest.mark.parametrize("sparse", [True, False])
-def test_a_disk_image_streamed_as_a_sparse_tar_comes_back_whole_with_its_holes(tmp_path: Path, sparse: bool) -> None:
-    disk = tmp_path / "disk"
-    with disk.open("wb") as out:
-        out.seek(1 << 20)
-        out.write(b"A" * 5000)
-        out.seek(50 << 20)
-        out.write(bytes(range(256)) * 300)
-        out.truncate(200 << 20)
-    archive = subprocess.run(
-        ["tar", *(["--sparse"] if sparse else []), "-cf", "-", "-C", str(tmp_path), "disk"],
-        check=True,
-        capture_output=True,
-    ).stdout
-    # As the engine sends it: frames of odd sizes, a stderr frame among them, read in odd pieces.
-    stream = io.BytesIO(
-        b"".join(
-            multiplexed(2, b"warning") + multiplexed(1, archive[i : i + 7001])
-            if i == 7001
-            else multiplexed(1, archive[i : i + 7001])
-            for i in range(0, len(archive), 7001)
-        )
-    )
-    errors: list[bytes] = []
-    copy = tmp_path / "copy"
-    with tarfile.open(fileobj=_Frames(lambda n: stream.read(min(n, 5000)), errors), mode="r|") as archive_in:
-        member = archive_in.next()
-        assert member is not None
-        _write_sparse(archive_in.fileobj, member, str(copy))
-    assert copy.read_bytes() == disk.read_bytes()
-    assert errors == [b"warning"]
-    if sparse:
-        assert copy.stat().st_blocks * 512 < 1 << 20  # 200 MiB long, a few KiB written
-
-
-def test_a_stream_that_ends_early_is_an_error(tmp_path: Path) -> None:
-    disk = tmp_path / "disk"
-    disk.write_bytes(b"B" * 100_000)
-    archive = subprocess.run(["tar", "-cf", "-", "-C", str(tmp_path), "disk"], check=True, capture_output=True).stdout
-    with (
-        pytest.raises(TargetError, match="ended early"),
-        tarfile.open(fileobj=_Frames(io.BytesIO(multiplexed(1, archive[:20_000])).read, []), mode="r|") as stream,
-    ):
-        member = stream.next()
-        assert member is not None
-        _write_sparse(stream.fileobj, member, str(tmp_path / "copy"))
