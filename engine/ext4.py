@@ -9,7 +9,6 @@ sparse tar (only the written blocks travel) into the file on this machine.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import shlex
@@ -25,7 +24,7 @@ from docker.models.containers import Container
 from engine import failpoints
 from engine.errors import EnvironmentProblem
 from engine.frames import STDERR, FrameSplitter
-from engine.images import KEEPALIVE, engine_is_local, labels, reason
+from engine.images import KEEPALIVE, close_socket, engine_is_local, labels, reason
 from engine.targets.base import TargetError
 
 HELPER_IMAGES_ENV = "AIB_LOCAL_HELPER_IMAGE"
@@ -174,8 +173,7 @@ class Ext4Writer:
         except (OSError, tarfile.TarError) as exc:
             raise TargetError(f"cannot copy the disk image from the remote engine: {exc}") from None
         finally:
-            with contextlib.suppress(OSError):
-                raw.close()
+            close_socket(sock)
         code = self._exit_code(exec_id)
         if code != 0:
             detail = b"".join(errors).decode("utf-8", "replace").strip()[-300:]

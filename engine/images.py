@@ -74,6 +74,16 @@ def connect() -> docker.DockerClient:
     return client
 
 
+def close_socket(sock: Any) -> None:
+    """Close what `exec_start(socket=True)` gave, wholly: the socket, the file object over
+    it (a socket is only closed once no file object holds it) and the response behind it."""
+    raw = getattr(sock, "_sock", sock)
+    for part in (getattr(sock, "_response", None), sock, raw):
+        if part is not None:
+            with contextlib.suppress(OSError, AttributeError):
+                part.close()
+
+
 class _EngineApi(docker.APIClient):  # type: ignore[misc]
     """docker-py's API client, verifying a TLS engine against its own CA even when
     REQUESTS_CA_BUNDLE is set.

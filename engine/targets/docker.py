@@ -36,6 +36,7 @@ from engine.errors import EnvironmentProblem, UsageError
 from engine.frames import STDERR, FrameSplitter
 from engine.images import (
     KEEPALIVE,
+    close_socket,
     commit_config,
     connect,
     labels,
@@ -401,7 +402,10 @@ class DockerTarget(Target):
             raw = getattr(sock, "_sock", sock)
             with contextlib.suppress(docker.errors.DockerException):
                 self.client.api.exec_resize(exec_id, height=rows, width=columns)
-            terminal.pump(raw.fileno(), lambda: _receive(raw), raw.sendall)
+            try:
+                terminal.pump(raw.fileno(), lambda: _receive(raw), raw.sendall)
+            finally:
+                close_socket(sock)
             return int(self.client.api.exec_inspect(exec_id).get("ExitCode") or 0)
         except docker.errors.DockerException as exc:
             raise TargetError(f"cannot open a shell in {self.name}: {reason(exc)}") from None
@@ -625,5 +629,4 @@ class _DockerSession(runner.Session):
         return [("stderr" if stream == STDERR else "stdout", piece) for stream, piece in self.frames.feed(chunk)]
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.raw.close()
+        close_socket(self._socket_io)
