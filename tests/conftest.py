@@ -27,7 +27,6 @@ from tests.support import (
     unavailable,
 )
 
-
 ENGINE_MARKERS = ("docker", "ssh", "vm", "cgroupv2", "browser")
 
 

@@ -261,6 +261,9 @@ class Running:
         code = self.proc.wait(timeout=within)
         for reader in self._readers:
             reader.join(timeout=10)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
         while not self.lines.empty():
             self.output.append(self.lines.get())
         return code, "".join(self.output)

@@ -445,7 +445,9 @@ class DockerTarget(Target):
         except runner.StepTimedOut:
             raise CommandTimeout(f"timed out after {timeout:.0f}s; the process was killed in the container") from None
         except runner.RunnerGone as exc:
-            self._sessions.pop(user, None)
+            gone_session = self._sessions.pop(user, None)
+            if gone_session is not None:
+                gone_session.close()
             if self.machine:
                 self._rebooted(timeout)
             gone = self.gone()

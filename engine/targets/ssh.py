@@ -356,7 +356,9 @@ class SshTarget(Target):
             self._running = None
             raise CommandTimeout(f"timed out after {timeout:.0f}s; the process was killed on the host") from None
         except runner.RunnerGone as exc:
-            self._sessions.pop(root, None)
+            gone_session = self._sessions.pop(root, None)
+            if gone_session is not None:
+                gone_session.close()
             reboots = command.script is not None and systemd.may_reboot(command.script[1])
             raise ConnectionLost(self._after_drop(str(exc), timeout, reboots)) from None
         self._running = None
