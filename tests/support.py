@@ -402,3 +402,47 @@ def shell_in_kept(store: Path, build_id: str, banner: str, command: str, expecte
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
+
+def run_action(
+    values: dict[str, str], env: dict[str, str], *, skip: tuple[str, ...] = (), timeout: float = 900
+) -> dict[str, str]:
+    """action.yml's shell steps, in order, as GitHub runs a composite action: `values` for
+    its expressions (inputs.X, github.action_path), which reach a step only through its
+    `env:` (a script holding an expression fails here, as the hardening asks), a step's
+    `if: inputs.build == 'true'` honoured, GITHUB_OUTPUT and GITHUB_ENV too (under
+    RUNNER_TEMP, which `env` must give). Steps named in `skip` are left out. The steps'
+    outputs."""
+    import yaml
+
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    temp = Path(env["RUNNER_TEMP"])
+    output, github_env = temp / "github-output", temp / "github-env"
+    env = dict(env, GITHUB_OUTPUT=str(output), GITHUB_ENV=str(github_env))
+    outputs: dict[str, str] = {}
+    for step in action["runs"]["steps"]:
+        name = step.get("name", step.get("id", ""))
+        if "run" not in step or name in skip:
+            continue  # the upload is GitHub's own action
+        if step.get("if") == "inputs.build == 'true'" and values.get("inputs.build") != "true":
+            continue
+        assert "${{" not in step["run"], f"step {name} pastes an expression into its script"
+        known = {**values, **{f"steps.paths.outputs.{k}": v for k, v in outputs.items()}}
+        step_env = {}
+        for key, expression in (step.get("env") or {}).items():
+            inner = str(expression).removeprefix("${{ ").removesuffix(" }}")
+            step_env[key] = known[inner]
+        output.write_text("")
+        done = subprocess.run(
+            ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+            env={**env, **step_env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        assert done.returncode == 0, f"step {name}: {done.stdout}{done.stderr}"
+        outputs |= dict(line.split("=", 1) for line in output.read_text().splitlines() if "=" in line)
+        if github_env.exists():
+            env |= dict(line.split("=", 1) for line in github_env.read_text().splitlines() if "=" in line)
+    return outputs

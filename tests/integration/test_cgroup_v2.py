@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.cgroup_v2_host import HostUnavailable, V2Engine, host_disk, start_engine
-from tests.support import ROOT, make_gallery, managed_image_id, template, unavailable
+from tests.support import ROOT, make_gallery, managed_image_id, run_action, template, unavailable
 
 pytestmark = pytest.mark.cgroupv2
 
@@ -159,9 +159,6 @@ def test_the_actions_steps_validate_and_build_on_it_as_a_runner_runs_them(v2: V2
     into a fresh virtual environment, and the job's DOCKER_HOST naming the v2 engine. The
     runner's passwordless sudo is stood in for by a `sudo` that runs its command (this
     machine runs as root and has none)."""
-    import yaml
-
-    action = yaml.safe_load((ROOT / "action.yml").read_text())
     template_file = tmp_path / "image.json"
     step = {"type": "Shell", "name": "systemd", "inline": ['test "$(cat /proc/1/comm)" = systemd']}
     template_file.write_text(
@@ -173,7 +170,7 @@ def test_the_actions_steps_validate_and_build_on_it_as_a_runner_runs_them(v2: V2
     (bin_dir / "sudo").chmod(0o755)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    runner_temp, output, github_env = tmp_path / "runner", tmp_path / "output", tmp_path / "env"
+    runner_temp = tmp_path / "runner"
     runner_temp.mkdir()
     values = {
         "inputs.templates": str(template_file),
@@ -182,25 +179,10 @@ def test_the_actions_steps_validate_and_build_on_it_as_a_runner_runs_them(v2: V2
         "inputs.strict": "true",
         "github.action_path": str(ROOT),
     }
-    env = {**os.environ, **v2.env, "RUNNER_TEMP": str(runner_temp), "GITHUB_OUTPUT": str(output)}
-    env |= {"GITHUB_ENV": str(github_env), "PATH": f"{venv / 'bin'}:{bin_dir}:{os.environ['PATH']}"}
+    env = {**os.environ, **v2.env, "RUNNER_TEMP": str(runner_temp)}
+    env |= {"PATH": f"{venv / 'bin'}:{bin_dir}:{os.environ['PATH']}"}
     env.pop("AIB_LOCAL_STORE", None)
-    outputs: dict[str, str] = {}
-    for entry in action["runs"]["steps"]:
-        if "run" not in entry:
-            continue  # the upload: GitHub's own action
-        script = entry["run"]
-        for name, value in {**values, **{f"steps.paths.outputs.{k}": v for k, v in outputs.items()}}.items():
-            script = script.replace("${{ " + name + " }}", value)
-        assert "${{" not in script, script
-        output.write_text("")
-        done = subprocess.run(
-            ["bash", "-e", "-c", script], env=env, capture_output=True, text=True, timeout=900, check=False
-        )
-        assert done.returncode == 0, f"step {entry.get('name', entry.get('id'))}: {done.stdout}{done.stderr}"
-        outputs |= dict(line.split("=", 1) for line in output.read_text().splitlines() if "=" in line)
-        if github_env.exists():
-            env |= dict(line.split("=", 1) for line in github_env.read_text().splitlines() if "=" in line)
+    outputs = run_action(values, env)
     report = ET.parse(outputs["junit"]).getroot()
     cases = report.findall(".//testcase")
     assert cases and not report.findall(".//failure") and not report.findall(".//skipped"), ET.tostring(report)
