@@ -15,6 +15,7 @@ import os
 import re
 import threading
 from collections.abc import Collection, Iterator
+from pathlib import Path
 from typing import Any
 
 # isort: split
@@ -56,6 +57,10 @@ def connect() -> docker.DockerClient:
     endpoint = resolve()
     key = (repr(endpoint), *(os.environ.get(name, "") for name in ("DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")))
     try:
+        socket_path = endpoint.host.removeprefix("unix://")
+        if endpoint.host.startswith("unix://") and not Path(socket_path).is_socket():
+            # Said before docker-py tries it: a failed connect there leaves its socket open.
+            raise docker.errors.DockerException(f"{socket_path} is not there")
         with _CLIENTS_LOCK:
             client = _CLIENTS.get(key)
             if client is None:
@@ -66,10 +71,15 @@ def connect() -> docker.DockerClient:
                 _CLIENTS[key] = client
         client.ping()
     except docker.errors.DockerException as exc:
+        with _CLIENTS_LOCK:
+            dropped = _CLIENTS.pop(key, None)
+        if dropped is not None:
+            dropped.close()
         where = endpoint.describe() if endpoint.host != LOCAL_SOCKET else f"the local socket ({LOCAL_SOCKET})"
         raise EnvironmentProblem(
             f"no Docker engine answers at {where}: {reason(exc)}",
-            hint="start one (sudo systemctl start docker, or fixtures/ensure-docker.sh), or set DOCKER_HOST",
+            hint="start one (sudo systemctl start docker, or fixtures/ensure-docker.sh), or set DOCKER_HOST; "
+            "aib-local doctor checks all a build needs",
         ) from None
     return client
 

@@ -262,6 +262,42 @@ def checksums(
         sys.exit(1)
 
 
+@cli.command()
+@click.option(
+    "--for",
+    "wanted",
+    type=click.Choice(["docker", "vm", "ssh", "reports"]),
+    multiple=True,
+    help="What you want to run (repeatable; default: container builds). The exit code is 0 when all it needs "
+    "is here; every check is said anyway.",
+)
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def doctor(wanted: tuple[str, ...], output: str) -> None:
+    """Check this machine for every kind of build: the engine, its cgroups, the images,
+    QEMU and its accelerator, the fixture disk, free disk; each missing piece with the
+    command that fixes it."""
+    from engine.doctor import as_json, run_checks, verdict
+
+    checks = run_checks()
+    asked = set(wanted) or {"docker"}
+    if output == "json":
+        click.echo(json.dumps({"for": sorted(asked), "checks": as_json(checks)}, indent=2))
+    else:
+        for check in checks:
+            mark = "ok     " if check.ok else ("MISSING" if check.needed_for in asked else "missing")
+            click.echo(f"{mark} {check.name} [{check.needed_for}]: {check.detail}")
+            if check.fix:
+                click.echo(f"        fix: {check.fix}")
+    code = verdict(checks, asked)
+    if output == "text":
+        click.echo(
+            f"\n{'ready' if code == 0 else 'not ready'} for {', '.join(sorted(asked))}"
+            + ("" if code == 0 else ": run the fixes above")
+        )
+    if code:
+        raise click.exceptions.Exit(code)
+
+
 @cli.command(name="export")
 @click.argument("template", type=click.Path(path_type=Path))
 @template_options
