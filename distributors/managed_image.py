@@ -6,9 +6,10 @@ It can be the `source` of the next build (`type: ManagedImage`), so builds chain
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from distributors.base import DistributeContext, Distributor, RunOutput, keep_image, settle_image
 from engine import failpoints
@@ -43,6 +44,7 @@ class ManagedImage(Distributor[ManagedImageDistribute]):
         # A tag of this build's own: a build that dies before its record is written takes
         # only its own image with it, never the one the record still names.
         tag = f"build-{ctx.build_id}"
+        replaced = ctx.store.get(image_id)
         kept = keep_image(ctx, repository, tag)
         failpoints.hit("image:committed")
         ctx.store.put(
@@ -72,4 +74,18 @@ class ManagedImage(Distributor[ManagedImageDistribute]):
             },
         )
         settle_image(ctx, kept)
+        drop_replaced(replaced, kept)
         return RunOutput(self.section.run_output_name, artifact_id=image_id)
+
+
+def drop_replaced(replaced: dict[str, Any] | None, kept: dict[str, str]) -> None:
+    """The image a replaced record named, untagged (its layers go with their last user: a
+    build running from it keeps them), so that building the same image ID again and again
+    does not pile up images. A VM build's disk file stays: a kept VM may be backed by it."""
+    old = ((replaced or {}).get("aibLocal") or {}).get("reference")
+    if old and old != kept.get("reference"):
+        from engine import images
+        from engine.targets.base import TargetError
+
+        with contextlib.suppress(TargetError):  # in use by a container, or the engine busy: it stays
+            images.remove_images([str(old)])

@@ -35,6 +35,7 @@ from engine.targets.systemd import (
     cgroup_setup,
     cgroup_version,
     container_settings,
+    says_going_down,
     wait_until_up,
 )
 
@@ -182,7 +183,7 @@ class SystemdContainer:
             out = self.ask(["/bin/sh", "-c", GOING_DOWN])[1]
         except docker.errors.DockerException:
             return not self.state().get("Running")
-        return "stopping" in out or "b true" in out
+        return says_going_down(out)
 
     def rebooted(self, timeout: float | None) -> bool:
         """The step runner ended: if systemd is shutting the machine down, wait for it; after

@@ -376,7 +376,7 @@ class SshTarget(Target):
             code, out = self.link.capture(systemd.GOING_DOWN, timeout=15)
         except (ConnectionLost, CommandTimeout):
             return True
-        return code == -1 or "stopping" in out or "b true" in out
+        return code == -1 or systemd.says_going_down(out)
 
     def _rebooted(self) -> None:
         """The host came back from a reboot during a step: say so (the step is not a failure)."""

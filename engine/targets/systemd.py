@@ -50,6 +50,15 @@ GOING_DOWN = (
     "systemctl is-system-running; busctl get-property org.freedesktop.login1 /org/freedesktop/login1 "
     "org.freedesktop.login1.Manager PreparingForShutdown 2>/dev/null"
 )
+
+
+def says_going_down(out: str) -> bool:
+    """Whether GOING_DOWN's answer says the machine is shutting down: systemd is stopping,
+    or logind is preparing a shutdown (it may hold one back a few seconds for delay
+    inhibitors, and says so before systemd's state does)."""
+    return "stopping" in out or "b true" in out
+
+
 REBOOT_WORDS = re.compile(rb"\b(reboot|shutdown|init\s+6|telinit\s+6|kexec)\b")
 
 

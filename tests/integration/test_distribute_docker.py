@@ -217,3 +217,22 @@ def test_vhd_smallest_fit_is_whole_mib(cli: Any, write_template: Any, base_image
     progress = [line for line in result.stdout.splitlines() if "filesystem export:" in line]
     assert progress and progress[-1].endswith("(done)")  # long operations show bytes and rate
     assert 64 << 20 < size < 1 << 30
+
+
+def test_building_the_same_managed_image_again_leaves_one_image_of_it(
+    cli: Any, write_template: Any, docker_client: Any, base_image: str, leftovers: Any
+) -> None:
+    """A record replaced by the next build of the same image ID takes its Docker image with
+    it: a template built over and over (an edit loop, CI) does not pile up images."""
+    image_id = managed_image_id("again")
+    distribute = [{"type": "ManagedImage", "imageId": image_id, "location": "westeurope", "runOutputName": "img"}]
+    path = write_template(template("again", [{"type": "Shell", "inline": ["echo again"]}], distribute=distribute))
+    references = []
+    for _ in range(2):
+        assert cli("build", str(path), "--network", "none").code == 0
+        references.append(json.loads(cli("show", image_id).stdout)["aibLocal"]["reference"])
+    first, second = references
+    repository = second.split(":")[0]
+    tags = [tag for image in docker_client.images.list(name=repository) for tag in image.tags]
+    assert tags == [second] and first != second
+    assert leftovers() == []
