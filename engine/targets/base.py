@@ -57,7 +57,7 @@ class Command:
 class OpenRequest:
     """What a build asks for when it opens its target."""
 
-    spec: str  # --target: docker | ssh://USER@HOST[:PORT]
+    spec: str  # --target: docker | vm | ssh://USER@HOST[:PORT]
     build_id: str
     template: str = ""
     image: str = ""  # the source image's ID, for targets that start from an image

@@ -12,13 +12,16 @@ on. A snapshot lives in STORE/vm-snapshots/KEY/:
     state                   the migration stream
     seed.iso                the NoCloud seed it booted with (a restore needs the same drives)
     id_ed25519, host_key.pub the build user's key and the guest's host key
-    meta.json               what it is of, how long the boot took; its mtime is its last use
+    meta.json               what it is of (source, accelerator, the build that saved it,
+                            when); its mtime is its last use
 
 KEY is a digest of the source file (path, size, mtime, inode), QEMU's version and the
 machine's command line without its paths (vCPUs, memory, accelerator, devices): any
 change makes a new snapshot. Beyond the KEEP most recently used, the least recently used
 go. Each KEY has an flock: shared while a build copies and loads the snapshot, exclusive
-while it is made or removed, so neither happens under a build restoring it.
+while it is made or removed, so neither happens under a build restoring it. The step
+cache keeps saved VMs the same way, under its own keys, in STORE/step-cache/vm
+(engine.targets.vm.VmStates), pruned by size instead of by count.
 """
 
 from __future__ import annotations

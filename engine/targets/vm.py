@@ -396,7 +396,7 @@ class VmTarget(SshTarget):
         raise TargetError("a VM is captured as its whole disk, not as a filesystem stream")
 
     def commit(self, repository: str, tag: str, base_image: str) -> str:
-        raise TargetError("a VM build is captured as a disk: managed images of VM builds are not supported yet")
+        raise TargetError("a VM build is captured as its whole disk (disk()), not committed as a Docker image")
 
     def _after_drop(self, why: str, timeout: float | None, reboots: bool = False) -> str:
         """The link dropped: when QEMU itself is gone, say so at once (what it exited with, and
