@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import os
 import tarfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 # isort: split
@@ -100,6 +103,10 @@ class SystemdContainer:
             if required:
                 raise TargetError(f"--init systemd: systemd cannot be PID 1 on this engine: {setup.blocked}")
             return None
+        if image.startswith("sha256:") and lacks_systemd(image):  # an earlier build's verdict: no probe
+            if required:
+                raise TargetError(f"--init systemd: {image} has no systemd ({' or '.join(INIT_PATHS)})")
+            return None
         dropin = _archive(DROPIN_DIR.rsplit("/", 1)[1], DROPIN_NAME, DROPIN)
         for path in INIT_PATHS:
             container = client.containers.create(image, **settings, **container_settings(path, setup))
@@ -120,6 +127,8 @@ class SystemdContainer:
                 with contextlib.suppress(docker.errors.DockerException):
                     container.remove(force=True)
                 raise
+        if image.startswith("sha256:"):
+            remember_without_systemd(image)
         if required:
             raise TargetError(f"--init systemd: {image} has no systemd ({' or '.join(INIT_PATHS)})")
         return None
@@ -242,3 +251,36 @@ def _archive(folder: str, name: str, text: str) -> bytes:
         entry.size, entry.mode, entry.mtime = len(data), 0o644, int(time.time())
         archive.addfile(entry, io.BytesIO(data))
     return buffer.getvalue()
+
+
+# Images found to have no systemd, by image ID (a content digest: a changed image is a new
+# ID, so a verdict never goes stale); later builds of them skip the probe's two engine calls.
+VERDICTS_KEPT = 500
+
+
+def _verdicts() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "aib-local" / "images-without-systemd.json"
+
+
+def _known() -> list[str]:
+    try:
+        found = json.loads(_verdicts().read_text())
+    except (OSError, ValueError):
+        return []
+    return [str(item) for item in found] if isinstance(found, list) else []
+
+
+def lacks_systemd(image_id: str) -> bool:
+    return image_id in _known()
+
+
+def remember_without_systemd(image_id: str) -> None:
+    others = [item for item in _known() if item != image_id]
+    known = [*others[-(VERDICTS_KEPT - 1) :], image_id]
+    path = _verdicts()
+    with contextlib.suppress(OSError):  # a cache: a build goes on without it
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staged = path.with_name(f".{path.name}.{os.getpid()}")
+        staged.write_text(json.dumps(known))
+        staged.replace(path)

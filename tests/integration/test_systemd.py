@@ -51,12 +51,14 @@ def derived(docker_client: Any, base_image: str, script: str, conf: dict[str, An
         docker_client.images.remove(made.id, force=True)
 
 
-def build_from(cli: Any, write_template: Any, tmp_path: Path, image_id: str, name: str, *args: str) -> Any:
+def build_from(
+    cli: Any, write_template: Any, tmp_path: Path, image_id: str, name: str, *args: str, env: Any = None
+) -> Any:
     """Build a one-step template whose Debian URN maps to `image_id`."""
     catalogue = tmp_path / "catalogue.json"
     catalogue.write_text(json.dumps({"Debian:debian-12:12:latest": image_id}))
     path = write_template(template(name, [{"type": "Shell", "inline": ["cat /proc/1/comm"]}]))
-    return cli("build", str(path), "--catalogue", str(catalogue), *args)
+    return cli("build", str(path), "--catalogue", str(catalogue), *args, env=env)
 
 
 def test_a_service_runs_across_steps_and_a_reboot_and_waagent_deprovisions(
@@ -200,12 +202,21 @@ def test_init_none_keeps_a_keep_alive_pid_1(cli: Any, write_template: Any, base_
 def test_an_image_without_systemd_falls_back_and_says_so(
     cli: Any, write_template: Any, docker_client: Any, base_image: str, tmp_path: Path, leftovers: Any
 ) -> None:
+    cache = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
     with derived(docker_client, base_image, "rm -f /usr/lib/systemd/systemd") as image:
-        result = build_from(cli, write_template, tmp_path, image, "fallback", "--network", "none")
+        image_id = docker_client.images.get(image).id
+        result = build_from(cli, write_template, tmp_path, image, "fallback", "--network", "none", env=cache)
         assert result.code == 0, result.output
         assert "its VM-like layer needs the network to install it (--network none)" in result.stdout
         assert "the image has no systemd: a keep-alive process is the container's PID 1" in result.stdout
-        refused = build_from(cli, write_template, tmp_path, image, "fallback", "--network", "none", "--init", "systemd")
+        # The verdict is kept by image ID: the next builds of it skip the probe, and say the same.
+        verdicts = json.loads((tmp_path / "cache" / "aib-local" / "images-without-systemd.json").read_text())
+        assert verdicts == [image_id]
+        again = build_from(cli, write_template, tmp_path, image, "fallback", "--network", "none", env=cache)
+        assert again.code == 0 and "a keep-alive process is the container's PID 1" in again.stdout
+        refused = build_from(
+            cli, write_template, tmp_path, image, "fallback", "--network", "none", "--init", "systemd", env=cache
+        )
         assert refused.code == 1, refused.output
         assert "--init systemd:" in refused.stderr and "has no systemd" in refused.stderr
     assert leftovers() == []
