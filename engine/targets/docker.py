@@ -624,7 +624,7 @@ class _DockerSession(runner.Session):
                 if not ready:
                     return []
             chunk = self.raw.recv(1 << 16)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: the socket was closed (by a cancel) under select
             raise runner.RunnerGone(str(exc)) from None
         if not chunk:
             raise runner.RunnerGone("the runner's stream closed")
