@@ -237,8 +237,9 @@ class Running:
             self.lines.put(line)
 
     def wait_for(self, text: str, within: float = 120) -> None:
-        """Until a line containing `text` appears (fails if the process ends first)."""
-        end = time.monotonic() + within
+        """Until a line containing `text` appears (fails if the process ends first). An
+        engine in an emulated VM (AIB_LOCAL_TEST_SLOW=N) gets N times as long to get there."""
+        end = time.monotonic() + within * float(os.environ.get("AIB_LOCAL_TEST_SLOW", "1"))
         while time.monotonic() < end:
             try:
                 line = self.lines.get(timeout=0.1)
