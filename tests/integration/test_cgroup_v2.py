@@ -152,7 +152,8 @@ def test_the_container_suites_pass_against_it(v2: V2Engine, tmp_path: Path) -> N
     )
     print(run.stdout[-3000:])  # the suites' own report (pytest -s shows it), with their slowest tests
     summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else ""
-    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    failures = run.stdout[run.stdout.find("= FAILURES =") :][:12000] if "= FAILURES =" in run.stdout else ""
+    assert run.returncode == 0, failures + run.stdout[-3000:] + run.stderr[-2000:]
     assert " passed" in summary and "skipped" not in summary, summary
 
 
