@@ -24,6 +24,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from run import managed  # noqa: E402 - the benchmarks' own template helpers
+from run import template as bench_template  # noqa: E402
 
 
 def engine_process() -> dict[str, int]:
@@ -37,33 +41,12 @@ def engine_process() -> dict[str, int]:
 
 
 def template(name: str) -> dict[str, object]:
-    return {
-        "type": "Microsoft.VirtualMachineImages/imageTemplates",
-        "apiVersion": "2024-02-01",
-        "location": "westeurope",
-        "identity": {"type": "None"},
-        "properties": {
-            "source": {
-                "type": "PlatformImage",
-                "publisher": "Debian",
-                "offer": "debian-12",
-                "sku": "12",
-                "version": "latest",
-            },
-            "customize": [
-                {"type": "Shell", "name": "write", "inline": ["echo soak | sudo tee /opt/soak"]},
-                {"type": "Shell", "name": "check", "inline": ["test -s /opt/soak"]},
-            ],
-            "distribute": [
-                {
-                    "type": "ManagedImage",
-                    "imageId": f"/subscriptions/s/resourceGroups/soak/providers/Microsoft.Compute/images/{name}",
-                    "location": "westeurope",
-                    "runOutputName": "img",
-                }
-            ],
-        },
-    }
+    customize: list[dict[str, object]] = [
+        {"type": "Shell", "name": "write", "inline": ["echo soak | sudo tee /opt/soak"]},
+        {"type": "Shell", "name": "check", "inline": ["test -s /opt/soak"]},
+    ]
+    image = f"/subscriptions/s/resourceGroups/soak/providers/Microsoft.Compute/images/{name}"
+    return bench_template(name, customize, [{**managed(name)[0], "imageId": image, "runOutputName": "img"}])
 
 
 def leftovers(store: Path, work: Path, started: float) -> dict[str, int]:

@@ -10,7 +10,6 @@ local one.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 import select
@@ -18,7 +17,6 @@ import tarfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +51,7 @@ from engine.targets.base import (
     Target,
     TargetError,
 )
+from engine.targets.docker_states import DockerStates, keep_container, put_back_tmp
 from engine.targets.docker_systemd import SystemdContainer
 from engine.targets.endpoint import TARGET_SPECS
 from engine.vmsizes import vm_limits
@@ -102,66 +101,6 @@ fi
 if grep -q 'aib-local pass-through sudo' /usr/local/bin/sudo 2>/dev/null; then rm -f /usr/local/bin/sudo; fi
 rm -f /tmp/.aib-local-* /tmp/aib-local-script-*
 """
-# A kept image holds what /tmp held, which a systemd boot (tmpfiles) empties: a second set
-# of hard links to its files (no data copied, and the image's layer stores each file once)
-# is kept beside it and moved back when a container starts from the image; neither the
-# running container nor the image it ends as keeps the folder.
-TMP_STASH = "/.aib-local-tmp"
-STASH_TMP = (
-    f'rm -rf {TMP_STASH}; if [ -n "$(ls -A /tmp)" ]; then mkdir -m 0700 {TMP_STASH} && cp -al /tmp/. {TMP_STASH}/; fi'
-)
-UNSTASH_TMP = f"if [ -d {TMP_STASH} ]; then cp -a {TMP_STASH}/. /tmp/ && rm -rf {TMP_STASH}; fi"
-
-
-class DockerStates(KeptStates):
-    """Kept states of containers: images of one repository per store, tagged with their key."""
-
-    kind = "docker"
-    keep_after = 2.0  # a commit takes 0.1-1 s (more with a large diff)
-    fidelity = (
-        "a container started from a kept image boots afresh, as after a restart: a service started but not "
-        "enabled is not running (what was in /tmp is put back)"
-    )
-
-    def __init__(self, client: docker.DockerClient, store: Path) -> None:
-        self.client = client
-        digest = hashlib.sha256(str(store.resolve()).encode()).hexdigest()[:12]
-        self.repository = f"aib-local/cache/{digest}"
-
-    def ref(self, key: str) -> str:
-        return f"{self.repository}:{key}"
-
-    def present(self) -> dict[str, float]:
-        try:
-            found = self.client.images.list(name=self.repository)
-        except docker.errors.DockerException as exc:
-            raise TargetError(f"cannot list the step cache's images: {reason(exc)}") from None
-        present: dict[str, float] = {}
-        for image in found:
-            made = _epoch(str(image.attrs.get("Created", "")))
-            for tag in image.tags:
-                repository, _, key = tag.rpartition(":")
-                if repository == self.repository:
-                    present[key] = made
-        return present
-
-    def remove(self, key: str) -> bool:
-        try:
-            self.client.images.remove(self.ref(key))
-        except docker.errors.ImageNotFound:
-            pass
-        except docker.errors.APIError as exc:
-            if exc.status_code == 409:  # a container (a build) runs from it
-                return False
-            raise TargetError(f"cannot remove {self.ref(key)}: {reason(exc)}") from None
-        return True
-
-
-def _epoch(stamp: str) -> float:
-    try:
-        return datetime.fromisoformat(stamp[:19]).replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return 0.0
 
 
 class DockerTarget(Target):
@@ -271,15 +210,10 @@ class DockerTarget(Target):
             self.notes.append(self.machine.await_boot(systemd.BOOT_TIMEOUT, "booted"))
             self.warnings += self.machine.degraded()
         if self.restored:
-            self._quietly(UNSTASH_TMP, "put back what /tmp held")
+            put_back_tmp(self)
 
     def _prepare_user(self) -> None:
-        lines: list[str] = []
-        code = self.run(
-            Command(["/bin/sh", "-c", PREPARE_USER.replace("{user}", BUILD_USER)], as_root=True),
-            lambda _stream, line: lines.append(line),
-            timeout=120,
-        )
+        code, lines = posix.run_script(self, PREPARE_USER.replace("{user}", BUILD_USER))
         if code != 0 or not lines or not lines[-1].startswith(("user ", "root ")):
             raise TargetError(f"could not prepare the build user in {self.image}: {' / '.join(lines[-5:])}")
         kind, *rest = lines[-1].split()
@@ -314,24 +248,7 @@ class DockerTarget(Target):
 
     def keep_state(self, states: KeptStates, key: str, base_image: str) -> int:
         assert isinstance(states, DockerStates)
-        self._quietly(STASH_TMP, "put /tmp aside")
-        try:
-            image_id = self.commit(states.repository, key, base_image)
-        finally:
-            self._quietly(f"rm -rf {TMP_STASH}", "remove the links /tmp was put aside with")
-        try:
-            size = self.client.images.get(image_id).attrs.get("Size", 0) - self.client.images.get(self.image).attrs.get(
-                "Size", 0
-            )
-        except docker.errors.DockerException:
-            size = 0
-        return max(0, int(size))
-
-    def _quietly(self, script: str, what: str) -> None:
-        lines: list[str] = []
-        code = self.run(Command(["/bin/sh", "-c", script], as_root=True), lambda _s, line: lines.append(line), 120)
-        if code != 0:
-            raise TargetError(f"could not {what} in {self.name}: {' / '.join(lines[-3:]) or f'exit code {code}'}")
+        return keep_container(self, self.client, self.image, states, key, base_image)
 
     @classmethod
     def check_spec(cls, spec: str) -> None:
@@ -552,11 +469,7 @@ class DockerTarget(Target):
     def prepare_capture(self) -> None:
         """Take the build user, its sudoers entry or the sudo shim back out of the image."""
         undo = REMOVE_USER.replace("{user}", BUILD_USER) + (systemd.REMOVE_DROPIN if self.machine else "")
-        self.run(
-            Command(["/bin/sh", "-c", undo], as_root=True),
-            lambda _s, _l: None,
-            timeout=60,
-        )
+        posix.run_script(self, undo, timeout=60)
 
     def commit(self, repository: str, tag: str, base_image: str) -> str:
         """Commit the container as `repository:tag`, with the source image's own config."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 
-from engine.targets.base import Command
+from engine.targets.base import Command, Target
 
 # Kills a process and all of its descendants, found through /proc; $1 is the pid file.
 KILL_TREE = r"""
@@ -35,3 +35,10 @@ def command_line(command: Command) -> str:
     if command.workdir:
         line = f"cd {shlex.quote(command.workdir)} && {line}"
     return line
+
+
+def run_script(target: Target, script: str, timeout: float = 120) -> tuple[int, list[str]]:
+    """A short shell script as root on `target`, its output kept: (exit code, lines)."""
+    lines: list[str] = []
+    code = target.run(Command(["/bin/sh", "-c", script], as_root=True), lambda _s, line: lines.append(line), timeout)
+    return code, lines
