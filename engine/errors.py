@@ -96,6 +96,21 @@ class StoreDamaged(EnvironmentProblem):
         self.what = what
 
 
+class StoreNewer(StoreDamaged):
+    """A store record in a format newer than this aib-local reads: not damage, and never
+    moved aside; the aib-local that wrote it (or a newer one) reads it."""
+
+    def __init__(self, path: Path | str, found: int, reads: int) -> None:
+        what = f"written by a newer aib-local (record format {found}; this one reads format {reads} and older)"
+        EnvironmentProblem.__init__(
+            self,
+            f"the store record {path} was {what}",
+            hint="use the aib-local that wrote it, or upgrade this one (pip install --upgrade aib-local)",
+        )
+        self.path = Path(path)
+        self.what = what
+
+
 class BuildFailed(AibLocalError):
     """The build failed in a named step (exit 1)."""
 

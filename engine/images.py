@@ -103,6 +103,13 @@ class _EngineApi(docker.APIClient):  # type: ignore[misc]
     on machines that set it (docker/docker-py#2433, still open).
     """
 
+    def __init__(self, **settings: Any) -> None:
+        try:  # asks the engine its API version: a refused connect must not leave the session open
+            super().__init__(**settings)
+        except BaseException:
+            self.close()
+            raise
+
     def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
         settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
         if verify is None and isinstance(self.verify, str):

@@ -24,9 +24,14 @@ import platformdirs
 from filelock import FileLock
 
 from engine import failpoints
-from engine.errors import EnvironmentProblem, StoreDamaged, UsageError
+from engine.errors import EnvironmentProblem, StoreDamaged, StoreNewer, UsageError
 
 ENV_VAR = "AIB_LOCAL_STORE"
+# Every record names the format it is written in. Added fields do not change it (a field
+# this aib-local does not know is kept on a round trip); a change of what a field means
+# does, and an older aib-local then leaves such records alone and says why.
+FORMAT_KEY = "aibLocalFormat"
+RECORD_FORMAT = 1
 DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 DEFAULT_RESOURCE_GROUP = "aib-local"
 RECORD = "resource.json"
@@ -50,7 +55,17 @@ def read_record(path: Path) -> dict[str, Any] | None:
         raise StoreDamaged(path, f"not valid JSON{where} (truncated?)") from None
     if not isinstance(record, dict):
         raise StoreDamaged(path, f"a JSON {type(record).__name__}, not a record")
+    found = record.pop(FORMAT_KEY, RECORD_FORMAT)  # records from before the marker are format 1
+    if not isinstance(found, int) or isinstance(found, bool) or found < 1:
+        raise StoreDamaged(path, f"its {FORMAT_KEY} is {json.dumps(found)}, not a format number")
+    if found > RECORD_FORMAT:
+        raise StoreNewer(path, found, RECORD_FORMAT)
     return record
+
+
+def _encoded(record: dict[str, Any]) -> bytes:
+    """A record as written, naming its format (read_record takes the marker off again)."""
+    return json.dumps({**record, FORMAT_KEY: RECORD_FORMAT}, indent=2).encode() + b"\n"
 
 
 PARTIAL = ".partial"
@@ -116,6 +131,7 @@ class Store:
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = FileLock(str(self.root / ".lock"))
         self.damaged: dict[Path, str] = {}  # records found damaged while going through many
+        self.newer: dict[Path, str] = {}  # records in a format newer than this aib-local reads
 
     @staticmethod
     def where(root: Path | None = None) -> Path:
@@ -153,9 +169,8 @@ class Store:
 
     def put(self, resource_id: str, record: dict[str, Any]) -> None:
         record = {"id": resource_id, **{k: v for k, v in record.items() if k != "id"}}
-        data = json.dumps(record, indent=2, sort_keys=False).encode() + b"\n"
         with self._lock:
-            atomic_write(self._dir(resource_id) / RECORD, data)
+            atomic_write(self._dir(resource_id) / RECORD, _encoded(record))
 
     def delete(self, resource_id: str) -> bool:
         """Remove a record (its folder goes when nothing else is in it); whether it was there."""
@@ -174,8 +189,7 @@ class Store:
         with self._lock:
             record = self.get(resource_id) or {"id": resource_id}
             record.update(changes)
-            data = json.dumps(record, indent=2).encode() + b"\n"
-            atomic_write(self._dir(resource_id) / RECORD, data)
+            atomic_write(self._dir(resource_id) / RECORD, _encoded(record))
         return record
 
     def records(self, type_suffix: str | None = None) -> Iterator[dict[str, Any]]:
@@ -199,9 +213,8 @@ class Store:
         return self.root / "builds" / build_id
 
     def put_build(self, build_id: str, record: dict[str, Any]) -> None:
-        data = json.dumps(record, indent=2).encode() + b"\n"
         with self._lock:
-            atomic_write(self.build_dir(build_id) / "build.json", data)
+            atomic_write(self.build_dir(build_id) / "build.json", _encoded(record))
 
     def get_build(self, build_id: str) -> dict[str, Any] | None:
         """A build's record; None when there is none; StoreDamaged when it is unreadable."""
@@ -226,8 +239,9 @@ class Store:
             return None
 
     def note_damaged(self, exc: StoreDamaged) -> None:
-        """Remember a damaged record met while going through many (said once, by the command)."""
-        self.damaged.setdefault(exc.path, exc.what)
+        """Remember a damaged (or newer) record met while going through many (said once, by
+        the command)."""
+        (self.newer if isinstance(exc, StoreNewer) else self.damaged).setdefault(exc.path, exc.what)
 
     def quarantine(self, path: Path) -> Path:
         """Move a damaged record aside, under STORE/quarantine/, keeping its place in the store."""

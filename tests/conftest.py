@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import json
 import os
@@ -37,6 +38,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if not any(item.get_closest_marker(name) for name in ENGINE_MARKERS):
             item.add_marker(pytest.mark.filterwarnings("error"))
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that used an engine, sshd, VM or browser, what it left unreachable is
+    collected now, so that a socket it left open is reported against it (as a warning),
+    not against whichever later test happens to run the collector."""
+    yield
+    if any(request.node.get_closest_marker(name) for name in ENGINE_MARKERS):
+        gc.collect()
 
 
 @pytest.fixture(autouse=True)

@@ -577,6 +577,8 @@ def clean(build_id: str | None, snapshots: bool, repair: bool, store: Path | Non
         for path, what in the_store.damaged.items():
             click.echo(f"moved {path} to {the_store.quarantine(path)}: it was damaged ({what})")
         the_store.damaged.clear()
+        for path, what in the_store.newer.items():
+            click.echo(f"left {path} where it is: it was {what}")
     removed, live = clean_up(the_store, build_id)
     busy: list[str] = []
     if snapshots:

@@ -404,6 +404,8 @@ def list_(kind: str | None, store: Path | None) -> None:
                 click.echo(f"{record.get('type')}  {record.get('id', '(no id)')}")
     for path, what in the_store.damaged.items():
         _echo_err(f"warning: left out {path}: it is damaged ({what}); aib-local clean --repair moves it aside")
+    for path, what in the_store.newer.items():
+        _echo_err(f"warning: left out {path}: it was {what}")
 
 
 cli.add_command(sig)

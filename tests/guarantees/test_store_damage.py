@@ -77,3 +77,34 @@ def test_clean_repair_moves_damaged_records_aside_and_deletes_nothing(cli: Any, 
     assert (store / "quarantine").rglob("resource.json").__next__().read_text() == '{"type": "Microsoft.Compute/ima'
     listed = cli("list")
     assert listed.code == 0 and "damaged" not in listed.stderr and IMAGE + "good" in listed.stdout
+
+
+def test_a_record_from_a_newer_aib_local_is_named_as_such_and_left_where_it_is(cli: Any, store: Path) -> None:
+    the_store = stored(store)
+    image = next(p for p in the_store.root.rglob("resource.json") if "bad" in str(p))
+    build = the_store.build_dir("bad-build") / "build.json"
+    for path in (image, build):
+        record = json.loads(path.read_text())
+        assert record["aibLocalFormat"] == 1  # every record names its format
+        path.write_text(json.dumps({**record, "aibLocalFormat": 2, "meaningChanged": True}))
+    newer = "written by a newer aib-local (record format 2; this one reads format 1 and older)"
+    listed = cli("list")
+    assert listed.code == 0 and IMAGE + "good" in listed.stdout and IMAGE + "bad" not in listed.stdout
+    assert f"left out {image}: it was {newer}" in listed.stderr and "damaged" not in listed.stderr
+    logs = cli("logs", "bad-build")
+    assert logs.code == 3 and f"the store record {build} was {newer}" in logs.output
+    assert "upgrade" in logs.output and "damaged" not in logs.output
+    repaired = cli("clean", "--repair")
+    assert repaired.code == 0 and f"left {build} where it is" in repaired.stdout
+    assert image.exists() and build.exists() and not (store / "quarantine").exists()
+
+
+def test_a_record_names_its_format_on_disk_and_not_to_the_reader(store: Path) -> None:
+    the_store = stored(store)
+    assert the_store.get(IMAGE + "good") == {"id": IMAGE + "good", "type": "Microsoft.Compute/images", "name": "good"}
+    old = the_store.build_dir("good-build") / "build.json"  # written before records named a format
+    old.write_text(json.dumps({"buildId": "good-build", "template": "t.json", "templateName": "t", "status": "failed"}))
+    assert the_store.get_build("good-build") == json.loads(old.read_text())
+    old.write_text(json.dumps({"buildId": "good-build", "aibLocalFormat": "two"}))
+    listed = Store(store)
+    assert list(listed.builds()) and listed.damaged == {old: 'its aibLocalFormat is "two", not a format number'}
