@@ -223,6 +223,39 @@ class Bench:
             tools["packer"] = lambda: timed([self.packer or "packer", "build", "-color=false", str(packer_file)])
         self.alternate(workload, tools)
 
+    def phases(self) -> None:
+        """Where a W1 and a W2 build's time goes: each phase (the build's own clock, from its
+        build-finished event), and the time outside that clock (interpreter start, imports,
+        reading the template, what runs after the build's end), from the process's wall time."""
+        columns: dict[str, dict[str, list[float]]] = {}
+        for workload, step_count, with_file in (("W1", 20, True), ("W2", 100, False)):
+            customize = steps(step_count)
+            if with_file:
+                customize.append(
+                    {"type": "File", "name": "payload", "sourceUri": str(self.payload), "destination": "/tmp/p.bin"}
+                )
+            path = self.write(
+                f"{workload}-phases.json", template(workload.lower(), customize, managed(workload.lower()))
+            )
+            argv = self.aib("build", str(path), "--network", "none", "--deprovision", "skip", "--output", "json")
+            for _ in range(self.runs):
+                started = time.monotonic()
+                done = subprocess.run(argv, env=self.env, capture_output=True, text=True, check=True)
+                wall = time.monotonic() - started
+                finished = next(json.loads(line) for line in done.stdout.splitlines() if '"build-finished"' in line)
+                column = columns.setdefault(workload, {})
+                for name, seconds in finished["phases"].items():
+                    column.setdefault(name, []).append(seconds)
+                column.setdefault("the build's own clock", []).append(finished["duration"])
+                column.setdefault("outside the build's clock", []).append(wall - finished["duration"])
+                column.setdefault("process wall time", []).append(wall)
+        names = list(dict.fromkeys(name for column in columns.values() for name in column))
+        self.notes += ["", "Where the time goes (medians, seconds; W1 and W2 as above, --output json):", ""]
+        self.notes += ["| phase | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
+        for name in names:
+            cells = [f"{statistics.median(c[name]):.3f}" if name in c else "-" for c in columns.values()]
+            self.notes.append(f"| {name} | " + " | ".join(cells) + " |")
+
     def w7(self, vm: bool = False) -> None:
         """The edit loop; on a container, or on --target vm (W7VM: its first build restores the
         booted source the store saved, as a user's do after their first VM build)."""

@@ -20,6 +20,7 @@ from urllib.request import url2pathname
 
 from engine.errors import AibLocalError, UsageError
 from engine.gallery import Galleries
+from engine.polling import poll
 from engine.store import Store
 from engine.store_rules import source_generation
 from engine.targets.base import OpenRequest, Target, TargetError
@@ -146,12 +147,14 @@ def _await_console(console: Path | None, text: str, end: float, started: float) 
     if console is None:
         raise TargetError("this machine has no serial console to watch")
     needle = text.encode()
-    while True:
-        try:
+
+    def appeared() -> float | None:
+        with contextlib.suppress(OSError):
             if needle in console.read_bytes():
                 return round(time.monotonic() - started, 1)
-        except OSError:
-            pass
-        if time.monotonic() > end:
-            raise TargetError(f"{text!r} did not appear on the serial console ({console})")
-        time.sleep(0.5)
+        return None
+
+    seen = poll(appeared, within=end - time.monotonic(), every=0.5)
+    if seen is None:
+        raise TargetError(f"{text!r} did not appear on the serial console ({console})")
+    return seen

@@ -13,7 +13,6 @@ import io
 import os
 import shlex
 import tarfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from engine import failpoints
 from engine.errors import EnvironmentProblem
 from engine.frames import STDERR, FrameSplitter
 from engine.images import KEEPALIVE, close_socket, engine_is_local, labels, reason
+from engine.polling import poll
 from engine.targets.base import TargetError
 
 HELPER_IMAGES_ENV = "AIB_LOCAL_HELPER_IMAGE"
@@ -181,16 +181,17 @@ class Ext4Writer:
 
     def _exit_code(self, exec_id: str) -> int | None:
         """The exit code of an exec whose output has ended (it may take a moment to be reaped)."""
-        end = time.monotonic() + 10
-        while True:
+        last: list[dict[str, Any]] = [{}]
+
+        def ended() -> dict[str, Any] | None:
             try:
-                state = self.client.api.exec_inspect(exec_id)
+                last[0] = self.client.api.exec_inspect(exec_id)
             except docker.errors.DockerException as exc:
                 raise TargetError(f"cannot ask the disk helper how tar ended: {reason(exc)}") from None
-            if not state.get("Running") or time.monotonic() > end:
-                code = state.get("ExitCode")
-                return None if code is None else int(code)
-            time.sleep(0.05)
+            return None if last[0].get("Running") else last[0]
+
+        code = (poll(ended, within=10, every=0.05) or last[0]).get("ExitCode")
+        return None if code is None else int(code)
 
 
 class _Frames(io.RawIOBase):

@@ -447,3 +447,37 @@ def run_action(
         if github_env.exists():
             env |= dict(line.split("=", 1) for line in github_env.read_text().splitlines() if "=" in line)
     return outputs
+
+
+# Each way a Shell step asks for a reboot (AIB's documented way to restart Linux is a
+# Shell customizer calling one of them); the command returns before the machine goes down.
+REBOOTS = {
+    "reboot": ["sudo reboot"],
+    "shutdown": ["sudo shutdown -r now"],
+    "systemctl": ["sudo systemctl reboot"],
+    "then-more": ["sudo reboot", "echo AFTER-THE-REBOOT-COMMAND"],
+}
+
+
+def reboot_steps(boot_identity: str) -> list[dict[str, Any]]:
+    """Two steps per way to reboot: one that notes the boot (`boot_identity`, a command
+    printing it) and reboots, and one that proves it runs in a new boot, and runs whole."""
+    steps: list[dict[str, Any]] = []
+    for name, lines in REBOOTS.items():
+        steps.append({"type": "Shell", "name": name, "inline": [f"{boot_identity} > /var/tmp/boot-{name}", *lines]})
+        new_boot = f'[ "$({boot_identity})" != "$(cat /var/tmp/boot-{name})" ] && echo NEW-BOOT-{name}'
+        steps.append({"type": "Shell", "name": f"after-{name}", "inline": [new_boot, f"echo WHOLE-{name}"]})
+    return steps
+
+
+def assert_each_reboot_ended_its_own_step(result: Result) -> None:
+    """The build of reboot_steps (--output json) succeeded; each reboot ended the step that
+    asked for it (never the next one), and each next step ran whole in the new boot."""
+    assert result.code == 0, result.output
+    seen = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    finished = {e["step"]: e["status"] for e in seen if e["event"] == "step-finished"}
+    lines = [e["line"] for e in seen if e["event"] == "output"]
+    for index, name in enumerate(REBOOTS):
+        assert finished[f"customize[{2 * index}] {name}"] == "rebooted", (name, finished)
+        assert finished[f"customize[{2 * index + 1}] after-{name}"] == "succeeded", (name, finished)
+        assert f"NEW-BOOT-{name}" in lines and f"WHOLE-{name}" in lines, (name, lines)

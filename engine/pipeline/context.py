@@ -75,6 +75,7 @@ class BuildContext:
     current: str = "validate"  # the phase or step under way, for messages and statuses
     keep_target: bool = False  # the user asked to keep it (--debug abort, --on-error ask)
     cancelled: bool = False
+    engine_silent: bool = False  # the Docker engine timed out: teardown asks nothing more of it
     started_at: str = field(default_factory=utc_now)
     _docker: Client | None = None
 

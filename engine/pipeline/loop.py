@@ -142,6 +142,7 @@ class BuildRun:
     ) -> None:
         self.ctx = BuildContext.create(loaded, options, store, reporter, build_id=build_id, continuation=continuation)
         self.steps = StepRunner(self.ctx)
+        self.timings: dict[str, float] = {}  # seconds each phase took, in the order run
 
     @property
     def build_id(self) -> str:
@@ -170,7 +171,11 @@ class BuildRun:
                     sub_state = phase.sub_state
                     template_status(ctx, "Running", sub_state)
                 failpoints.hit(f"phase:{phase.name}")
-                phase.action(ctx, self.steps)
+                begun = time.monotonic()
+                try:
+                    phase.action(ctx, self.steps)
+                finally:
+                    self.timings[phase.name] = round(time.monotonic() - begun, 3)
             validation_end(ctx)
         except KeyboardInterrupt:
             error = Interrupted(f"interrupted during {ctx.current}")
@@ -185,10 +190,13 @@ class BuildRun:
                 raise
             # The Docker engine went away (stopped, crashed, its socket gone): a fault underneath, named.
             error = Interrupted(f"interrupted during {ctx.current}") if ctx.cancelled else engine_gone(exc, ctx.current)
+            ctx.engine_silent = "Timeout" in type(exc).__name__  # requests' ReadTimeout, ConnectTimeout
         with signals.held():  # from here on, a signal cannot break into the cleanup
             failpoints.hit("teardown")
+            begun = time.monotonic()
             kept = teardown(ctx, error)
             discard_pending(ctx)
+            self.timings["teardown"] = round(time.monotonic() - begun, 3)
             error = self._end(error, kept, started)
         if isinstance(error, BuildFailed) and error.log_path is None:
             error.log_path = ctx.log.path
@@ -237,6 +245,7 @@ class BuildRun:
             buildId=ctx.build_id,
             status=status,
             duration=round(time.monotonic() - started, 3),
+            phases=self.timings,
             message=message,
             kept=kept,
             runOutputs=[{"name": o.name, **o.properties()} for o in ctx.run_outputs],

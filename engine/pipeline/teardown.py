@@ -63,6 +63,11 @@ def teardown(ctx: BuildContext, error: AibLocalError | None) -> bool:
             keptBuildId=ctx.build_id,
         )
         return True
+    if ctx.engine_silent:  # each call would wait out the client's timeout again
+        ctx.events.warning(
+            f"left {target.describe()}: the Docker engine does not answer; aib-local clean removes it once it does"
+        )
+        return False
     try:
         target.remove()
     except AibLocalError as exc:

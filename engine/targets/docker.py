@@ -26,8 +26,8 @@ from engine import _docker_import  # noqa: F401 - hides paramiko from docker-py;
 # isort: split
 import docker
 import docker.errors
+import requests
 from docker.models.containers import Container
-from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
 
 from engine import failpoints
 from engine.errors import EnvironmentProblem, UsageError
@@ -40,6 +40,7 @@ from engine.images import (
     labels,
     reason,
 )
+from engine.polling import poll
 from engine.targets import posix, runner, systemd, terminal, vm_layer
 from engine.targets.base import (
     Command,
@@ -57,6 +58,11 @@ from engine.targets.endpoint import TARGET_SPECS
 from engine.vmsizes import vm_limits
 
 BUILD_USER = "packer"
+# A step whose output has been quiet this long has the engine pinged, which must answer
+# within ENGINE_ANSWERS: a paused or hung dockerd ends the build, named, instead of
+# leaving it waiting on a stream that will never move.
+QUIET_CHECK = 15.0
+ENGINE_ANSWERS = 10.0
 # Gives the image an AIB-like build user: with sudo, a non-root user with passwordless
 # sudo; without sudo, root and a pass-through `sudo` so that AIB scripts run unchanged.
 PREPARE_USER = r"""
@@ -134,6 +140,7 @@ class DockerTarget(Target):
         self.within = within
         self.machine: SystemdContainer | None = None  # when systemd is the container's PID 1
         self.restored = False  # started from a kept state of the step cache
+        self.engine_lost = False  # the engine stopped answering: nothing more is asked of it
         self.container: Container | None = None
         self.build_user = "root"
         self._uid = 0
@@ -337,7 +344,7 @@ class DockerTarget(Target):
         session = self._sessions.get(user)
         if session is None:
             try:
-                session = _DockerSession(self.client, self._require().id, user)
+                session = _DockerSession(self.client, self._require().id, user, self._check_engine)
             except docker.errors.DockerException as exc:
                 raise TargetError(f"cannot start the step runner in {self.name}: {reason(exc)}") from None
             self._sessions[user] = session
@@ -367,11 +374,8 @@ class DockerTarget(Target):
                 gone_session.close()
             if self.machine:
                 self._rebooted(timeout)
-            gone = self.gone()
-            deadline = time.monotonic() + 3  # the engine updates the state a moment after the stream ends
-            while not gone and time.monotonic() < deadline:
-                time.sleep(0.1)
-                gone = self.gone()
+            # The engine updates the state a moment after the stream ends.
+            gone = poll(lambda: self.gone() or None, within=3, every=0.1)
             if gone:
                 raise TargetError(f"the target went away during the step: {gone}") from None
             raise TargetError(f"lost the step runner in {self.name} ({exc})") from None
@@ -448,15 +452,16 @@ class DockerTarget(Target):
         except docker.errors.DockerException as exc:
             raise TargetError(f"cannot restart {self.name}: {reason(exc)}") from None
 
-        @retry(retry=retry_if_result(lambda up: not up), stop=stop_after_delay(timeout), wait=wait_fixed(0.2))
-        def running() -> bool:
+        def running() -> bool | None:
             container.reload()
-            return bool(container.status == "running")
+            return True if container.status == "running" else None
 
         try:
-            running()
-        except Exception:
-            raise TargetError(f"{self.name} did not come back within {timeout:.0f}s") from None
+            up = poll(running, within=timeout, every=0.2)
+        except docker.errors.DockerException as exc:
+            raise TargetError(f"{self.name} did not come back: {reason(exc)}") from None
+        if up is None:
+            raise TargetError(f"{self.name} did not come back within {timeout:.0f}s")
         report(f"container {self.name} is running again")
 
     def export(self) -> Iterator[bytes]:
@@ -489,10 +494,27 @@ class DockerTarget(Target):
         except docker.errors.DockerException as exc:
             raise TargetError(f"cannot stop {self.name}: {reason(exc)}") from None
 
+    def _check_engine(self) -> None:
+        """The engine answers a ping within ENGINE_ANSWERS seconds, or the build ends here."""
+        try:
+            answer = self.client.api.get(f"{self.client.api.base_url}/_ping", timeout=ENGINE_ANSWERS)
+            answer.close()
+            answer.raise_for_status()
+        except requests.RequestException as exc:
+            self.engine_lost = True
+            raise EnvironmentProblem(
+                f"the Docker engine at {self.client.api.base_url} stopped answering during the step: no answer to a "
+                f"ping within {ENGINE_ANSWERS:.0f}s ({type(exc).__name__}), a fault of the engine, not of the step",
+                hint=f"once the engine answers again (a paused dockerd: kill -CONT it), aib-local clean removes "
+                f"{self.name}",
+            ) from None
+
     def remove(self) -> None:
         self._close_sessions()
         if self.container is None:
             return
+        if self.engine_lost:  # asking it would wait out the client's timeout, for each call
+            raise TargetError(f"left {self.name}: the engine does not answer; aib-local clean removes it once it does")
         try:
             self.container.remove(force=True)
         except docker.errors.NotFound:
@@ -514,7 +536,11 @@ def _receive(raw: Any) -> bytes:
 class _DockerSession(runner.Session):
     """A runner started with `docker exec -i`, its multiplexed output read frame by frame."""
 
-    def __init__(self, client: docker.DockerClient, container_id: str, user: str) -> None:
+    def __init__(
+        self, client: docker.DockerClient, container_id: str, user: str, check_engine: Callable[[], None]
+    ) -> None:
+        self.check_engine = check_engine  # called when the stream has been quiet for QUIET_CHECK seconds
+        self.heard = time.monotonic()
         exec_id = client.api.exec_create(
             container_id, ["/bin/sh", "-c", runner.RUNNER], user=user, stdin=True, stdout=True, stderr=True
         )["Id"]
@@ -535,8 +561,12 @@ class _DockerSession(runner.Session):
             if not (buffered and buffered()):
                 ready, _, _ = select.select([self.raw], [], [], timeout)
                 if not ready:
+                    if time.monotonic() - self.heard > QUIET_CHECK:
+                        self.check_engine()
+                        self.heard = time.monotonic()
                     return []
             chunk = self.raw.recv(1 << 16)
+            self.heard = time.monotonic()
         except (OSError, ValueError) as exc:  # ValueError: the socket was closed (by a cancel) under select
             raise runner.RunnerGone(str(exc)) from None
         if not chunk:

@@ -21,6 +21,7 @@ import docker.errors
 from docker.models.containers import Container
 
 from engine.images import engine_is_local, reason
+from engine.polling import poll
 from engine.targets.base import TargetError
 from engine.targets.systemd import (
     BOOT_TIMEOUT,
@@ -168,6 +169,11 @@ class SystemdContainer:
         except docker.errors.DockerException:
             return {}
 
+    def stopped(self) -> dict[str, Any] | None:
+        """The container's state once it no longer runs (None while it does)."""
+        state = self.state()
+        return None if state.get("Running") else state
+
     def await_boot(self, within: float, what: str) -> str:
         """Wait for systemd to finish booting; what to say of it (a degraded boot names its
         failed units)."""
@@ -200,14 +206,17 @@ class SystemdContainer:
         never past `timeout`. False when the machine did not reboot."""
         now = time.monotonic()
         end = now + min(REBOOT_WAIT, timeout if timeout is not None else REBOOT_WAIT)
-        down_by = min(end, now + SHUTDOWN_TIMEOUT)
         calm_until = now + 3  # the runner lost while systemd keeps running: not a shutdown
-        while (state := self.state()).get("Running"):
-            if time.monotonic() > down_by:
-                return False
-            if time.monotonic() > calm_until and not self.going_down():
-                return False
-            time.sleep(0.1)
+
+        def down_or_calm() -> dict[str, Any] | None:
+            state = self.state()
+            if not state.get("Running") or (time.monotonic() > calm_until and not self.going_down()):
+                return state
+            return None
+
+        state = poll(down_or_calm, within=min(end, now + SHUTDOWN_TIMEOUT) - now, every=0.1)
+        if state is None or state.get("Running"):
+            return False
         if state.get("ExitCode") != REBOOT_EXIT or state.get("OOMKilled"):
             return False
         self.boot_again(end)
@@ -228,10 +237,11 @@ class SystemdContainer:
         with contextlib.suppress(docker.errors.DockerException):
             self.client.api.exec_start(self.client.api.exec_create(self.container.id, ["systemctl", "reboot"])["Id"])
         report(f"waiting for {name} to go down")
-        while (state := self.state()).get("Running"):
-            if time.monotonic() > end:
-                raise TargetError(f"Timeout waiting for machine to restart: {name} did not go down")
-            time.sleep(0.1)
+        state = poll(
+            lambda: None if (now := self.state()).get("Running") else now, within=end - time.monotonic(), every=0.1
+        )
+        if state is None:
+            raise TargetError(f"Timeout waiting for machine to restart: {name} did not go down")
         if state.get("ExitCode") != REBOOT_EXIT:
             raise TargetError(f"{name} went down instead of rebooting (exit status {state.get('ExitCode')})")
         report(f"waiting for {name} to come back up")

@@ -25,7 +25,6 @@ import json
 import os
 import socket
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 
 from engine.disks import need
 from engine.errors import EnvironmentProblem
+from engine.polling import poll
 from engine.targets.base import TargetError
 
 QEMU = "qemu-system-x86_64"
@@ -205,16 +205,19 @@ class Monitor:
 
     def wait_ready(self, within: float, alive: Callable[[], None] = lambda: None) -> None:
         """Until the monitor answers (`within` seconds at most); `alive` raises once QEMU is gone."""
-        end = time.monotonic() + within
-        while True:
+        failed = [""]
+
+        def answers() -> bool | None:
             try:
                 self.command("query-status", timeout=2)
-                return
+                return True
             except TargetError as exc:
                 alive()
-                if time.monotonic() > end:
-                    raise TargetError(f"QEMU's monitor did not answer at {self.path}: {exc}") from None
-                time.sleep(0.1)
+                failed[0] = str(exc)
+                return None
+
+        if poll(answers, within=within, every=0.1) is None:
+            raise TargetError(f"QEMU's monitor did not answer at {self.path}: {failed[0]}")
 
     def command(self, name: str, timeout: float = 5.0, *, fd: tuple[str, int] | None = None, **arguments: Any) -> Any:
         """Run one QMP command; its "return" value (TargetError for an error or no answer).

@@ -55,14 +55,37 @@ def request(step_id: str, command: str, script: tuple[str, bytes] | None = None)
     return f"{step_id} {len(data)} -1 {path}\n".encode() + data + encoded + b"\n"
 
 
-class StepOutput:
+class Lines:
+    """One output stream (stdout or stderr) cut into lines for a sink: each complete line
+    goes at once, decoded as UTF-8 (bad bytes replaced) without its line end; `flush`
+    gives the rest of a last line that has no newline."""
+
+    def __init__(self, name: str, sink: Callable[[str, str], None]) -> None:
+        self.name = name
+        self.sink = sink
+        self.buffer = b""
+
+    def feed(self, data: bytes) -> None:
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n")
+        self._emit(lines)
+
+    def flush(self) -> None:
+        if self.buffer:
+            self._emit([self.buffer])
+            self.buffer = b""
+
+    def _emit(self, lines: list[bytes]) -> None:
+        for line in lines:
+            self.sink(self.name, line.decode("utf-8", "replace").rstrip("\r"))
+
+
+class StepOutput(Lines):
     """Splits one stream of the runner into the step's lines and its end marker."""
 
     def __init__(self, name: str, step_id: str, sink: Callable[[str, str], None]) -> None:
-        self.name = name
+        super().__init__(name, sink)
         self.marker = MARKER + step_id.encode() + b" "
-        self.sink = sink
-        self.buffer = b""
         self.exit_code: int | None = None
 
     @property
@@ -93,10 +116,6 @@ class StepOutput:
                 return
             self._emit([self.buffer[:newline]])
             self.buffer = self.buffer[newline + 1 :]
-
-    def _emit(self, lines: list[bytes]) -> None:
-        for line in lines:
-            self.sink(self.name, line.decode("utf-8", "replace").rstrip("\r"))
 
 
 class RunnerGone(Exception):

@@ -34,7 +34,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.disks import need
+from engine.polling import poll
 
 FORMAT = 1  # of the folder's contents
 KEEP = 4
@@ -118,17 +118,15 @@ class Snapshots:
         fd = os.open(self.root / f".{key}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
-            end = time.monotonic() + within
-            while True:
+
+            def had() -> bool | None:
                 try:
                     fcntl.flock(fd, mode)
-                    break
+                    return True
                 except BlockingIOError:
-                    if time.monotonic() >= end:
-                        yield False
-                        return
-                    time.sleep(0.2)
-            yield True
+                    return None
+
+            yield bool(poll(had, within=within, every=0.2))
         finally:
             os.close(fd)
 

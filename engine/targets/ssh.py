@@ -201,14 +201,7 @@ class SshLink:
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise ConnectionLost(f"cannot run a command on {self.endpoint}: {exc}") from None
         end = None if timeout is None else time.monotonic() + timeout
-        buffers = {"stdout": b"", "stderr": b""}
-
-        def emit(name: str, data: bytes) -> None:
-            buffers[name] += data
-            *lines, buffers[name] = buffers[name].split(b"\n")
-            for raw in lines:
-                sink(name, raw.decode("utf-8", "replace").rstrip("\r"))
-
+        outputs = {name: runner.Lines(name, sink) for name in ("stdout", "stderr")}
         try:
             while True:
                 if end is not None and time.monotonic() >= end:
@@ -216,11 +209,8 @@ class SshLink:
                     channel.close()
                     raise CommandTimeout(f"timed out after {timeout:.0f}s; the process was killed on the host")
                 wait = 0.5 if end is None else max(0.0, min(0.5, end - time.monotonic()))
-                select.select([channel], [], [], wait)
-                while channel.recv_ready():
-                    emit("stdout", channel.recv(65536))
-                while channel.recv_stderr_ready():
-                    emit("stderr", channel.recv_stderr(65536))
+                for name, data in read_channel(channel, wait):
+                    outputs[name].feed(data)
                 if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
                     break
                 if not transport.is_active() or (channel.closed and not channel.exit_status_ready()):
@@ -228,10 +218,8 @@ class SshLink:
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise ConnectionLost(f"the connection to {self.endpoint} dropped: {exc}") from None
         finally:
-            for name, rest in buffers.items():
-                if rest:
-                    sink(name, rest.decode("utf-8", "replace").rstrip("\r"))
-                    buffers[name] = b""
+            for output in outputs.values():
+                output.flush()
         status = channel.recv_exit_status()
         channel.close()
         if status == -1:
@@ -689,12 +677,7 @@ class _SshSession(runner.Session):
     def poll(self, timeout: float) -> list[tuple[str, bytes]]:
         channel = self.channel
         try:
-            select.select([channel], [], [], timeout)
-            got = []
-            while channel.recv_ready():
-                got.append(("stdout", channel.recv(1 << 16)))
-            while channel.recv_stderr_ready():
-                got.append(("stderr", channel.recv_stderr(1 << 16)))
+            got = read_channel(channel, timeout)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise runner.RunnerGone(str(exc)) from None
         data = [g for g in got if g[1]]
@@ -704,6 +687,19 @@ class _SshSession(runner.Session):
 
     def close(self) -> None:
         self.channel.close()
+
+
+def read_channel(channel: paramiko.Channel, wait: float) -> list[tuple[str, bytes]]:
+    """What a channel has for us within `wait` seconds: (stdout|stderr, bytes) pieces, in
+    the order read (an empty piece: that stream's end). The one read of a command's output
+    over SSH, for a single command and for the step runner alike."""
+    select.select([channel], [], [], wait)
+    got = []
+    while channel.recv_ready():
+        got.append(("stdout", channel.recv(1 << 16)))
+    while channel.recv_stderr_ready():
+        got.append(("stderr", channel.recv_stderr(1 << 16)))
+    return got
 
 
 def _agent_answers() -> bool:

@@ -14,10 +14,11 @@ and is taken out again before capture.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from engine.polling import poll
 
 INIT_PATHS = ("/lib/systemd/systemd", "/usr/lib/systemd/systemd")
 REBOOT_EXIT = 82
@@ -151,19 +152,17 @@ def container_settings(init: str, setup: CgroupSetup) -> dict[str, object]:
 def wait_until_up(ask: Callable[[list[str]], tuple[int, str]], within: float) -> tuple[str, list[str]]:
     """Poll `systemctl is-system-running` until the boot is over; the state and, when it
     is degraded, the failed units. TimeoutError after `within` seconds."""
-    end = time.monotonic() + within
-    state = ""
-    while True:
+    last = [""]
+
+    def settled() -> str | None:
         _code, out = ask(["systemctl", "is-system-running"])
         words = out.split()
-        state = words[-1] if words and "bus" not in out else ""
-        if state in UP:
-            break
-        if state not in STARTING:
-            break  # maintenance, stopping, offline: report it
-        if time.monotonic() > end:
-            raise TimeoutError(f"systemd did not finish booting within {within:.0f}s (state {state or 'unknown'})")
-        time.sleep(0.05)
+        last[0] = words[-1] if words and "bus" not in out else ""
+        return None if last[0] in STARTING and last[0] not in UP else last[0]  # maintenance, stopping...: said
+
+    state = poll(settled, within=within, every=0.05)
+    if state is None:
+        raise TimeoutError(f"systemd did not finish booting within {within:.0f}s (state {last[0] or 'unknown'})")
     failed: list[str] = []
     if state != "running":
         _code, out = ask(["systemctl", "list-units", "--failed", "--plain", "--no-legend", "--no-pager"])

@@ -32,6 +32,7 @@ from typing import Any
 
 from engine import disks, failpoints
 from engine.errors import AibLocalError, UsageError
+from engine.polling import poll
 from engine.targets import qemu
 from engine.targets.base import KeptStates, OpenRequest, OwnSource, TargetError
 from engine.targets.endpoint import TARGET_SPECS, SshEndpoint, SshOptions
@@ -357,7 +358,9 @@ class VmTarget(SshTarget):
             self.warnings.append(f"the restored VM's clock or random generator was not renewed: {out.strip()[-200:]}")
 
     def _wait_for_ssh(self, end: float) -> None:
-        while True:
+        failed = [""]
+
+        def answers() -> bool | None:
             self.machine.check_alive()
             if self.machine.status() == "internal-error":
                 raise TargetError(
@@ -366,13 +369,16 @@ class VmTarget(SshTarget):
                 )
             try:
                 self.link.connect(5)
-                return
+                return True
             except AibLocalError as exc:
-                if time.monotonic() > end:
-                    raise TargetError(
-                        f"the VM did not answer on SSH within {self.within:.0f}s ({getattr(exc, 'message', exc)})",
-                        hint=f"its console is in {self.machine.serial_log}",
-                    ) from None
+                failed[0] = str(getattr(exc, "message", exc))
+                return None
+
+        if poll(answers, within=end - time.monotonic(), every=0) is None:
+            raise TargetError(
+                f"the VM did not answer on SSH within {self.within:.0f}s ({failed[0]})",
+                hint=f"its console is in {self.machine.serial_log}",
+            )
 
     # --- capture and teardown ------------------------------------------------------
 

@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from engine.polling import poll
 from engine.targets import qemu
 from engine.targets.base import TargetError
 
@@ -126,15 +127,18 @@ class QemuProcess:
         later boots use TCG (qemu.kvm_failed)."""
         try:
             self.launch("kvm")
-            while time.monotonic() < end:
+
+            def kernel_speaks() -> bool | None:
                 self.check_alive()
                 if self.status() == "internal-error":
                     raise TargetError("KVM stopped the guest with an emulation failure")
                 with contextlib.suppress(OSError):
                     if b"Linux version" in self.serial_log.read_bytes():
                         return True
-                time.sleep(0.2)
-            return True
+                return None
+
+            poll(kernel_speaks, within=end - time.monotonic(), every=0.2)
+            return True  # the kernel spoke, or the guest still runs when the probe's time is up
         except TargetError as exc:
             qemu.kvm_failed(f"KVM does not run a VM here: {exc.message.splitlines()[-1][:160]}")
             return False
@@ -155,25 +159,29 @@ class QemuProcess:
             self.monitor.command("migrate", fd=("snapshot", fd), uri="fd:snapshot")
         finally:
             os.close(fd)
-        end = time.monotonic() + MIGRATION_WITHIN
-        while True:
+
+        def migrated() -> bool | None:
             status = self.monitor.command("query-migrate", timeout=MIGRATION_WITHIN)
-            if status.get("status") == "completed":
-                return
             if status.get("status") in ("failed", "cancelled"):
                 raise TargetError(f"QEMU did not save the machine: {status.get('error-desc', status['status'])}")
-            if time.monotonic() > end:
-                raise TargetError(f"QEMU did not save the machine within {MIGRATION_WITHIN:.0f}s")
-            time.sleep(0.1)
+            return True if status.get("status") == "completed" else None
+
+        if poll(migrated, within=MIGRATION_WITHIN, every=0.1) is None:
+            raise TargetError(f"QEMU did not save the machine within {MIGRATION_WITHIN:.0f}s")
 
     def run(self) -> None:
         """Let a paused machine (just saved, or just loaded) run."""
-        end = time.monotonic() + MIGRATION_WITHIN
-        while (status := self.status()) in ("inmigrate", ""):
-            self.check_alive()
-            if time.monotonic() > end:
-                raise TargetError(f"QEMU did not load the saved machine within {MIGRATION_WITHIN:.0f}s")
-            time.sleep(0.05)
+
+        def loaded() -> str | None:
+            status = self.status()
+            if status in ("inmigrate", ""):
+                self.check_alive()
+                return None
+            return status
+
+        status = poll(loaded, within=MIGRATION_WITHIN, every=0.05)
+        if status is None:
+            raise TargetError(f"QEMU did not load the saved machine within {MIGRATION_WITHIN:.0f}s")
         if status != "running":
             self.monitor.command("cont")
 
@@ -182,19 +190,12 @@ class QemuProcess:
 
     def wait_exit(self, within: float) -> bool:
         """Whether QEMU is gone within `within` seconds."""
-        end = time.monotonic() + within
-        while True:
-            if self.process is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.process.wait(timeout=0.2)
-                if self.process.poll() is not None:
-                    return True
-            elif qemu.running_pid(self.folder) is None:
-                return True
-            else:
-                time.sleep(0.2)
-            if time.monotonic() > end:
-                return False
+        process = self.process
+        if process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=max(0.0, within))
+            return process.poll() is not None
+        return bool(poll(lambda: qemu.running_pid(self.folder) is None or None, within=within, every=0.2))
 
     def quit(self, within: float) -> None:
         """Wait `within` seconds for the guest to power off, then have QEMU quit."""

@@ -237,3 +237,39 @@ def test_an_engine_that_goes_away_mid_step_is_named_as_the_fault_and_clean_remov
         restarted.stop()
     finally:
         engine.stop()
+
+
+def test_an_engine_that_stops_answering_mid_step_ends_the_build_in_bounded_time_naming_it(
+    cli: Any, write_template: Any, docker_client: Any, base_image: str, store: Path
+) -> None:
+    """dockerd paused (SIGSTOP) during a quiet step: the build does not wait on a stream that
+    will never move; it ends with exit 3 within the engine check's bound, naming the engine
+    and what to do, asks nothing more of it, and clean removes the container once it answers."""
+    if os.geteuid() != 0 or shutil.which("dockerd") is None or shutil.which("openssl") is None:
+        unavailable("a second engine needs root, dockerd and openssl (bash .ci/run installs them)")
+    from engine.targets.docker import ENGINE_ANSWERS, QUIET_CHECK
+
+    engine = start_engine()  # its own: this test pauses it
+    try:
+        copy_image(docker_client, engine.client(), base_image)
+        steps = [{"type": "Shell", "name": "quiet", "inline": ["echo STEP-STARTED", "sleep 600"]}]
+        running = Running(
+            ["build", str(write_template(template("paused", steps))), "--network", "none"], store, engine.env
+        )
+        running.wait_for("STEP-STARTED")
+        engine.process.send_signal(signal.SIGSTOP)
+        try:
+            code, output = running.finish(within=QUIET_CHECK + ENGINE_ANSWERS + 30)
+        finally:
+            engine.process.send_signal(signal.SIGCONT)
+            if running.proc.poll() is None:  # it did not end within the bound: the test fails, nothing is left
+                running.proc.kill()
+        assert code == 3, output
+        assert "stopped answering during the step" in output and "kill -CONT" in output, output
+        assert "aib-local clean removes it once it does" in output, output
+        assert "internal error" not in output and "Traceback" not in output
+        cleaned = cli("clean", env=engine.env)
+        assert cleaned.code == 0, cleaned.output
+        assert remote_containers(engine, store) == []
+    finally:
+        engine.stop()

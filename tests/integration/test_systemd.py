@@ -11,7 +11,14 @@ from typing import Any
 
 import pytest
 
-from tests.support import managed_image_id, run_image, template, unavailable
+from tests.support import (
+    assert_each_reboot_ended_its_own_step,
+    managed_image_id,
+    reboot_steps,
+    run_image,
+    template,
+    unavailable,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -293,41 +300,13 @@ def test_the_nginx_script_of_a_typical_template_builds_and_serves_in_the_next_st
     assert leftovers() == []
 
 
-REBOOTS = {
-    "reboot": ["sudo reboot"],
-    "shutdown": ["sudo shutdown -r now"],
-    "systemctl": ["sudo systemctl reboot"],
-    "then-more": ["sudo reboot", "echo AFTER-THE-REBOOT-COMMAND"],
-}
-
-
 def test_every_way_to_reboot_ends_its_own_step_and_the_next_runs_whole_in_the_new_boot(
     cli: Any, write_template: Any, base_image: str, leftovers: Any
 ) -> None:
     """A reboot command returns before the machine goes down: the step that asked for it
     is the one that ends `rebooted` (never the next one), and the next step starts in the
     new boot and runs every line."""
-    steps: list[dict[str, Any]] = []
-    for name, lines in REBOOTS.items():
-        steps.append({"type": "Shell", "name": f"{name}", "inline": [f"{PID1_STARTED} > /var/tmp/boot-{name}", *lines]})
-        steps.append(
-            {
-                "type": "Shell",
-                "name": f"after-{name}",
-                "inline": [
-                    f'[ "$({PID1_STARTED})" != "$(cat /var/tmp/boot-{name})" ] && echo NEW-BOOT-{name}',
-                    f"echo WHOLE-{name}",
-                ],
-            }
-        )
-    path = write_template(template("reboots", steps))
+    path = write_template(template("reboots", reboot_steps(PID1_STARTED)))
     result = cli("build", str(path), "--network", "none", "--output", "json")
-    assert result.code == 0, result.output
-    seen = events(result.stdout)
-    finished = {e["step"]: e["status"] for e in seen if e["event"] == "step-finished"}
-    lines = [e["line"] for e in seen if e["event"] == "output"]
-    for index, name in enumerate(REBOOTS):
-        assert finished[f"customize[{2 * index}] {name}"] == "rebooted", (name, finished)
-        assert finished[f"customize[{2 * index + 1}] after-{name}"] == "succeeded", (name, finished)
-        assert f"NEW-BOOT-{name}" in lines and f"WHOLE-{name}" in lines, name
+    assert_each_reboot_ended_its_own_step(result)
     assert leftovers() == []

@@ -23,8 +23,10 @@ from tests.support import (
     SIGNALS,
     SUBSCRIPTION,
     Running,
+    assert_each_reboot_ended_its_own_step,
     build_ids,
     managed_image_id,
+    reboot_steps,
     shell_in_kept,
     template,
     template_id,
@@ -210,6 +212,18 @@ def test_a_vm_build_reboots_and_its_vhd_and_managed_image_boot_by_themselves(
     # A container build cannot start from it, and says so.
     refused = cli("build", str(chained))
     assert refused.code == 2 and "build from it with --target vm" in refused.stderr
+
+
+def test_every_way_to_reboot_ends_its_own_step_on_a_vm_and_the_next_runs_whole_in_the_new_boot(
+    cli: Any, write_template: Any, store: Path, vm_disk: Path
+) -> None:
+    """On a VM (an SSH host underneath: the same step runner and reboot rule as --target
+    ssh), `reboot`, `shutdown -r now`, `systemctl reboot` and a reboot followed by more
+    lines each end the step that asked for it, however late the guest goes down after it."""
+    path = write_template(template("vm-reboots", reboot_steps("cat /proc/sys/kernel/random/boot_id")))
+    result = cli("build", str(path), "--target", "vm", "--no-cache", "--output", "json", timeout=1800)
+    assert_each_reboot_ended_its_own_step(result)
+    assert qemu_processes(store) == []
 
 
 def test_later_builds_restore_the_booted_vm_the_first_build_saved(

@@ -52,6 +52,10 @@ def test_phases_run_in_order_and_the_template_moves_through_aibs_sub_states(buil
     assert status["runState"] == "Succeeded" and "runSubState" not in status and status["endTime"]
     finished = builds.named("build-finished")[0]
     assert finished["status"] == "Succeeded" and finished["runOutputs"][0]["artifactId"] == managed_image_id("img")
+    # Where the time went: each phase run, in order, then the teardown, within the build's own clock.
+    assert list(finished["phases"]) == [p.name for p in run.phases()] + ["teardown"]
+    assert all(seconds >= 0 for seconds in finished["phases"].values())
+    assert sum(finished["phases"].values()) <= finished["duration"] + 0.01
 
 
 def test_a_good_build_records_everything_and_leaves_nothing(builds: Builds) -> None:
