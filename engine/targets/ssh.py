@@ -29,6 +29,7 @@ import paramiko
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from engine.errors import AibLocalError, EnvironmentProblem
+from engine.polling import poll
 from engine.targets import posix, runner, systemd, terminal
 from engine.targets.base import (
     Command,
@@ -360,11 +361,25 @@ class SshTarget(Target):
         return code
 
     def _going_down(self) -> bool:
-        try:
-            code, out = self.link.capture(systemd.GOING_DOWN, timeout=15)
-        except (ConnectionLost, CommandTimeout):
-            return True
-        return code == -1 or systemd.says_going_down(out)
+        """After a step that may have asked for a reboot: whether the host is going down,
+        from its own answers (a reboot command returns before systemd has the job, by
+        seconds under TCG): watched until one decides, or twice "up, nothing asked", or
+        SETTLE_WITHIN seconds; a host that stops answering is going down."""
+        up_answers: list[bool] = []
+
+        def decided() -> bool | None:
+            try:
+                code, out = self.link.capture(systemd.GOING_DOWN, timeout=15)
+            except (ConnectionLost, CommandTimeout):
+                return True
+            verdict = True if code == -1 else systemd.going_down_verdict(out)
+            if verdict is False:
+                up_answers.append(True)
+                return False if len(up_answers) >= 2 else None
+            up_answers.clear()
+            return verdict
+
+        return bool(poll(decided, within=systemd.SETTLE_WITHIN, every=0.3))
 
     def _rebooted(self) -> None:
         """The host came back from a reboot during a step: say so (the step is not a failure)."""

@@ -49,15 +49,36 @@ STARTING = ("initializing", "starting", "offline", "")
 
 GOING_DOWN = (
     "systemctl is-system-running; busctl get-property org.freedesktop.login1 /org/freedesktop/login1 "
-    "org.freedesktop.login1.Manager PreparingForShutdown 2>/dev/null"
+    "org.freedesktop.login1.Manager PreparingForShutdown 2>/dev/null; "
+    "systemctl list-jobs --no-legend --no-pager 2>/dev/null"
 )
+_SHUTDOWN_JOB = re.compile(r"^\s*\d+\s+(shutdown|reboot|poweroff|halt|kexec)\.target\s", re.MULTILINE)
 
 
 def says_going_down(out: str) -> bool:
-    """Whether GOING_DOWN's answer says the machine is shutting down: systemd is stopping,
+    """Whether GOING_DOWN's answer says the machine is shutting down: systemd is stopping;
     or logind is preparing a shutdown (it may hold one back a few seconds for delay
-    inhibitors, and says so before systemd's state does)."""
-    return "stopping" in out or "b true" in out
+    inhibitors, and says so before systemd's state does); or a job for a shutdown target
+    is queued (systemd says "starting", not "stopping", while the boot before it has not
+    finished, as after a reboot moments ago)."""
+    return "stopping" in out or "b true" in out or _SHUTDOWN_JOB.search(out) is not None
+
+
+# After a step that may have asked for a reboot, how long the machine's answers are
+# watched for one that decides: going down, or up and staying up (twice in a row).
+SETTLE_WITHIN = 20.0
+
+
+def going_down_verdict(out: str) -> bool | None:
+    """What GOING_DOWN's answer decides: True, a shutdown is under way; False, the machine
+    is up with no shutdown asked for (running or degraded, no shutdown job, logind not
+    preparing one); None, not yet known: it is still booting, or systemd's bus did not
+    answer (as when it goes down), or a reboot asked for a moment ago is still on its way
+    to systemd (logind passes it on after the command has returned)."""
+    if says_going_down(out):
+        return True
+    lines = out.strip().splitlines()
+    return False if lines and lines[0].strip() in UP else None
 
 
 REBOOT_WORDS = re.compile(rb"\b(reboot|shutdown|init\s+6|telinit\s+6|kexec)\b")

@@ -1,0 +1,54 @@
+"""systemd.says_going_down: whether a machine's answer to GOING_DOWN means a shutdown is
+under way (the answers below are systemd 252's, as Debian 12 prints them)."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.targets.systemd import going_down_verdict, says_going_down
+
+JOBS_AT_BOOT = "  1 multi-user.target  start waiting\n 87 cloud-final.service start running\n"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "stopping\n",
+        "running\nb true\n",
+        # A reboot asked for before the boot before it finished: systemd still says
+        # "starting", and logind without delay inhibitors says false; its job is queued.
+        f"starting\nb false\n{JOBS_AT_BOOT}412 reboot.target start waiting\n",
+        "degraded\nb false\n501 poweroff.target start waiting\n",
+        "running\nb false\n 77 shutdown.target start waiting\n",
+    ],
+)
+def test_a_shutdown_under_way_is_seen(answer: str) -> None:
+    assert says_going_down(answer)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "running\nb false\n",
+        f"starting\nb false\n{JOBS_AT_BOOT}",
+        "degraded\nb false\n 12 systemd-reboot-helper.service start waiting\n",  # a name, not the target
+        "",
+    ],
+)
+def test_a_machine_that_stays_up_is_not_taken_for_one_going_down(answer: str) -> None:
+    assert not says_going_down(answer)
+
+
+@pytest.mark.parametrize(
+    ("answer", "verdict"),
+    [
+        ("stopping\n", True),
+        ("running\nb false\n", False),
+        ("degraded\nb false\n", False),
+        (f"starting\nb false\n{JOBS_AT_BOOT}", None),  # still booting: a reboot may yet be queued
+        ("Failed to query system state: Connection reset by peer\nunknown\n", None),  # the bus going away
+        ("", None),
+    ],
+)
+def test_what_an_answer_decides_after_a_step_that_may_have_rebooted(answer: str, verdict: bool | None) -> None:
+    assert going_down_verdict(answer) is verdict
