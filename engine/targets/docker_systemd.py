@@ -41,6 +41,7 @@ from engine.targets.systemd import (
     container_settings,
     says_going_down,
     wait_until_up,
+    watch_going_down,
 )
 
 
@@ -191,14 +192,22 @@ class SystemdContainer:
         return self.last_boot
 
     def going_down(self) -> bool:
-        """Whether the machine is shutting down (or already down). logind may hold a reboot
-        back for a few seconds (delay inhibitors such as unattended-upgrades'), so its
-        PreparingForShutdown says it before systemd's state does."""
+        """After a step that may have asked for a reboot: whether the machine is shutting
+        down, or already down (systemd.watch_going_down, through the engine)."""
+
+        return watch_going_down(self._going_down_answer)
+
+    def _says_going_down(self) -> bool:
+        """One look: whether the machine is shutting down, or already down."""
+        out = self._going_down_answer()
+        return out is None or says_going_down(out)
+
+    def _going_down_answer(self) -> str | None:
+        """GOING_DOWN's output; None once the container no longer runs."""
         try:
-            out = self.ask(["/bin/sh", "-c", GOING_DOWN])[1]
+            return str(self.ask(["/bin/sh", "-c", GOING_DOWN])[1])
         except docker.errors.DockerException:
-            return not self.state().get("Running")
-        return says_going_down(out)
+            return None if not self.state().get("Running") else ""
 
     def rebooted(self, timeout: float | None) -> bool:
         """The step runner ended: if systemd is shutting the machine down, wait for it; after
@@ -210,7 +219,7 @@ class SystemdContainer:
 
         def down_or_calm() -> dict[str, Any] | None:
             state = self.state()
-            if not state.get("Running") or (time.monotonic() > calm_until and not self.going_down()):
+            if not state.get("Running") or (time.monotonic() > calm_until and not self._says_going_down()):
                 return state
             return None
 

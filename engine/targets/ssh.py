@@ -29,7 +29,6 @@ import paramiko
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from engine.errors import AibLocalError, EnvironmentProblem
-from engine.polling import poll
 from engine.targets import posix, runner, systemd, terminal
 from engine.targets.base import (
     Command,
@@ -361,25 +360,17 @@ class SshTarget(Target):
         return code
 
     def _going_down(self) -> bool:
-        """After a step that may have asked for a reboot: whether the host is going down,
-        from its own answers (a reboot command returns before systemd has the job, by
-        seconds under TCG): watched until one decides, or twice "up, nothing asked", or
-        SETTLE_WITHIN seconds; a host that stops answering is going down."""
-        up_answers: list[bool] = []
+        """After a step that may have asked for a reboot: whether the host is going down
+        (systemd.watch_going_down, over the SSH link)."""
 
-        def decided() -> bool | None:
+        def answer() -> str | None:
             try:
                 code, out = self.link.capture(systemd.GOING_DOWN, timeout=15)
             except (ConnectionLost, CommandTimeout):
-                return True
-            verdict = True if code == -1 else systemd.going_down_verdict(out)
-            if verdict is False:
-                up_answers.append(True)
-                return False if len(up_answers) >= 2 else None
-            up_answers.clear()
-            return verdict
+                return None
+            return None if code == -1 else out
 
-        return bool(poll(decided, within=systemd.SETTLE_WITHIN, every=0.3))
+        return systemd.watch_going_down(answer)
 
     def _rebooted(self) -> None:
         """The host came back from a reboot during a step: say so (the step is not a failure)."""

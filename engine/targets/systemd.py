@@ -81,6 +81,27 @@ def going_down_verdict(out: str) -> bool | None:
     return False if lines and lines[0].strip() in UP else None
 
 
+def watch_going_down(answer: Callable[[], str | None]) -> bool:
+    """After a step that may have asked for a reboot: whether the machine is going down,
+    from its own answers to GOING_DOWN (`answer`: the output, None once the machine no
+    longer answers). A reboot command returns before systemd has the job, by seconds under
+    TCG, so the answers are watched until one decides (going_down_verdict), or twice in a
+    row "up, nothing asked", or SETTLE_WITHIN seconds; a machine that stops answering is
+    going down."""
+    up_answers: list[bool] = []
+
+    def decided() -> bool | None:
+        out = answer()
+        verdict = True if out is None else going_down_verdict(out)
+        if verdict is False:
+            up_answers.append(True)
+            return False if len(up_answers) >= 2 else None
+        up_answers.clear()
+        return verdict
+
+    return bool(poll(decided, within=SETTLE_WITHIN, every=0.3))
+
+
 REBOOT_WORDS = re.compile(rb"\b(reboot|shutdown|init\s+6|telinit\s+6|kexec)\b")
 
 
