@@ -14,6 +14,7 @@ and is taken out again before capture.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,8 +66,11 @@ def says_going_down(out: str) -> bool:
 
 
 # After a step that may have asked for a reboot, how long the machine's answers are
-# watched for one that decides: going down, or up and staying up (twice in a row).
+# watched for one that decides: going down, or up and staying up for SETTLE_STEADY
+# seconds (a reboot reaches systemd after the command returned: by seconds on a slow
+# engine, as a TCG VM's).
 SETTLE_WITHIN = 20.0
+SETTLE_STEADY = 3.0
 
 
 def going_down_verdict(out: str) -> bool | None:
@@ -85,18 +89,18 @@ def watch_going_down(answer: Callable[[], str | None]) -> bool:
     """After a step that may have asked for a reboot: whether the machine is going down,
     from its own answers to GOING_DOWN (`answer`: the output, None once the machine no
     longer answers). A reboot command returns before systemd has the job, by seconds under
-    TCG, so the answers are watched until one decides (going_down_verdict), or twice in a
-    row "up, nothing asked", or SETTLE_WITHIN seconds; a machine that stops answering is
-    going down."""
-    up_answers: list[bool] = []
+    TCG, so the answers are watched until one decides (going_down_verdict), or "up,
+    nothing asked" holds for SETTLE_STEADY seconds, or SETTLE_WITHIN seconds pass; a
+    machine that stops answering is going down."""
+    up_since: list[float] = []
 
     def decided() -> bool | None:
         out = answer()
         verdict = True if out is None else going_down_verdict(out)
         if verdict is False:
-            up_answers.append(True)
-            return False if len(up_answers) >= 2 else None
-        up_answers.clear()
+            up_since[:] = up_since or [time.monotonic()]
+            return False if time.monotonic() - up_since[0] >= SETTLE_STEADY else None
+        up_since.clear()
         return verdict
 
     return bool(poll(decided, within=SETTLE_WITHIN, every=0.3))
