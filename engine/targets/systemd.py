@@ -51,18 +51,27 @@ STARTING = ("initializing", "starting", "offline", "")
 GOING_DOWN = (
     "systemctl is-system-running; busctl get-property org.freedesktop.login1 /org/freedesktop/login1 "
     "org.freedesktop.login1.Manager PreparingForShutdown 2>/dev/null; "
-    "systemctl list-jobs --no-legend --no-pager 2>/dev/null"
+    "systemctl list-jobs --no-legend --no-pager 2>/dev/null; cat /run/systemd/shutdown/scheduled 2>/dev/null"
 )
+# `shutdown -r now` has logind schedule the reboot for now: it is in logind's file until
+# its timer fires and the job reaches systemd.
+_SCHEDULED = re.compile(r"^MODE=(reboot|poweroff|halt|kexec)\b", re.MULTILINE)
 _SHUTDOWN_JOB = re.compile(r"^\s*\d+\s+(shutdown|reboot|poweroff|halt|kexec)\.target\s", re.MULTILINE)
 
 
 def says_going_down(out: str) -> bool:
     """Whether GOING_DOWN's answer says the machine is shutting down: systemd is stopping;
     or logind is preparing a shutdown (it may hold one back a few seconds for delay
-    inhibitors, and says so before systemd's state does); or a job for a shutdown target
+    inhibitors, and says so before systemd's state does), or has one scheduled (as
+    `shutdown -r now` asks); or a job for a shutdown target
     is queued (systemd says "starting", not "stopping", while the boot before it has not
     finished, as after a reboot moments ago)."""
-    return "stopping" in out or "b true" in out or _SHUTDOWN_JOB.search(out) is not None
+    return (
+        "stopping" in out
+        or "b true" in out
+        or _SHUTDOWN_JOB.search(out) is not None
+        or _SCHEDULED.search(out) is not None
+    )
 
 
 # After a step that may have asked for a reboot, how long the machine's answers are

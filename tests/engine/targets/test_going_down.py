@@ -25,6 +25,8 @@ JOBS_AT_BOOT = "  1 multi-user.target  start waiting\n 87 cloud-final.service st
         f"starting\nb false\n{JOBS_AT_BOOT}412 reboot.target start waiting\n",
         "degraded\nb false\n501 poweroff.target start waiting\n",
         "running\nb false\n 77 shutdown.target start waiting\n",
+        # `shutdown -r now`: logind's schedule, before its timer hands the job to systemd.
+        "running\nb false\nUSEC=1764934523000000\nWARN_WALL=1\nMODE=reboot\n",
     ],
 )
 def test_a_shutdown_under_way_is_seen(answer: str) -> None:
