@@ -96,6 +96,11 @@ class StoreDamaged(EnvironmentProblem):
         self.what = what
 
 
+class EngineSilent(EnvironmentProblem):
+    """The Docker engine stopped answering (a paused or hung dockerd): nothing more is asked
+    of it, since each call would wait out the client's timeout."""
+
+
 class StoreNewer(StoreDamaged):
     """A store record in a format newer than this aib-local reads: not damage, and never
     moved aside; the aib-local that wrote it (or a newer one) reads it."""

@@ -26,9 +26,10 @@ import docker
 import docker.errors
 import docker.tls
 import docker.utils
+import requests
 
 from engine.docker_host import LOCAL_SOCKET, Endpoint, resolve
-from engine.errors import EnvironmentProblem
+from engine.errors import EngineSilent, EnvironmentProblem
 from engine.process import alive, identity
 from engine.targets.base import TargetError
 
@@ -134,6 +135,21 @@ def _context_tls(endpoint: Endpoint) -> docker.tls.TLSConfig | bool:
         ca_cert=str(ca) if ca.exists() else None,
         verify=not endpoint.skip_tls_verify,
     )
+
+
+def require_answer(client: docker.DockerClient, within: float, left: str) -> None:
+    """The engine answers a ping within `within` seconds, or EngineSilent, saying that
+    `left` (what the build has in it) stays for `clean` once it answers again."""
+    try:
+        answer = client.api.get(f"{client.api.base_url}/_ping", timeout=within)
+        answer.close()
+        answer.raise_for_status()
+    except requests.RequestException as exc:
+        raise EngineSilent(
+            f"the Docker engine at {client.api.base_url} stopped answering during the step: no answer to a "
+            f"ping within {within:.0f}s ({type(exc).__name__}), a fault of the engine, not of the step",
+            hint=f"once the engine answers again (a paused dockerd: kill -CONT it), aib-local clean removes {left}",
+        ) from None
 
 
 def engine_is_local(client: docker.DockerClient) -> bool:

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from engine import images, journal
-from engine.errors import AibLocalError, EnvironmentProblem, Interrupted, UsageError, engine_fault
+from engine.errors import AibLocalError, EngineSilent, EnvironmentProblem, Interrupted, UsageError, engine_fault
 from engine.pipeline.context import BuildContext
 from engine.targets.base import TargetError
 from engine.targets.registry import releaser
@@ -63,7 +63,7 @@ def teardown(ctx: BuildContext, error: AibLocalError | None) -> bool:
             keptBuildId=ctx.build_id,
         )
         return True
-    if ctx.engine_silent:  # each call would wait out the client's timeout again
+    if ctx.engine_silent or isinstance(error, EngineSilent):  # each call would wait out the client's timeout
         ctx.events.warning(
             f"left {target.describe()}: the Docker engine does not answer; aib-local clean removes it once it does"
         )

@@ -10,6 +10,7 @@ local one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import select
@@ -26,7 +27,6 @@ from engine import _docker_import  # noqa: F401 - hides paramiko from docker-py;
 # isort: split
 import docker
 import docker.errors
-import requests
 from docker.models.containers import Container
 
 from engine import failpoints
@@ -39,6 +39,7 @@ from engine.images import (
     connect,
     labels,
     reason,
+    require_answer,
 )
 from engine.polling import poll
 from engine.targets import posix, runner, systemd, terminal, vm_layer
@@ -140,7 +141,6 @@ class DockerTarget(Target):
         self.within = within
         self.machine: SystemdContainer | None = None  # when systemd is the container's PID 1
         self.restored = False  # started from a kept state of the step cache
-        self.engine_lost = False  # the engine stopped answering: nothing more is asked of it
         self.container: Container | None = None
         self.build_user = "root"
         self._uid = 0
@@ -344,7 +344,8 @@ class DockerTarget(Target):
         session = self._sessions.get(user)
         if session is None:
             try:
-                session = _DockerSession(self.client, self._require().id, user, self._check_engine)
+                check = functools.partial(require_answer, self.client, ENGINE_ANSWERS, self.name)
+                session = _DockerSession(self.client, self._require().id, user, check)
             except docker.errors.DockerException as exc:
                 raise TargetError(f"cannot start the step runner in {self.name}: {reason(exc)}") from None
             self._sessions[user] = session
@@ -375,7 +376,7 @@ class DockerTarget(Target):
             if self.machine:
                 self._rebooted(timeout)
             # The engine updates the state a moment after the stream ends.
-            gone = poll(lambda: self.gone() or None, within=3, every=0.1)
+            gone = poll(lambda: why_gone(self) or None, within=3, every=0.1)
             if gone:
                 raise TargetError(f"the target went away during the step: {gone}") from None
             raise TargetError(f"lost the step runner in {self.name} ({exc})") from None
@@ -386,29 +387,6 @@ class DockerTarget(Target):
             self._close_sessions()
             message = f"{self.name} rebooted during the step; {self.machine.last_boot}"
             raise Rebooted(message, " ".join(self.machine.degraded())) from None
-
-    def gone(self) -> str:
-        """Why the container is no longer running ('' while it runs)."""
-        try:
-            attrs = self.client.api.inspect_container(self._require().id)
-        except docker.errors.NotFound:
-            return f"the container {self.name} was removed (docker rm -f?)"
-        except docker.errors.DockerException as exc:
-            return f"the Docker engine does not answer about {self.name}: {reason(exc)}"
-        state = attrs.get("State") or {}
-        if state.get("Running") and not state.get("Restarting"):
-            return ""
-        code = state.get("ExitCode")
-        how = (
-            "killed by the kernel's out-of-memory killer (raise vmSize)"
-            if state.get("OOMKilled")
-            else (
-                "killed (docker kill)"
-                if code in (137, 143)
-                else f"stopped (docker stop, or its main process ended; exit code {code})"
-            )
-        )
-        return f"the container {self.name} was {how}"
 
     def _quiet_run(self, argv: list[str]) -> None:
         with contextlib.suppress(docker.errors.DockerException):
@@ -494,27 +472,10 @@ class DockerTarget(Target):
         except docker.errors.DockerException as exc:
             raise TargetError(f"cannot stop {self.name}: {reason(exc)}") from None
 
-    def _check_engine(self) -> None:
-        """The engine answers a ping within ENGINE_ANSWERS seconds, or the build ends here."""
-        try:
-            answer = self.client.api.get(f"{self.client.api.base_url}/_ping", timeout=ENGINE_ANSWERS)
-            answer.close()
-            answer.raise_for_status()
-        except requests.RequestException as exc:
-            self.engine_lost = True
-            raise EnvironmentProblem(
-                f"the Docker engine at {self.client.api.base_url} stopped answering during the step: no answer to a "
-                f"ping within {ENGINE_ANSWERS:.0f}s ({type(exc).__name__}), a fault of the engine, not of the step",
-                hint=f"once the engine answers again (a paused dockerd: kill -CONT it), aib-local clean removes "
-                f"{self.name}",
-            ) from None
-
     def remove(self) -> None:
         self._close_sessions()
         if self.container is None:
             return
-        if self.engine_lost:  # asking it would wait out the client's timeout, for each call
-            raise TargetError(f"left {self.name}: the engine does not answer; aib-local clean removes it once it does")
         try:
             self.container.remove(force=True)
         except docker.errors.NotFound:
@@ -522,6 +483,30 @@ class DockerTarget(Target):
         except docker.errors.DockerException as exc:
             raise TargetError(f"cannot remove {self.name}: {reason(exc)}") from None
         self.container = None
+
+
+def why_gone(target: DockerTarget) -> str:
+    """Why the target's container is no longer running ('' while it runs)."""
+    try:
+        attrs = target.client.api.inspect_container(target._require().id)
+    except docker.errors.NotFound:
+        return f"the container {target.name} was removed (docker rm -f?)"
+    except docker.errors.DockerException as exc:
+        return f"the Docker engine does not answer about {target.name}: {reason(exc)}"
+    state = attrs.get("State") or {}
+    if state.get("Running") and not state.get("Restarting"):
+        return ""
+    code = state.get("ExitCode")
+    how = (
+        "killed by the kernel's out-of-memory killer (raise vmSize)"
+        if state.get("OOMKilled")
+        else (
+            "killed (docker kill)"
+            if code in (137, 143)
+            else f"stopped (docker stop, or its main process ended; exit code {code})"
+        )
+    )
+    return f"the container {target.name} was {how}"
 
 
 def _receive(raw: Any) -> bytes:

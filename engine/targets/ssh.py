@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import io
 import logging
@@ -184,6 +185,15 @@ class SshLink:
         lines: list[str] = []
         code = self.exec(command, lambda _s, line: lines.append(line), timeout, kill_pidfile=None)
         return code, "\n".join(lines)
+
+    def answer(self, command: str, timeout: float = 15) -> str | None:
+        """The output of `command`; None when the host did not answer (the link dropped,
+        the command timed out or ended without an exit status)."""
+        try:
+            code, out = self.capture(command, timeout)
+        except (ConnectionLost, CommandTimeout):
+            return None
+        return None if code == -1 else out
 
     def exec(
         self,
@@ -360,17 +370,8 @@ class SshTarget(Target):
         return code
 
     def _going_down(self) -> bool:
-        """After a step that may have asked for a reboot: whether the host is going down
-        (systemd.watch_going_down, over the SSH link)."""
-
-        def answer() -> str | None:
-            try:
-                code, out = self.link.capture(systemd.GOING_DOWN, timeout=15)
-            except (ConnectionLost, CommandTimeout):
-                return None
-            return None if code == -1 else out
-
-        return systemd.watch_going_down(answer)
+        """After a step that may have asked for a reboot: whether the host is going down."""
+        return systemd.watch_going_down(functools.partial(self.link.answer, systemd.GOING_DOWN))
 
     def _rebooted(self) -> None:
         """The host came back from a reboot during a step: say so (the step is not a failure)."""
