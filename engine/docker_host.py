@@ -2,8 +2,10 @@
 
 `DOCKER_HOST` (with `DOCKER_TLS_VERIFY` / `DOCKER_CERT_PATH`) wins; otherwise the context
 named by `DOCKER_CONTEXT`, else the config's `currentContext` (`docker context use`),
-read from `DOCKER_CONFIG` or ~/.docker. No context, or "default": the local socket. Pure:
-reading a few small files, without importing the docker SDK.
+read from `DOCKER_CONFIG` or ~/.docker. No context, or "default": the local Docker
+socket, and when there is none, Podman's (`podman system service`, the root one or the
+user's own), which serves the same API. Pure: reading a few small files, without
+importing the docker SDK.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from engine.errors import UsageError
 
 LOCAL_SOCKET = "unix:///var/run/docker.sock"
+PODMAN_ROOT_SOCKET = "unix:///run/podman/podman.sock"
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,9 @@ class Endpoint:
     context: str | None = None  # the context it came from, None for DOCKER_HOST / the default
     tls_dir: Path | None = None  # ca.pem, cert.pem, key.pem of the context
     skip_tls_verify: bool = False
+    # Taken because nothing named an engine: the local Docker socket, or Podman's when
+    # there is no Docker socket (connect() tries the others when it does not answer).
+    implicit: bool = False
 
     @property
     def over_ssh(self) -> bool:
@@ -32,6 +38,21 @@ class Endpoint:
 
     def describe(self) -> str:
         return f"{self.host} (docker context {self.context})" if self.context else self.host
+
+
+def podman_sockets() -> list[str]:
+    """Where `podman system service` listens by default: root's socket, and this user's
+    (rootless Podman) under XDG_RUNTIME_DIR."""
+    found = [PODMAN_ROOT_SOCKET] if os.geteuid() == 0 else []
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.geteuid()}"
+    return [*found, f"unix://{runtime}/podman/podman.sock"]
+
+
+def local_sockets() -> list[str]:
+    """The sockets an engine on this machine answers at, when nothing names one: Docker's
+    first, then Podman's; those that exist (Docker's alone when none does)."""
+    present = [host for host in (LOCAL_SOCKET, *podman_sockets()) if Path(host.removeprefix("unix://")).is_socket()]
+    return present or [LOCAL_SOCKET]
 
 
 def config_dir() -> Path:
@@ -58,7 +79,7 @@ def resolve() -> Endpoint:
         return Endpoint(host)
     name = context_name()
     if name is None:
-        return Endpoint(LOCAL_SOCKET)
+        return Endpoint(local_sockets()[0], implicit=True)
     digest = hashlib.sha256(name.encode()).hexdigest()
     meta = config_dir() / "contexts" / "meta" / digest / "meta.json"
     try:

@@ -42,27 +42,16 @@ def _script(path: str, *args: str) -> str:
 def engine_checks() -> list[Check]:
     """The Docker (or Podman) engine, its cgroups, and the images builds start from."""
     from engine import images
-    from engine.docker_host import resolve
     from engine.targets.docker_systemd import engine_cgroup
 
     try:
-        endpoint = resolve()
         client = images.connect()
-        about = client.version()
+        about = images.engine_about(client)
     except AibLocalError as exc:
-        fix = _script("ensure-docker.sh") + "   (or start your engine, or set DOCKER_HOST)"
+        podman = _script("ensure-podman.sh")
+        fix = _script("ensure-docker.sh") + f"   (or, for Podman, {podman}; or set DOCKER_HOST)"
         return [Check("container engine", "docker", False, str(exc.message), fix)]
-    names = " ".join(str(part.get("Name", "")) for part in about.get("Components") or [])
-    kind = "Podman" if "podman" in names.lower() else "Docker"
-    where = endpoint.describe() if endpoint.context or "://" in endpoint.host else endpoint.host
-    found = [
-        Check(
-            "container engine",
-            "docker",
-            True,
-            f"{kind} {about.get('Version', '?')} (API {about.get('ApiVersion', '?')}) at {where}",
-        )
-    ]
+    found = [Check("container engine", "docker", True, about.describe())]
     try:
         setup = engine_cgroup(client)
         if setup.blocked:

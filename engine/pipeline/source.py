@@ -66,8 +66,8 @@ def resolve(ctx: BuildContext) -> Source:
         old = images.older_recipe(ctx.docker(), source.image_id)
         if old is not None:
             ctx.events.warning(
-                f"{source.image_ref} was made by an older recipe ({old}; now {images.FIXTURE_RECIPE}) and lacks what "
-                f"builds expect of a marketplace image (systemd, waagent); remake it: {recipe_hint(source.image_ref)}"
+                f"{source.image_ref} was made by an older recipe ({old}; now {images.FIXTURE_RECIPE}) and lacks "
+                f"{images.recipe_changes(old)}; remake it: {recipe_hint(source.image_ref)}"
             )
     ctx.events.info(
         f"source {source.record.get('urn') or source.record.get('id')}"

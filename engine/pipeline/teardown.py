@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from engine import images, journal
 from engine.errors import AibLocalError, EngineSilent, EnvironmentProblem, Interrupted, UsageError, engine_fault
 from engine.pipeline.context import BuildContext
@@ -62,6 +64,8 @@ def teardown(ctx: BuildContext, error: AibLocalError | None) -> bool:
             f"  aib-local clean --build {ctx.build_id}   # remove it",
             keptBuildId=ctx.build_id,
         )
+        with contextlib.suppress(AibLocalError, OSError):  # the machine stays: only this process lets go
+            target.detach()
         return True
     if ctx.engine_silent or isinstance(error, EngineSilent):  # each call would wait out the client's timeout
         ctx.events.warning(

@@ -190,6 +190,10 @@ class Target(ABC):
     def remove(self) -> None:
         """Remove the machine and everything started for it; safe to call twice."""
 
+    def detach(self) -> None:  # noqa: B027 - a target without connections has nothing to close
+        """Let go of a machine that is kept: close this process's connections to it (step
+        runners, links), leaving it as it is for `shell`, `rerun` and `clean`."""
+
     def describe(self) -> str:
         return self.kind
 

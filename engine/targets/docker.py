@@ -9,9 +9,11 @@ local one.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import io
+import json
 import os
 import select
 import tarfile
@@ -35,8 +37,9 @@ from engine.frames import STDERR, FrameSplitter
 from engine.images import (
     KEEPALIVE,
     close_socket,
-    commit_config,
+    commit,
     connect,
+    engine_about,
     labels,
     reason,
     require_answer,
@@ -169,10 +172,14 @@ class DockerTarget(Target):
         cpus, mem_gib, note = vm_limits(self.vm_size)
         host_cpus = os.cpu_count() or 1
         info_mem = 0
+        limited = True
         try:
+            about = engine_about(self.client)
+            self.notes.append(f"engine: {about.describe()}")
             info = self.client.info()
             host_cpus = int(info.get("NCPU") or host_cpus)
             info_mem = int(info.get("MemTotal") or 0)
+            limited = about.can_pause  # a rootless engine on cgroup v1 has no cgroups for its containers
         except docker.errors.DockerException:
             pass
         cpus = min(cpus, host_cpus)
@@ -180,7 +187,12 @@ class DockerTarget(Target):
         if info_mem:
             mem = min(mem, info_mem)
         network = self._network()
-        self.notes.append(f"vmSize {note}; container limits {cpus:g} CPU, {mem / (1 << 30):.1f} GiB; network {network}")
+        limits = (
+            f"container limits {cpus:g} CPU, {mem / (1 << 30):.1f} GiB"
+            if limited
+            else "no container limits (a rootless engine on cgroup v1 cannot apply them)"
+        )
+        self.notes.append(f"vmSize {note}; {limits}; network {network}")
         settings: dict[str, Any] = {
             "name": self.name,
             "detach": True,
@@ -409,11 +421,25 @@ class DockerTarget(Target):
         with tarfile.open(fileobj=buffer, mode="w") as archive:
             archive.addfile(info, io.BytesIO(data))
         try:
+            if engine_about(self.client).kind == "Podman" and not self._is_directory(directory):
+                # Podman's Docker API makes a missing directory where Docker answers 404.
+                raise docker.errors.NotFound(directory)
             container.put_archive(directory, buffer.getvalue())
         except docker.errors.NotFound:
             raise TargetError(f"cannot write {destination}: the directory {directory} does not exist") from None
         except docker.errors.DockerException as exc:
             raise TargetError(f"cannot write {destination}: {reason(exc)}") from None
+
+    def _is_directory(self, path: str) -> bool:
+        """Whether `path` is a directory in the container (the archive endpoint's stat)."""
+        api = self.client.api
+        answer = api.head(api._url("/containers/{0}/archive", self.name), params={"path": path})
+        answer.close()
+        if answer.status_code == 404:
+            return False
+        api._raise_for_status(answer)
+        stat = answer.headers.get("X-Docker-Container-Path-Stat", "")
+        return bool(json.loads(base64.b64decode(stat) or b"{}").get("isDir"))
 
     def restart(self, command: str, timeout: float, report: Callable[[str], None]) -> None:
         """Reboot: with systemd, a real `systemctl reboot`; else restart the container itself
@@ -457,12 +483,10 @@ class DockerTarget(Target):
     def commit(self, repository: str, tag: str, base_image: str) -> str:
         """Commit the container as `repository:tag`, with the source image's own config."""
         container = self._require()
-        conf = commit_config(self.client, base_image)
         try:
-            image = container.commit(repository=repository, tag=tag, conf=conf)
+            return commit(self.client, container, repository, tag, base_image)
         except docker.errors.DockerException as exc:
             raise TargetError(f"cannot commit {self.name}: {reason(exc)}") from None
-        return str(image.id)
 
     def stop(self) -> None:
         container = self._require()
@@ -471,6 +495,9 @@ class DockerTarget(Target):
             container.stop(timeout=10)
         except docker.errors.DockerException as exc:
             raise TargetError(f"cannot stop {self.name}: {reason(exc)}") from None
+
+    def detach(self) -> None:
+        self._close_sessions()
 
     def remove(self) -> None:
         self._close_sessions()

@@ -20,13 +20,17 @@ from engine import _docker_import  # noqa: F401 - hides paramiko from docker-py;
 import docker
 import docker.errors
 
-from engine.images import reason
+from engine.images import reason, short_ref
 from engine.targets.base import KeptStates, Target, TargetError
 from engine.targets.posix import run_script
 
 TMP_STASH = "/.aib-local-tmp"
+# Hard links where /tmp is on the container's own filesystem; a copy where it is a tmpfs
+# (Podman mounts one in its systemd mode).
 STASH_TMP = (
-    f'rm -rf {TMP_STASH}; if [ -n "$(ls -A /tmp)" ]; then mkdir -m 0700 {TMP_STASH} && cp -al /tmp/. {TMP_STASH}/; fi'
+    f'rm -rf {TMP_STASH}; if [ -n "$(ls -A /tmp)" ]; then mkdir -m 0700 {TMP_STASH} && '
+    f"{{ cp -al /tmp/. {TMP_STASH}/ 2>/dev/null || {{ rm -rf {TMP_STASH} && mkdir -m 0700 {TMP_STASH} && "
+    f"cp -a /tmp/. {TMP_STASH}/; }}; }}; fi"
 )
 UNSTASH_TMP = f"if [ -d {TMP_STASH} ]; then cp -a {TMP_STASH}/. /tmp/ && rm -rf {TMP_STASH}; fi"
 
@@ -58,7 +62,7 @@ class DockerStates(KeptStates):
         for image in found:
             made = _epoch(str(image.attrs.get("Created", "")))
             for tag in image.tags:
-                repository, _, key = tag.rpartition(":")
+                repository, _, key = short_ref(tag).rpartition(":")
                 if repository == self.repository:
                     present[key] = made
         return present
@@ -66,7 +70,7 @@ class DockerStates(KeptStates):
     def remove(self, key: str) -> bool:
         try:
             self.client.images.remove(self.ref(key))
-        except docker.errors.ImageNotFound:
+        except docker.errors.NotFound:  # Podman's 404 is not docker-py's ImageNotFound
             pass
         except docker.errors.APIError as exc:
             if exc.status_code == 409:  # a container (a build) runs from it

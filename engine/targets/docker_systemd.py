@@ -20,7 +20,7 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from engine.images import engine_is_local, reason
+from engine.images import engine_about, engine_is_local, reason
 from engine.polling import poll
 from engine.targets.base import TargetError
 from engine.targets.systemd import (
@@ -54,14 +54,10 @@ def engine_cgroup(client: docker.DockerClient) -> CgroupSetup:
             version = cgroup_version()
         else:
             version = 2 if str(client.info().get("CgroupVersion")) == "2" else 1
-        if version == 1:
-            return cgroup_setup(1)
-        about = client.version()
     except docker.errors.DockerException as exc:
         raise TargetError(f"cannot ask the Docker engine for its cgroup version: {reason(exc)}") from None
-    names = " ".join(str(part.get("Name", "")) for part in about.get("Components") or [])
-    engine = "Podman" if "podman" in names.lower() else "Docker"
-    return cgroup_setup(2, str(about.get("ApiVersion", "")), engine, str(about.get("Version", "")))
+    about = engine_about(client)
+    return cgroup_setup(version, about.api, about.kind, about.version, about.rootless)
 
 
 class SystemdContainer:

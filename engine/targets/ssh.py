@@ -646,10 +646,13 @@ class SshTarget(Target):
 
         return images.import_filesystem(images.connect(), self.export(), repository, tag)
 
-    def remove(self) -> None:
-        self._stop_running()  # an interrupted step: closing its channel alone would orphan it
+    def detach(self) -> None:
         self._close_sessions()
         self.link.close()
+
+    def remove(self) -> None:
+        self._stop_running()  # an interrupted step: closing its channel alone would orphan it
+        self.detach()
         if self._started and self.options.stop_command:
             self._started = False
             _local(self.options.stop_command, "--ssh-stop-command")

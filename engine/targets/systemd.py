@@ -152,11 +152,15 @@ def _api(version: str) -> tuple[int, ...]:
         return (0,)
 
 
-def cgroup_setup(version: int, api_version: str = "", engine: str = "Docker", engine_version: str = "") -> CgroupSetup:
+def cgroup_setup(
+    version: int, api_version: str = "", engine: str = "Docker", engine_version: str = "", rootless: bool = False
+) -> CgroupSetup:
     """The cgroup settings for systemd as PID 1 on an engine of this cgroup `version` and
     API version.
 
-    cgroup v1: the host's hierarchy bind-mounted read-only (systemd only reads it there).
+    cgroup v1: the host's hierarchy bind-mounted read-only (systemd only reads it there);
+    under Podman a private cgroup namespace, since its systemd mode mounts the hierarchy
+    writable itself.
     cgroup v2: systemd must create its own cgroups (init.scope, system.slice), which a
     read-only mount refuses ("Failed to create /init.scope control group"). A private
     cgroup namespace whose mount is writable gives it exactly its own subtree: the
@@ -168,6 +172,24 @@ def cgroup_setup(version: int, api_version: str = "", engine: str = "Docker", en
     the alternatives (the host's cgroup namespace with the whole tree, or a bind mount of
     a host subtree) let the container write cgroups outside its own, so they are refused.
     """
+    if rootless and version == 1:
+        return CgroupSetup(
+            1,
+            blocked=(
+                f"rootless {engine} on cgroup v1: the kernel gives an unprivileged user no cgroup v1 subtree of its "
+                'own, and systemd cannot create its cgroups there ("Failed to create /init.scope control group: '
+                f'Permission denied"); run {engine} as root, or on a cgroup v2 machine'
+            ),
+        )
+    if engine == "Podman" and version == 1:
+        # Podman's systemd mode mounts the v1 controllers itself, writable, over any bind
+        # mount: in the host's cgroup namespace that is the host's whole tree.
+        return CgroupSetup(
+            1,
+            {"cgroupns": "private"},
+            "its own cgroup v1 subtree in a private cgroup namespace (Podman's systemd mode): the controllers "
+            "read-only, systemd's own hierarchy writable",
+        )
     if version == 1:
         return CgroupSetup(
             1,

@@ -17,7 +17,7 @@ import docker
 import docker.errors
 import requests
 
-from engine.images import commit_config, reason
+from engine.images import commit, reason
 
 REPOSITORY = "aib-local/vm-layer"
 LABEL_OF = "io.aib-local.vm-layer-of"
@@ -107,11 +107,10 @@ def ensure(
                 "building with a keep-alive PID 1 instead"
             )
             return None
-        conf = commit_config(client, image_id, {LABEL_OF: image_id})
         repository, _, version = tag.partition(":")
-        made = container.commit(repository=repository, tag=version, conf=conf)
+        made = commit(client, container, repository, version, image_id, {LABEL_OF: image_id})
         report(f"made the VM-like layer {tag} in {time.monotonic() - started:.0f}s")
-        return str(made.id)
+        return made
     except docker.errors.DockerException as exc:
         report(f"could not make the VM-like layer ({reason(exc)}): building with a keep-alive PID 1 instead")
         return None

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from engine import docker_host
 from engine.docker_host import LOCAL_SOCKET, resolve
 from engine.errors import UsageError
 
@@ -36,8 +39,55 @@ def add_context(config: Path, name: str, host: str, *, tls: bool = False) -> Non
             (certs / file).write_text("x")
 
 
+@pytest.fixture
+def sockets(config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Path]]:
+    """Where Docker's, root Podman's and this user's Podman socket would be, none there yet;
+    `bind(path)` makes one."""
+    places = {"docker": tmp_path / "docker.sock", "podman": tmp_path / "root" / "podman.sock"}
+    places["user"] = tmp_path / "xdg" / "podman" / "podman.sock"
+    monkeypatch.setattr(docker_host, "LOCAL_SOCKET", f"unix://{places['docker']}")
+    monkeypatch.setattr(docker_host, "PODMAN_ROOT_SOCKET", f"unix://{places['podman']}")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg"))
+    yield places
+    for bound in _BOUND:
+        bound.close()
+    _BOUND.clear()
+
+
+_BOUND: list[socket.socket] = []
+
+
+def bind(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    made = socket.socket(socket.AF_UNIX)
+    made.bind(str(path))
+    _BOUND.append(made)
+
+
 def test_without_anything_set_the_local_socket(config: Path) -> None:
     assert resolve().host == LOCAL_SOCKET and resolve().context is None
+
+
+def test_with_no_docker_socket_podmans_is_taken(sockets: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve().host == f"unix://{sockets['docker']}"  # none there: Docker's, for its error
+    bind(sockets["user"])
+    assert resolve().host == f"unix://{sockets['user']}" and resolve().implicit
+    bind(sockets["podman"])
+    monkeypatch.setattr(docker_host.os, "geteuid", lambda: 0)
+    assert resolve().host == f"unix://{sockets['podman']}"  # root's first, for root
+    monkeypatch.setattr(docker_host.os, "geteuid", lambda: 1000)
+    assert resolve().host == f"unix://{sockets['user']}"  # a user's own, for a user
+    bind(sockets["docker"])
+    assert resolve().host == f"unix://{sockets['docker']}"  # Docker's wins when it is there
+    assert docker_host.local_sockets()[1:] == [f"unix://{sockets['user']}"]  # then tried in turn
+
+
+def test_a_named_engine_is_never_swapped_for_a_local_socket(
+    sockets: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bind(sockets["podman"])
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:1")
+    assert resolve().host == "tcp://127.0.0.1:1" and not resolve().implicit
 
 
 def test_the_current_context_of_the_config_then_docker_context_then_docker_host(

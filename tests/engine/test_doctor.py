@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from tests.support import ROOT
+
 
 def checks_of(result: Any) -> dict[str, dict[str, Any]]:
     return {check["name"]: check for check in json.loads(result.stdout)["checks"]}
@@ -28,7 +30,8 @@ def test_a_machine_without_an_engine_qemu_or_disk_is_told_each_fix(cli: Any, tmp
     found = checks_of(result)
     engine = found["container engine"]
     assert not engine["ok"] and "no Docker engine answers" in engine["detail"]
-    assert engine["fix"].endswith("fixtures/ensure-docker.sh   (or start your engine, or set DOCKER_HOST)")
+    assert engine["fix"].startswith(str(ROOT / "fixtures/ensure-docker.sh"))
+    assert engine["fix"].endswith(f"(or, for Podman, {ROOT / 'fixtures/ensure-podman.sh'}; or set DOCKER_HOST)")
     assert not found["QEMU"]["ok"] and found["QEMU"]["fix"] == "apt-get install -y qemu-system-x86"
     disk = found["fixture disk"]
     assert not disk["ok"] and disk["fix"].startswith("sudo ") and disk["fix"].endswith("build-disk.sh")

@@ -18,17 +18,22 @@ from typing import Any
 import pytest
 
 from tests.cgroup_v2_host import HostUnavailable, V2Engine, host_disk, start_engine
-from tests.support import ROOT, make_gallery, managed_image_id, run_action, template, unavailable
+from tests.support import (
+    ROOT,
+    SYSTEMD_UP,
+    all_three,
+    assert_all_three_made,
+    assert_suites_pass,
+    run_action,
+    template,
+    unavailable,
+)
 
 pytestmark = pytest.mark.cgroupv2
 
-# The container suites, as they run against this machine's engine (the sshd and VM parts need more than an
-# engine); of the interrupt guarantees, a signal in a step and while a VHD is written, and parallel builds (the
-# other phases are the same code on either engine, and each case costs about a minute here).
-PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=8", "-m", "docker and not ssh"]
 # What the default build above already does there (export a root filesystem; apt-get from Debian's mirror
 # in a step), left out for time: under TCG in the VM each takes 30-40 s.
-PYTEST += [
+LEFT_OUT = [
     "--deselect=tests/engine/targets/test_contract.py::test_export_is_a_tar_of_the_root_filesystem",
     "--deselect=tests/integration/test_systemd.py::test_the_nginx_script_of_a_typical_template_builds_and_serves_in_the_next_step",
     # A known open defect, not time: on this engine (TCG, nested) a container's reboot command can reach
@@ -38,6 +43,9 @@ PYTEST += [
     "--deselect=tests/integration/test_systemd.py::test_every_way_to_reboot_ends_its_own_step_and_the_next_runs_whole_in_the_new_boot",
 ]
 INTERRUPTS = "tests/guarantees/test_interrupts.py::"
+# The container suites, as they run against this machine's engine (the sshd and VM parts need more than an
+# engine); of the interrupt guarantees, a signal in a step and while a VHD is written, and parallel builds (the
+# other phases are the same code on either engine, and each case costs about a minute here).
 SUITES = [
     "tests/engine/targets/test_contract.py",
     "tests/integration/test_systemd.py",
@@ -86,14 +94,12 @@ def test_a_default_build_boots_systemd_in_its_own_cgroup_subtree_and_distributes
     v2: V2Engine, cli: Any, write_template: Any, store: Path
 ) -> None:
     env = v2.env
-    definition = make_gallery(cli, "v2")  # the store's records only: no engine involved
     steps = [
         {
             "type": "Shell",
             "name": "systemd",
             "inline": [
-                'test "$(cat /proc/1/comm)" = systemd',
-                "systemctl is-system-running --wait | grep -Ex 'running|degraded'",
+                *SYSTEMD_UP,
                 # its own subtree: the cgroup namespace's root is the container's cgroup ...
                 "grep -x '0::/init.scope' /proc/1/cgroup",
                 "sudo mkdir /sys/fs/cgroup/system.slice/aib-probe && sudo rmdir /sys/fs/cgroup/system.slice/aib-probe",
@@ -113,53 +119,24 @@ def test_a_default_build_boots_systemd_in_its_own_cgroup_subtree_and_distributes
             ],
         },
     ]
-    distribute = [
-        {"type": "VHD", "runOutputName": "vhd"},
-        {"type": "ManagedImage", "runOutputName": "image", "imageId": managed_image_id("v2"), "location": "westeurope"},
-        {
-            "type": "SharedImage",
-            "runOutputName": "version",
-            "galleryImageId": definition,
-            "replicationRegions": ["westeurope"],
-        },
-    ]
-    path = write_template(template("v2", steps, distribute=distribute))
+    path = write_template(template("v2", steps, distribute=all_three(cli, "v2")))
     result = cli("build", str(path), env=env, timeout=1200)
     assert result.code == 0, result.output
     assert "systemd is the container's PID 1" in result.output
     assert "its own cgroup subtree, writable, in a private cgroup namespace" in result.output
     assert "rebooted" in result.output
-    vhd = list((store / "artifacts").glob("*/*.vhd"))
-    assert len(vhd) == 1 and vhd[0].stat().st_size > 100 << 20
-    shown = cli("show", managed_image_id("v2"), env=env)
-    assert shown.code == 0, shown.output
-    image = json.loads(shown.stdout)["aibLocal"]["dockerImage"]
+    image = assert_all_three_made(cli, store, "v2", env)
     marker = v2.client().containers.run(image, ["cat", "/etc/marker"], remove=True, network_mode="none")
     assert marker.strip() == b"built-on-v2"
-    versions = cli("list", "--type", "versions", env=env)
-    assert versions.code == 0 and "v2" in versions.stdout
 
 
 def test_the_container_suites_pass_against_it(v2: V2Engine, tmp_path: Path) -> None:
     """The target contract, systemd, the security guarantee and interrupts: the same tests
     as on this machine's engine, pointed at the v2 engine (no sshd or VM parts)."""
-    run = subprocess.run(
-        [*PYTEST, f"--basetemp={tmp_path / 'suites'}", *SUITES],
-        # The engine runs in a TCG VM, where a VHD's filesystem travels at a few MB/s: the
-        # waits for a build to reach a fault point are three times as long (never the bounds
-        # a guarantee states, such as 10 s to clean up after a signal).
-        env={**os.environ, **v2.env, "AIB_LOCAL_REQUIRE_DOCKER": "1", "AIB_LOCAL_TEST_SLOW": "3"},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
-    print(run.stdout[-3000:])  # the suites' own report (pytest -s shows it), with their slowest tests
-    summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else ""
-    failures = run.stdout[run.stdout.find("= FAILURES =") :][:12000] if "= FAILURES =" in run.stdout else ""
-    assert run.returncode == 0, failures + run.stdout[-3000:] + run.stderr[-2000:]
-    assert " passed" in summary and "skipped" not in summary, summary
+    # The engine runs in a TCG VM, where a VHD's filesystem travels at a few MB/s: the
+    # waits for a build to reach a fault point are three times as long (never the bounds
+    # a guarantee states, such as 10 s to clean up after a signal).
+    assert_suites_pass([*LEFT_OUT, *SUITES], {**v2.env, "AIB_LOCAL_TEST_SLOW": "3"}, tmp_path / "suites")
 
 
 def test_the_actions_steps_validate_and_build_on_it_as_a_runner_runs_them(v2: V2Engine, tmp_path: Path) -> None:

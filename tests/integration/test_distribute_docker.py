@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from engine.images import short_ref
 from tests.support import GALLERY, SUBSCRIPTION, make_gallery, managed_image_id, run_image, template
 
 pytestmark = pytest.mark.docker
@@ -234,6 +235,6 @@ def test_building_the_same_managed_image_again_leaves_one_image_of_it(
     first, second = references
     repository = second.split(":")[0]
     # Only this test's two tags are looked at: other runs may hold images of the same name.
-    tags = {tag for image in docker_client.images.list(name=repository) for tag in image.tags}
+    tags = {short_ref(tag) for image in docker_client.images.list(name=repository) for tag in image.tags}
     assert second in tags and first not in tags and first != second
     assert leftovers() == []

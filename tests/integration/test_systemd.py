@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
+from engine.images import commit_changes
 from tests.support import (
+    PID1_STARTED,
     assert_each_reboot_ended_its_own_step,
     managed_image_id,
     reboot_steps,
@@ -30,7 +32,6 @@ Restart=always
 [Install]
 WantedBy=multi-user.target
 """
-PID1_STARTED = "cut -d' ' -f22 /proc/1/stat"
 REACH = "for i in $(seq 50); do curl -fsS http://127.0.0.1:8088/ && exit 0; sleep 0.1; done; exit 1"
 
 
@@ -49,7 +50,8 @@ def derived(docker_client: Any, base_image: str, script: str, conf: dict[str, An
     container = docker_client.containers.run(base_image, ["sh", "-c", script], detach=True, network_mode="none")
     try:
         container.wait(timeout=120)
-        made = container.commit(repository="aib-local-test/derived", tag=container.id[:12], conf=conf or {})
+        changes = commit_changes(conf or {})  # what Podman takes instead of conf
+        made = container.commit(repository="aib-local-test/derived", tag=container.id[:12], conf=conf, changes=changes)
     finally:
         container.remove(force=True)
     try:
@@ -236,7 +238,7 @@ def test_a_fixture_image_from_an_older_recipe_is_named_with_the_command_that_rem
     with derived(docker_client, base_image, "true", old) as image:
         result = build_from(cli, write_template, tmp_path, image, "old-recipe", "--network", "none")
         assert result.code == 0, result.output
-        assert "was made by an older recipe (2; now 3)" in result.stdout
+        assert "was made by an older recipe (2; now 4) and lacks systemd and waagent" in result.stdout
         assert "build-image.sh" in result.stdout or "docker import" in result.stdout
     assert leftovers() == []
 

@@ -36,11 +36,16 @@ def test_cgroup_v2_on_an_older_docker_is_blocked_with_the_reason(api: str, versi
     assert not setup.options
 
 
-def test_podman_runs_systemd_in_its_own_namespace_without_dockers_option() -> None:
-    setup = cgroup_setup(2, "1.41", "Podman", "4.3.1")
+@pytest.mark.parametrize("version", [1, 2])
+def test_podman_runs_systemd_in_its_own_namespace_without_dockers_option(version: int) -> None:
+    """On v1 too: Podman's systemd mode mounts the controllers writable over any bind
+    mount, which in the host's cgroup namespace would be the host's whole tree."""
+    setup = cgroup_setup(version, "1.41", "Podman", "4.3.1")
     assert not setup.blocked
-    assert container_settings(INIT_PATHS[1], setup)["cgroupns"] == "private"
-    assert "security_opt" not in setup.options
+    settings = container_settings(INIT_PATHS[1], setup)
+    assert settings["cgroupns"] == "private"
+    assert "security_opt" not in settings and "volumes" not in settings
+    assert "its own cgroup" in setup.grants
 
 
 def test_an_engine_that_cannot_copy_into_containers_is_named_as_the_fault() -> None:
@@ -58,3 +63,14 @@ def test_an_engine_that_cannot_copy_into_containers_is_named_as_the_fault() -> N
     assert said.startswith("chmod systemd-reboot.service.d")
     assert "a fault of this Docker engine" in said and "kernels before 6.6" in said
     assert reason(docker.errors.APIError("500", explanation="no space left on device")) == "no space left on device"
+
+
+@pytest.mark.parametrize("engine", ["Podman", "Docker"])
+def test_a_rootless_engine_on_cgroup_v1_cannot_run_systemd_and_says_why(engine: str) -> None:
+    """Seen with rootless Podman 4.3 here: systemd exits at once with "Failed to create
+    /init.scope control group: Permission denied"; v1 has no delegation to a user."""
+    setup = cgroup_setup(1, "1.41", engine, "4.3.1", rootless=True)
+    assert setup.blocked.startswith(f"rootless {engine} on cgroup v1")
+    assert "Permission denied" in setup.blocked and "cgroup v2" in setup.blocked
+    assert not setup.options
+    assert not cgroup_setup(2, "1.41", "Podman", "4.3.1", rootless=True).blocked  # v2 delegates

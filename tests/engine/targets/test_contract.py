@@ -110,11 +110,11 @@ def test_put_into_a_missing_directory_is_a_clear_error(target: Target) -> None:
 
 
 def test_export_is_a_tar_of_the_root_filesystem(target: Target) -> None:
-    target.put(b"exported", "/tmp/exported.txt")
+    target.put(b"exported", "/var/tmp/exported.txt")
     data = b"".join(target.export())
     with tarfile.open(fileobj=io.BytesIO(data)) as archive:
         names = {name.removeprefix("./") for name in archive.getnames()}
-        member = archive.extractfile(next(n for n in archive.getnames() if n.endswith("tmp/exported.txt")))
+        member = archive.extractfile(next(n for n in archive.getnames() if n.endswith("var/tmp/exported.txt")))
         assert member is not None and member.read() == b"exported"
     assert "etc/os-release" in names
     assert not any(name.startswith("proc/") and name != "proc/" for name in names)
