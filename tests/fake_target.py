@@ -19,6 +19,7 @@ from engine.targets.base import (
     OpenRequest,
     OutputSink,
     OwnSource,
+    Rebooted,
     Target,
     TargetError,
 )
@@ -28,6 +29,7 @@ TIMEOUT = "timeout"
 GONE = "gone"
 INTERRUPT = "interrupt"
 DEFECT = "defect"
+REBOOT = "reboot"  # the machine went down and came back during the command (a Shell step that reboots)
 
 
 @dataclass
@@ -81,7 +83,8 @@ class FakeTarget(Target):
         self.commits: list[str] = []
         self.kept: list[str] = []  # step cache keys it kept
         self.restored_from = ""  # the key it started from
-        self.started = self.stopped = self.removed = self.prepared = False
+        self.started = self.stopped = self.removed = self.prepared = self.detached = False
+        self.boots = 1
 
     @classmethod
     def open(cls, request: OpenRequest) -> FakeTarget:
@@ -133,6 +136,9 @@ class FakeTarget(Target):
                     rule.times -= 1
                 for line in rule.lines:
                     sink("stdout", line)
+                if rule.code == REBOOT:
+                    self.boots += 1
+                    raise Rebooted(f"{self.build_id} rebooted during the step and is back up (boot {self.boots})")
                 return _outcome(rule.code)
         return 0
 
@@ -167,6 +173,9 @@ class FakeTarget(Target):
 
     def prepare_capture(self) -> None:
         self.prepared = True
+
+    def detach(self) -> None:
+        self.detached = True
 
     def remove(self) -> None:
         self.removed = True

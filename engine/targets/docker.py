@@ -45,7 +45,7 @@ from engine.images import (
     require_answer,
 )
 from engine.polling import poll
-from engine.targets import posix, runner, systemd, terminal, vm_layer
+from engine.targets import posix, reboot, runner, systemd, terminal, vm_layer
 from engine.targets.base import (
     Command,
     CommandTimeout,
@@ -376,7 +376,7 @@ class DockerTarget(Target):
                 self._session(user), uuid.uuid4().hex[:12], line, command.script, sink, timeout, self._kill
             )
             # `systemctl reboot` returns at once: a script may end before the machine goes down.
-            if self.machine and command.script and systemd.may_reboot(command.script[1]) and self.machine.going_down():
+            if self.machine and command.script and reboot.may_reboot(command.script[1]) and self.machine.going_down():
                 self._rebooted(timeout)
             return code
         except runner.StepTimedOut:

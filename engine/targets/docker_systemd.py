@@ -23,25 +23,22 @@ from docker.models.containers import Container
 from engine.images import engine_about, engine_is_local, reason
 from engine.polling import poll
 from engine.targets.base import TargetError
+from engine.targets.reboot import GOING_DOWN, REBOOT_WAIT, says_going_down, watch_going_down
 from engine.targets.systemd import (
     BOOT_TIMEOUT,
     DROPIN,
     DROPIN_DIR,
     DROPIN_NAME,
-    GOING_DOWN,
     INIT_PATHS,
     NO_INIT,
     REBOOT_EXIT,
-    REBOOT_WAIT,
     SHUTDOWN_TIMEOUT,
     UP,
     CgroupSetup,
     cgroup_setup,
     cgroup_version,
     container_settings,
-    says_going_down,
     wait_until_up,
-    watch_going_down,
 )
 
 
@@ -189,7 +186,7 @@ class SystemdContainer:
 
     def going_down(self) -> bool:
         """After a step that may have asked for a reboot: whether the machine is shutting
-        down, or already down (systemd.watch_going_down, through the engine)."""
+        down, or already down (reboot.watch_going_down, through the engine)."""
 
         return watch_going_down(self._going_down_answer)
 

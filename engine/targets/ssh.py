@@ -30,7 +30,7 @@ import paramiko
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from engine.errors import AibLocalError, EnvironmentProblem
-from engine.targets import posix, runner, systemd, terminal
+from engine.targets import posix, reboot, runner, terminal
 from engine.targets.base import (
     Command,
     CommandTimeout,
@@ -357,13 +357,13 @@ class SshTarget(Target):
             gone_session = self._sessions.pop(root, None)
             if gone_session is not None:
                 gone_session.close()
-            reboots = command.script is not None and systemd.may_reboot(command.script[1])
+            reboots = command.script is not None and reboot.may_reboot(command.script[1])
             raise ConnectionLost(self._after_drop(str(exc), timeout, reboots)) from None
         self._running = None
         # `systemctl reboot` returns at once: a script may end before the host goes down.
-        if command.script is not None and systemd.may_reboot(command.script[1]) and self._going_down():
+        if command.script is not None and reboot.may_reboot(command.script[1]) and self._going_down():
             self._close_sessions()
-            end = time.monotonic() + min(systemd.REBOOT_WAIT, timeout if timeout is not None else systemd.REBOOT_WAIT)
+            end = time.monotonic() + min(reboot.REBOOT_WAIT, timeout if timeout is not None else reboot.REBOOT_WAIT)
             self._wait_down(self._boot, end)
             self._wait_up(self._boot, end)
             self._rebooted()
@@ -371,7 +371,7 @@ class SshTarget(Target):
 
     def _going_down(self) -> bool:
         """After a step that may have asked for a reboot: whether the host is going down."""
-        return systemd.watch_going_down(functools.partial(self.link.answer, systemd.GOING_DOWN))
+        return reboot.watch_going_down(functools.partial(self.link.answer, reboot.GOING_DOWN))
 
     def _rebooted(self) -> None:
         """The host came back from a reboot during a step: say so (the step is not a failure)."""
@@ -382,7 +382,7 @@ class SshTarget(Target):
         """The link dropped mid-step: reconnect (bounded: 30 s, or AIB's 20 minutes for a
         script that reboots). A host with a new boot identity rebooted: Rebooted is raised.
         Else the step's process is stopped; what happened."""
-        window = systemd.REBOOT_WAIT if reboots else RECONNECT_WITHIN
+        window = reboot.REBOOT_WAIT if reboots else RECONNECT_WITHIN
         within = min(window, timeout if timeout is not None else window)
         self._close_sessions()
         self.link.close()

@@ -1,5 +1,6 @@
 """systemd on the build machine: as a build container's PID 1, so that the container
-behaves like the build VM, and the signs of a reboot on any Linux target.
+behaves like the build VM (how a step's reboot is seen on any Linux target is in
+engine.targets.reboot).
 
 What the Docker target needs for it: the container settings (no --privileged, no added
 capabilities: /run and /run/lock on tmpfs, and the cgroup filesystem as `cgroup_setup`
@@ -14,7 +15,6 @@ and is taken out again before capture.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,85 +42,9 @@ NO_SYSTEMD = (
 )
 BOOT_TIMEOUT = 120.0  # seconds for systemd to finish booting
 SHUTDOWN_TIMEOUT = 120.0  # seconds for a reboot to take the container down (systemd stops every unit)
-REBOOT_WAIT = 1200.0  # AIB's build VM: 20 minutes for the machine to come back
 UP = ("running", "degraded")
 # "offline": systemctl asked before the manager answers on its bus (early in the boot).
 STARTING = ("initializing", "starting", "offline", "")
-
-
-GOING_DOWN = (
-    "systemctl is-system-running; busctl get-property org.freedesktop.login1 /org/freedesktop/login1 "
-    "org.freedesktop.login1.Manager PreparingForShutdown 2>/dev/null; "
-    "systemctl list-jobs --no-legend --no-pager 2>/dev/null; cat /run/systemd/shutdown/scheduled 2>/dev/null"
-)
-# `shutdown -r now` has logind schedule the reboot for now: it is in logind's file until
-# its timer fires and the job reaches systemd.
-_SCHEDULED = re.compile(r"^MODE=(reboot|poweroff|halt|kexec)\b", re.MULTILINE)
-_SHUTDOWN_JOB = re.compile(r"^\s*\d+\s+(shutdown|reboot|poweroff|halt|kexec)\.target\s", re.MULTILINE)
-
-
-def says_going_down(out: str) -> bool:
-    """Whether GOING_DOWN's answer says the machine is shutting down: systemd is stopping;
-    or logind is preparing a shutdown (it may hold one back a few seconds for delay
-    inhibitors, and says so before systemd's state does), or has one scheduled (as
-    `shutdown -r now` asks); or a job for a shutdown target
-    is queued (systemd says "starting", not "stopping", while the boot before it has not
-    finished, as after a reboot moments ago)."""
-    return (
-        "stopping" in out
-        or "b true" in out
-        or _SHUTDOWN_JOB.search(out) is not None
-        or _SCHEDULED.search(out) is not None
-    )
-
-
-# After a step that may have asked for a reboot, how long the machine's answers are
-# watched for one that decides: going down, or up and staying up for SETTLE_STEADY
-# seconds (a reboot reaches systemd after the command returned: by seconds on a slow
-# engine, as a TCG VM's).
-SETTLE_WITHIN = 20.0
-SETTLE_STEADY = 3.0
-
-
-def going_down_verdict(out: str) -> bool | None:
-    """What GOING_DOWN's answer decides: True, a shutdown is under way; False, the machine
-    is up with no shutdown asked for (running or degraded, no shutdown job, logind not
-    preparing one); None, not yet known: it is still booting, or systemd's bus did not
-    answer (as when it goes down), or a reboot asked for a moment ago is still on its way
-    to systemd (logind passes it on after the command has returned)."""
-    if says_going_down(out):
-        return True
-    lines = out.strip().splitlines()
-    return False if lines and lines[0].strip() in UP else None
-
-
-def watch_going_down(answer: Callable[[], str | None]) -> bool:
-    """After a step that may have asked for a reboot: whether the machine is going down,
-    from its own answers to GOING_DOWN (`answer`: the output, None once the machine no
-    longer answers). A reboot command returns before systemd has the job, by seconds under
-    TCG, so the answers are watched until one decides (going_down_verdict), or "up,
-    nothing asked" holds for SETTLE_STEADY seconds, or SETTLE_WITHIN seconds pass; a
-    machine that stops answering is going down."""
-    up_since: list[float] = []
-
-    def decided() -> bool | None:
-        out = answer()
-        verdict = True if out is None else going_down_verdict(out)
-        if verdict is False:
-            up_since[:] = up_since or [time.monotonic()]
-            return False if time.monotonic() - up_since[0] >= SETTLE_STEADY else None
-        up_since.clear()
-        return verdict
-
-    return bool(poll(decided, within=SETTLE_WITHIN, every=0.3))
-
-
-REBOOT_WORDS = re.compile(rb"\b(reboot|shutdown|init\s+6|telinit\s+6|kexec)\b")
-
-
-def may_reboot(script: bytes) -> bool:
-    """Whether a script may reboot the machine (then the target looks whether it does)."""
-    return REBOOT_WORDS.search(script) is not None
 
 
 def cgroup_version() -> int:

@@ -1,4 +1,4 @@
-"""systemd.says_going_down: whether a machine's answer to GOING_DOWN means a shutdown is
+"""reboot.says_going_down: whether a machine's answer to GOING_DOWN means a shutdown is
 under way (the answers below are systemd 252's, as Debian 12 prints them)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from engine.targets import systemd
-from engine.targets.systemd import going_down_verdict, says_going_down, watch_going_down
+from engine.targets import reboot
+from engine.targets.reboot import going_down_verdict, says_going_down, watch_going_down
 
 JOBS_AT_BOOT = "  1 multi-user.target  start waiting\n 87 cloud-final.service start running\n"
 
@@ -84,12 +84,12 @@ def answers(*outputs: str | None) -> Callable[[], str | None]:
 def test_the_answers_are_watched_until_they_decide(
     machine: Callable[[], str | None], going_down: bool, monkeypatch: Any
 ) -> None:
-    monkeypatch.setattr(systemd, "SETTLE_STEADY", 0.5)
+    monkeypatch.setattr(reboot, "SETTLE_STEADY", 0.5)
     assert watch_going_down(machine) is going_down
 
 
 def test_a_machine_that_never_settles_is_taken_as_staying_up_once_the_watch_ends(monkeypatch: Any) -> None:
-    monkeypatch.setattr(systemd, "SETTLE_WITHIN", 0.5)
+    monkeypatch.setattr(reboot, "SETTLE_WITHIN", 0.5)
     started = time.monotonic()
     assert watch_going_down(answers("System has not been booted with systemd as init system\n")) is False
     assert time.monotonic() - started < 3

@@ -1,0 +1,45 @@
+"""A Shell step that reboots the machine, in the build: the step that asked for it ends
+`rebooted` (not failed, not succeeded), the next step runs whole on the machine booted
+again, and a kept target is let go of without being removed. On the fake target; the real
+machines' side of the rule (when a step has asked for a reboot) is in
+tests/engine/targets/test_going_down.py and the systemd, SSH and VM integration tests."""
+
+from __future__ import annotations
+
+from tests.engine.pipeline.conftest import Builds
+from tests.fake_target import REBOOT
+
+REBOOTS = {"type": "Shell", "name": "reboot", "inline": ["sudo reboot"]}
+AFTER = {"type": "Shell", "name": "after", "inline": ["echo after-the-reboot"]}
+
+
+def test_the_step_that_reboots_ends_rebooted_and_the_next_runs_in_the_new_boot(builds: Builds) -> None:
+    builds.rule("sudo reboot", REBOOT, times=1)
+    run = builds.make([REBOOTS, AFTER])
+    result = run.run()
+    assert result.status == "Succeeded", result.error
+    finished = {e["step"]: (e["status"], e["exitCode"]) for e in builds.named("step-finished")}
+    assert finished["customize[0] reboot"] == ("rebooted", None)
+    assert finished["customize[1] after"] == ("succeeded", 0)
+    target = builds.target(run)
+    assert target.boots == 2 and target.ran("after-the-reboot")
+    assert "customize[0] reboot: " in builds.messages() and "rebooted during the step" in builds.messages()
+    record = builds.record(run.build_id)
+    assert record["status"] == "succeeded"
+
+
+def test_a_step_after_a_reboot_that_fails_still_fails_the_build(builds: Builds) -> None:
+    builds.rule("sudo reboot", REBOOT, times=1)
+    builds.rule("after-the-reboot", 4)
+    result = builds.make([REBOOTS, AFTER]).run()
+    assert result.status == "Failed" and "customize[1] after failed with exit code 4" in str(result.error)
+    finished = {e["step"]: e["status"] for e in builds.named("step-finished")}
+    assert finished["customize[0] reboot"] == "rebooted" and finished["customize[1] after"] == "failed"
+
+
+def test_a_kept_target_is_let_go_of_not_removed(builds: Builds) -> None:
+    builds.rule("after-the-reboot", 4)
+    run = builds.make([REBOOTS, AFTER], on_error="abort")
+    assert run.run().status == "Failed"
+    target = builds.target(run)
+    assert target.detached and not target.removed
