@@ -23,7 +23,7 @@ from docker.models.containers import Container
 from engine.images import engine_about, engine_is_local, reason
 from engine.polling import poll
 from engine.targets.base import TargetError
-from engine.targets.reboot import GOING_DOWN, REBOOT_WAIT, says_going_down, watch_going_down
+from engine.targets.reboot import GOING_DOWN, REBOOT_WAIT, going_down_verdict, watch_going_down
 from engine.targets.systemd import (
     BOOT_TIMEOUT,
     DROPIN,
@@ -190,10 +190,12 @@ class SystemdContainer:
 
         return watch_going_down(self._going_down_answer)
 
-    def _says_going_down(self) -> bool:
-        """One look: whether the machine is shutting down, or already down."""
+    def _up_and_calm(self) -> bool:
+        """One look: whether systemd says the machine is up with no shutdown asked for. Not
+        "does not say it is going down": late in a shutdown systemd's bus no longer
+        answers at all, for as long as the last units take to stop."""
         out = self._going_down_answer()
-        return out is None or says_going_down(out)
+        return out is not None and going_down_verdict(out) is False
 
     def _going_down_answer(self) -> str | None:
         """GOING_DOWN's output; None once the container no longer runs."""
@@ -212,7 +214,7 @@ class SystemdContainer:
 
         def down_or_calm() -> dict[str, Any] | None:
             state = self.state()
-            if not state.get("Running") or (time.monotonic() > calm_until and not self._says_going_down()):
+            if not state.get("Running") or (time.monotonic() > calm_until and self._up_and_calm()):
                 return state
             return None
 

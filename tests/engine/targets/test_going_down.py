@@ -93,3 +93,47 @@ def test_a_machine_that_never_settles_is_taken_as_staying_up_once_the_watch_ends
     started = time.monotonic()
     assert watch_going_down(answers("System has not been booted with systemd as init system\n")) is False
     assert time.monotonic() - started < 3
+
+
+class _ShuttingDown:
+    """A systemd container, in its answers only: its state and GOING_DOWN's output over
+    time, from the moment its step runner was lost."""
+
+    def __init__(self, timeline: list[tuple[float, bool, str]]) -> None:
+        self.started = time.monotonic()
+        self.timeline = timeline  # (from second, running, answer), in order
+
+    def now(self) -> tuple[bool, str]:
+        elapsed = time.monotonic() - self.started
+        running, out = self.timeline[0][1:]
+        for since, *rest in self.timeline:
+            if elapsed >= since:
+                running, out = rest
+        return running, out
+
+
+def test_a_container_whose_systemd_bus_is_gone_late_in_a_shutdown_is_still_going_down() -> None:
+    """Late in a shutdown systemd's bus refuses connections for as long as the last units
+    take to stop (seconds, for a service slow to stop): that is no "up and calm" answer,
+    and the exit with the reboot status that follows is a reboot."""
+    from engine.targets.docker_systemd import SystemdContainer
+    from engine.targets.systemd import REBOOT_EXIT, cgroup_setup
+
+    bus_gone = "Failed to connect to bus: Connection refused\n"
+    machine = _ShuttingDown([(0.0, True, "stopping\nb true\n"), (0.5, True, bus_gone), (3.6, False, "")])
+
+    class Container(SystemdContainer):
+        booted = False
+
+        def state(self) -> dict[str, Any]:
+            running, _ = machine.now()
+            return {"Running": running, "ExitCode": 0 if running else REBOOT_EXIT}
+
+        def ask(self, argv: list[str]) -> tuple[int, str]:
+            return 0, machine.now()[1]
+
+        def boot_again(self, end: float) -> None:
+            self.booted = True
+
+    container = Container(None, type("C", (), {"name": "c"})(), "/lib/systemd/systemd", cgroup_setup(1))
+    assert container.rebooted(timeout=30) and container.booted
