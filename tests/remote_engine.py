@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,3 +145,47 @@ def copy_image(source: Any, target: Any, ref: str) -> None:
     """Copy an image from one engine to another, as `docker save | docker load` would."""
     image = source.images.get(ref)
     target.api.load_image(image.save(named=True, chunk_size=1 << 20))
+
+
+class Forwarder:
+    """A TCP path to the engine that the test can cut, as a network drop does: connections
+    on 127.0.0.1:`port` are relayed to `target_port`; `cut()` closes every one of them and
+    refuses new ones, the engine running on."""
+
+    def __init__(self, target_port: int, port: int | None = None) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", port or 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.links: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def env(self, engine: RemoteEngine) -> dict[str, str]:
+        return {**engine.env, "DOCKER_HOST": f"tcp://127.0.0.1:{self.port}"}
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                near, _ = self.listener.accept()
+            except OSError:
+                return  # cut
+            far = socket.create_connection(("127.0.0.1", self.target_port))
+            with self.lock:
+                self.links += [near, far]
+            for source, sink in ((near, far), (far, near)):
+                threading.Thread(target=_relay, args=(source, sink), daemon=True).start()
+
+    def cut(self) -> None:
+        self.listener.close()
+        with self.lock:
+            for link in self.links:
+                with contextlib.suppress(OSError):
+                    link.shutdown(socket.SHUT_RDWR)
+                link.close()
+            self.links.clear()
+
+
+def _relay(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(1 << 16):
+            sink.sendall(data)

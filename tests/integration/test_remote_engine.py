@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from engine.images import LABEL_BUILD
-from tests.remote_engine import RemoteEngine, copy_image, start_engine
+from tests.remote_engine import Forwarder, RemoteEngine, copy_image, start_engine
 from tests.support import (
     SIGNALS,
     SUBSCRIPTION,
@@ -273,3 +273,33 @@ def test_an_engine_that_stops_answering_mid_step_ends_the_build_in_bounded_time_
         assert remote_containers(engine, store) == []
     finally:
         engine.stop()
+
+
+def test_a_connection_to_the_engine_that_drops_mid_step_is_named_as_the_fault(
+    cli: Any, write_template: Any, remote: RemoteEngine, store: Path
+) -> None:
+    """The network path to a remote engine cut during a step (the engine running on): the
+    build ends at once with exit 3, naming the engine as the fault, never as an internal
+    error; over a path that works again, clean removes the container it left."""
+    path = Forwarder(remote.port)
+    try:
+        steps = [{"type": "Shell", "name": "long", "inline": ["echo STEP-STARTED", "sleep 60"]}]
+        running = Running(
+            ["build", str(write_template(template("dropped", steps))), "--network", "none"], store, path.env(remote)
+        )
+        running.wait_for("STEP-STARTED")
+        path.cut()
+        code, output = running.finish(within=60)
+    finally:
+        path.cut()
+    assert code == 3, output
+    assert "the Docker engine" in output and "a fault of the engine" in output, output
+    assert "internal error" not in output and "Traceback" not in output
+    assert remote_containers(remote, store), "the build's container is still on the engine"
+    again = Forwarder(remote.port)
+    try:
+        cleaned = cli("clean", env=again.env(remote))
+    finally:
+        again.cut()
+    assert cleaned.code == 0, cleaned.output
+    assert remote_containers(remote, store) == []
