@@ -11,10 +11,12 @@ are translated here (and in the Docker target) into the project's own, each with
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
 import socket
+import tarfile
 import threading
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -257,6 +259,19 @@ def short_ref(ref: str) -> str:
         if ref.startswith(prefix):
             return ref.removeprefix(prefix)
     return ref
+
+
+def archive(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+    """A tar of `members` (each with its data, None for a directory) for put_archive, ending
+    right after the two end-of-archive blocks: Podman's copier stops reading there, and the
+    zero padding tarfile adds to a whole record then fails the copy now and then with
+    "passing bulk input to subprocess: write |1: broken pipe" (containers/buildah#6573)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as made:
+        for info, data in members:
+            made.addfile(info, None if data is None else io.BytesIO(data))
+        end = made.offset + 2 * tarfile.BLOCKSIZE
+    return buffer.getvalue()[:end]
 
 
 def engine_is_local(client: docker.DockerClient) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
-import io
 import json
 import os
 import select
@@ -36,6 +35,7 @@ from engine.errors import EnvironmentProblem, UsageError
 from engine.frames import STDERR, FrameSplitter
 from engine.images import (
     KEEPALIVE,
+    archive,
     close_socket,
     commit,
     connect,
@@ -417,14 +417,11 @@ class DockerTarget(Target):
         info.mtime = int(time.time())
         if owner != "root":
             info.uid, info.gid = self._uid, self._gid
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as archive:
-            archive.addfile(info, io.BytesIO(data))
         try:
             if engine_about(self.client).kind == "Podman" and not self._is_directory(directory):
                 # Podman's Docker API makes a missing directory where Docker answers 404.
                 raise docker.errors.NotFound(directory)
-            container.put_archive(directory, buffer.getvalue())
+            container.put_archive(directory, archive([(info, data)]))
         except docker.errors.NotFound:
             raise TargetError(f"cannot write {destination}: the directory {directory} does not exist") from None
         except docker.errors.DockerException as exc:

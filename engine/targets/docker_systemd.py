@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import tarfile
@@ -20,7 +19,7 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from engine.images import engine_about, engine_is_local, reason
+from engine.images import archive, engine_about, engine_is_local, reason
 from engine.polling import poll
 from engine.targets.base import TargetError
 from engine.targets.reboot import GOING_DOWN, REBOOT_WAIT, going_down_verdict, watch_going_down
@@ -255,16 +254,12 @@ class SystemdContainer:
 
 def _archive(folder: str, name: str, text: str) -> bytes:
     """A tar of folder/name holding `text`, for put_archive."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        entry = tarfile.TarInfo(folder)
-        entry.type, entry.mode = tarfile.DIRTYPE, 0o755
-        archive.addfile(entry)
-        data = text.encode()
-        entry = tarfile.TarInfo(f"{folder}/{name}")
-        entry.size, entry.mode, entry.mtime = len(data), 0o644, int(time.time())
-        archive.addfile(entry, io.BytesIO(data))
-    return buffer.getvalue()
+    directory = tarfile.TarInfo(folder)
+    directory.type, directory.mode = tarfile.DIRTYPE, 0o755
+    data = text.encode()
+    entry = tarfile.TarInfo(f"{folder}/{name}")
+    entry.size, entry.mode, entry.mtime = len(data), 0o644, int(time.time())
+    return archive([(directory, None), (entry, data)])
 
 
 # Images found to have no systemd, by image ID (a content digest: a changed image is a new
