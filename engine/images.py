@@ -18,6 +18,7 @@ import re
 import socket
 import tarfile
 import threading
+import weakref
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,14 +98,12 @@ def _connect(endpoint: Endpoint) -> docker.DockerClient:
                 else:
                     client = engine_client(timeout=120, **docker.utils.kwargs_from_env())
                 _CLIENTS[key] = client
-                _WHERE[id(client)] = endpoint
+                _WHERE[client] = endpoint
         client.ping()
     except docker.errors.DockerException:
         with _CLIENTS_LOCK:
             dropped = _CLIENTS.pop(key, None)
         if dropped is not None:
-            _WHERE.pop(id(dropped), None)
-            _ABOUT.pop(id(dropped), None)
             dropped.close()
         raise
     return client
@@ -131,10 +130,13 @@ class EngineAbout:
     where: str  # DOCKER_HOST's value, the context, or the socket
     rootless: bool = False
     cgroup_version: int = 1
+    cpus: int = 0  # the engine's host, as it says (0: not said)
+    memory: int = 0  # bytes
 
     @property
-    def can_pause(self) -> bool:
-        """A rootless engine on cgroup v1 has no freezer cgroup for its containers."""
+    def has_cgroups(self) -> bool:
+        """Whether its containers get cgroups: a rootless engine on cgroup v1 gives them none,
+        so no limits apply and nothing can freeze (pause) them."""
         return not (self.rootless and self.cgroup_version == 1)
 
     def describe(self) -> str:
@@ -142,14 +144,15 @@ class EngineAbout:
         return f"{self.kind} {self.version} (API {self.api}{mode}) at {self.where}"
 
 
-_ABOUT: dict[int, EngineAbout] = {}
-_WHERE: dict[int, Endpoint] = {}
+# Per client, for as long as the client lives (a client no longer used takes its entries along).
+_ABOUT: weakref.WeakKeyDictionary[docker.DockerClient, EngineAbout] = weakref.WeakKeyDictionary()
+_WHERE: weakref.WeakKeyDictionary[docker.DockerClient, Endpoint] = weakref.WeakKeyDictionary()
 
 
 def engine_about(client: docker.DockerClient) -> EngineAbout:
     """Which engine the client talks to (Docker or Podman, its version), asked once per
     client: Podman names itself among the version's components."""
-    about = _ABOUT.get(id(client))
+    about = _ABOUT.get(client)
     if about is None:
         try:
             answer = client.version()
@@ -157,7 +160,7 @@ def engine_about(client: docker.DockerClient) -> EngineAbout:
         except docker.errors.DockerException as exc:
             raise EnvironmentProblem(f"the container engine does not say what it is: {reason(exc)}") from None
         names = " ".join(str(part.get("Name", "")) for part in answer.get("Components") or [])
-        endpoint = _WHERE.get(id(client))
+        endpoint = _WHERE.get(client)
         where = endpoint.describe() if endpoint is not None else str(client.api.base_url)
         kind = "Podman" if "podman" in names.lower() else "Docker"
         about = EngineAbout(
@@ -167,8 +170,10 @@ def engine_about(client: docker.DockerClient) -> EngineAbout:
             where,
             _rootless(client, kind, info),
             2 if str(info.get("CgroupVersion")) == "2" else 1,
+            int(info.get("NCPU") or 0),
+            int(info.get("MemTotal") or 0),
         )
-        _ABOUT[id(client)] = about
+        _ABOUT[client] = about
     return about
 
 
@@ -372,7 +377,7 @@ def commit(
     conf = commit_config(client, base_image, labels)
     about = engine_about(client)
     changes = commit_changes(conf) if about.kind == "Podman" else None
-    image = container.commit(repository=repository, tag=tag, conf=conf, changes=changes, pause=about.can_pause)
+    image = container.commit(repository=repository, tag=tag, conf=conf, changes=changes, pause=about.has_cgroups)
     return str(image.id)
 
 

@@ -171,25 +171,16 @@ class DockerTarget(Target):
     def start(self) -> None:
         cpus, mem_gib, note = vm_limits(self.vm_size)
         host_cpus = os.cpu_count() or 1
-        info_mem = 0
-        limited = True
-        try:
-            about = engine_about(self.client)
-            self.notes.append(f"engine: {about.describe()}")
-            info = self.client.info()
-            host_cpus = int(info.get("NCPU") or host_cpus)
-            info_mem = int(info.get("MemTotal") or 0)
-            limited = about.can_pause  # a rootless engine on cgroup v1 has no cgroups for its containers
-        except docker.errors.DockerException:
-            pass
-        cpus = min(cpus, host_cpus)
+        about = engine_about(self.client)
+        self.notes.append(f"engine: {about.describe()}")
+        cpus = min(cpus, about.cpus or host_cpus)
         mem = int(mem_gib * (1 << 30))
-        if info_mem:
-            mem = min(mem, info_mem)
+        if about.memory:
+            mem = min(mem, about.memory)
         network = self._network()
         limits = (
             f"container limits {cpus:g} CPU, {mem / (1 << 30):.1f} GiB"
-            if limited
+            if about.has_cgroups
             else "no container limits (a rootless engine on cgroup v1 cannot apply them)"
         )
         self.notes.append(f"vmSize {note}; {limits}; network {network}")

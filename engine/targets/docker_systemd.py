@@ -19,7 +19,7 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from engine.images import archive, engine_about, engine_is_local, reason
+from engine.images import archive, engine_about, reason
 from engine.polling import poll
 from engine.targets.base import TargetError
 from engine.targets.reboot import GOING_DOWN, REBOOT_WAIT, going_down_verdict, watch_going_down
@@ -35,25 +35,17 @@ from engine.targets.systemd import (
     UP,
     CgroupSetup,
     cgroup_setup,
-    cgroup_version,
     container_settings,
     wait_until_up,
 )
 
 
 def engine_cgroup(client: docker.DockerClient) -> CgroupSetup:
-    """How systemd containers get their cgroups on this engine: by the cgroup version of
-    its host (this machine's, or what a remote engine says) and, on v2, its kind and API
-    version."""
-    try:
-        if engine_is_local(client):
-            version = cgroup_version()
-        else:
-            version = 2 if str(client.info().get("CgroupVersion")) == "2" else 1
-    except docker.errors.DockerException as exc:
-        raise TargetError(f"cannot ask the Docker engine for its cgroup version: {reason(exc)}") from None
+    """How systemd containers get their cgroups on this engine: by the cgroup version the
+    engine says its host has, its kind (Docker or Podman), API version, and whether it
+    runs rootless (images.engine_about, asked once per client)."""
     about = engine_about(client)
-    return cgroup_setup(version, about.api, about.kind, about.version, about.rootless)
+    return cgroup_setup(about.cgroup_version, about.api, about.kind, about.version, about.rootless)
 
 
 class SystemdContainer:

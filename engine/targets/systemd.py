@@ -17,7 +17,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from engine.polling import poll
 
@@ -45,11 +44,6 @@ SHUTDOWN_TIMEOUT = 120.0  # seconds for a reboot to take the container down (sys
 UP = ("running", "degraded")
 # "offline": systemctl asked before the manager answers on its bus (early in the boot).
 STARTING = ("initializing", "starting", "offline", "")
-
-
-def cgroup_version() -> int:
-    """The host's cgroup version (the Docker engine shares it): 2 for the unified hierarchy."""
-    return 2 if Path("/sys/fs/cgroup/cgroup.controllers").exists() else 1
 
 
 # Docker 28.0 (API 1.48) mounts a container's cgroup filesystem writable on request,
