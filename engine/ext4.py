@@ -23,7 +23,7 @@ from docker.models.containers import Container
 from engine import failpoints
 from engine.errors import EnvironmentProblem
 from engine.frames import STDERR, FrameSplitter
-from engine.images import KEEPALIVE, close_socket, engine_is_local, labels, reason
+from engine.images import KEEPALIVE, close_socket, container_defaults, engine_is_local, labels, reason
 from engine.polling import poll
 from engine.targets.base import TargetError
 
@@ -71,6 +71,7 @@ class Ext4Writer:
                     user="root",
                     labels=labels(self.build_id, "vhd-helper"),
                     volumes=mounts,
+                    **container_defaults(self.client),
                 )
             except docker.errors.ImageNotFound:
                 continue

@@ -177,6 +177,20 @@ def engine_about(client: docker.DockerClient) -> EngineAbout:
     return about
 
 
+# Podman's Docker API (4.x) gives a container oom_score_adj 0 when the request names none,
+# and an unprivileged engine may not lower its own: systemd's user manager runs its services
+# (podman.socket's too) at 200, so every container fails ("can't get final child's PID from
+# pipe: EOF", containers/podman#19829). Rootless Podman's containers are asked for 200, a
+# value it may always set there.
+ROOTLESS_PODMAN_OOM_SCORE_ADJ = 200
+
+
+def container_defaults(client: docker.DockerClient) -> dict[str, Any]:
+    """docker-py `create` keywords every container aib-local starts on this engine needs."""
+    about = engine_about(client)
+    return {"oom_score_adj": ROOTLESS_PODMAN_OOM_SCORE_ADJ} if about.kind == "Podman" and about.rootless else {}
+
+
 def _rootless(client: docker.DockerClient, kind: str, info: dict[str, Any]) -> bool:
     """Whether the engine runs as an unprivileged user: Docker says so among its security
     options; Podman's Docker API does not, its own API (libpod) does."""

@@ -1,12 +1,13 @@
-"""A real cgroup v2 Docker engine for the tests, in a local VM.
+"""A real cgroup v2 Docker engine for the tests, in a local VM, and a rootless Podman beside it.
 
 This machine's engine runs on cgroup v1; most users' run on cgroup v2. The fixture disk
 boots with the unified hierarchy, so aib-local itself builds a "docker host" disk from it
-(fixtures/templates/docker-host: Docker 28 from Debian), once per machine and per recipe,
-kept beside the fixture disk. The tests boot it as a VM (the booted machine is saved for
-the next runs, as builds save theirs), give its engine TLS certificates made here and a
-forwarded port, and load the base image into it with fixtures/images/build-image.sh.
-"""
+(fixtures/templates/docker-host: Docker 28 from Debian, and Debian's Podman for a lingering
+user whose systemd user manager is delegated a cgroup subtree), with this machine's base
+image loaded into both, once per machine and per recipe, kept beside the fixture disk. The
+tests boot it as a VM (the booted machine is saved for the next runs, as builds save
+theirs), give its Docker TLS certificates made here and a forwarded port, and forward the
+rootless Podman's port when a test asks for it."""
 
 from __future__ import annotations
 
@@ -20,11 +21,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.catalogue import disks_folder
+from engine.images import RECIPE_LABEL
 from engine.targets.base import Command, OpenRequest, Target
 from engine.targets.registry import lookup
 from tests.remote_engine import CERTS, _free_port, tls_client
@@ -33,8 +36,15 @@ from tests.support import BASE_IMAGE, ROOT, SUBSCRIPTION
 RECIPE = ROOT / "fixtures" / "templates" / "docker-host"
 IMAGE_ID = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/fixtures/providers/Microsoft.Compute/images/docker-host"
 ENGINE_PORT = 2376
+LOCAL_ENGINE = "unix:///var/run/docker.sock"  # this machine's engine, which has the base image
 TLS_FILES = ("ca.pem", "server-cert.pem", "server-key.pem")
-TLS_FILES = ("ca.pem", "server-cert.pem", "server-key.pem")
+ROOTLESS_PORT = 2377  # the rootless Podman of the guest's user aib-rootless (install-podman.sh)
+# The base image goes in at the disk's build, so that each run's engines have it at once.
+LOAD_BASE_IMAGE = [
+    "sudo docker load -i /tmp/base-image.tar",
+    "sudo -u aib-rootless sh -c 'cd && XDG_RUNTIME_DIR=/run/user/$(id -u) podman load -q -i /tmp/base-image.tar'",
+    "sudo rm /tmp/base-image.tar",
+]
 BUILD_WITHIN = 1800  # seconds for aib-local to build the disk (a TCG boot, apt-get, dpkg)
 DROPIN = """[Service]
 ExecStart=
@@ -49,27 +59,43 @@ class HostUnavailable(RuntimeError):
 
 
 def host_disk(work: Path) -> Path:
-    """The docker host disk for the recipe as it is now: made by an aib-local VM build when
-    missing (a few minutes under TCG), then kept in the disks folder."""
-    digest = hashlib.sha256()
+    """The docker host disk for the recipe as it is now, with the base image of this
+    machine's engine loaded into its Docker and its rootless Podman: made by an aib-local VM
+    build when missing (several minutes under TCG), then kept in the disks folder."""
+    import docker
+
+    local = docker.DockerClient(base_url=LOCAL_ENGINE)
+    try:
+        image = local.images.get(BASE_IMAGE)
+    except docker.errors.DockerException as exc:
+        local.close()
+        raise HostUnavailable(
+            f"the docker host disk carries this machine's {BASE_IMAGE}, which {LOCAL_ENGINE} does not give ({exc}): "
+            f"fixtures/images/build-image.sh {BASE_IMAGE}"
+        ) from None
+    made_by = (image.labels or {}).get(RECIPE_LABEL, "1")
+    digest = hashlib.sha256(f"{BASE_IMAGE} recipe {made_by}\0".encode())
     for path in sorted(RECIPE.iterdir()):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     disk = disks_folder() / f"docker-host-{digest.hexdigest()[:12]}.qcow2"
-    if disk.is_file():
-        return disk
+    with contextlib.closing(local):
+        if disk.is_file():
+            return disk
+        staged = work / "recipe"
+        shutil.copytree(RECIPE, staged)
+        with (staged / "base-image.tar").open("wb") as tar:
+            for chunk in image.save(named=True):
+                tar.write(chunk)
+    recipe = json.loads((staged / "template.json").read_text())
+    recipe["properties"]["customize"] += [
+        {"type": "File", "name": "base-image", "sourceUri": "base-image.tar", "destination": "/tmp/base-image.tar"},
+        {"type": "Shell", "name": "load-base-image", "inline": LOAD_BASE_IMAGE},
+    ]
+    (staged / "template.json").write_text(json.dumps(recipe))
     store = work / "store"
+    command = [sys.executable, "-m", "engine", "build", str(staged / "template.json"), "--target", "vm"]
     build = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "engine",
-            "build",
-            str(RECIPE / "template.json"),
-            "--target",
-            "vm",
-            "--store",
-            str(store),
-        ],
+        [*command, "--store", str(store), "--no-cache"],  # built once: nothing to keep for a rebuild
         capture_output=True,
         text=True,
         timeout=BUILD_WITHIN,
@@ -161,35 +187,58 @@ def start_engine(disk: Path) -> V2Engine:
         code, out = engine.run("\n".join(script), timeout=300)
         if code != 0:
             raise HostUnavailable(f"the docker host's engine did not restart with TLS (exit {code}): {out[-1500:]}")
-        monitor = vm.machine.monitor  # type: ignore[attr-defined]
-        monitor.command(
-            "human-monitor-command", **{"command-line": f"hostfwd_add n0 tcp:127.0.0.1:{engine.port}-:{ENGINE_PORT}"}
-        )
-        end = time.monotonic() + 120
-        while True:
-            try:
-                engine.client().ping()
-                break
-            except Exception as exc:  # not up yet: TLS, connection, API errors alike
-                if time.monotonic() > end:
-                    raise HostUnavailable(
-                        f"the docker host's engine does not answer on port {engine.port}: {exc}"
-                    ) from None
-                time.sleep(1)
-        load = subprocess.run(
-            [str(ROOT / "fixtures" / "images" / "build-image.sh"), BASE_IMAGE],
-            env={**os.environ, **engine.env, "FROM_ENGINE": "unix:///var/run/docker.sock"},
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        if load.returncode != 0:
-            raise HostUnavailable(
-                f"build-image.sh could not load {BASE_IMAGE} into the v2 engine:\n{load.stdout}{load.stderr}"
-            )
+        _forward(vm, engine.port, ENGINE_PORT, engine.client, "the docker host's engine")
+        _load_base_image(engine.env, "the v2 engine")
     except BaseException:
         with contextlib.suppress(Exception):
             engine.stop()
         raise
     return engine
+
+
+def rootless_podman(engine: V2Engine) -> dict[str, str]:
+    """The environment that names the guest's rootless Podman (user aib-rootless, whose
+    systemd user manager holds a delegated cgroup v2 subtree), its port forwarded to
+    127.0.0.1 and the base image loaded into it."""
+    import docker
+
+    port = _free_port()
+    env = {"DOCKER_HOST": f"tcp://127.0.0.1:{port}"}
+
+    def client() -> Any:
+        return docker.DockerClient(base_url=env["DOCKER_HOST"])
+
+    _forward(engine.vm, port, ROOTLESS_PORT, client, "the docker host's rootless Podman")
+    _load_base_image(env, "the rootless Podman")
+    return env
+
+
+def _forward(vm: Target, port: int, guest_port: int, client: Callable[[], Any], what: str) -> None:
+    """Forward 127.0.0.1:`port` to the guest's `guest_port`, and wait until the engine there answers."""
+    monitor = vm.machine.monitor  # type: ignore[attr-defined]
+    monitor.command("human-monitor-command", **{"command-line": f"hostfwd_add n0 tcp:127.0.0.1:{port}-:{guest_port}"})
+    end = time.monotonic() + 120
+    while True:
+        try:
+            with contextlib.closing(client()) as answering:
+                answering.ping()
+            return
+        except Exception as exc:  # not up yet: TLS, connection, API errors alike
+            if time.monotonic() > end:
+                raise HostUnavailable(f"{what} does not answer on port {port}: {exc}") from None
+            time.sleep(1)
+
+
+def _load_base_image(env: dict[str, str], what: str) -> None:
+    """build-image.sh, pointed at the engine `env` names, copying the image from this machine's engine."""
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("DOCKER_")}
+    load = subprocess.run(
+        [str(ROOT / "fixtures" / "images" / "build-image.sh"), BASE_IMAGE],
+        env={**clean, **env, "FROM_ENGINE": LOCAL_ENGINE},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if load.returncode != 0:
+        raise HostUnavailable(f"build-image.sh could not load {BASE_IMAGE} into {what}:\n{load.stdout}{load.stderr}")

@@ -117,13 +117,19 @@ def make_gallery(cli: Any, definition: str = "debian", location: str = "westeuro
     return f"{GALLERY}/images/{definition}"
 
 
+def managed_image(name: str) -> dict[str, Any]:
+    """A ManagedImage distribution of the image named `name`."""
+    image_id = managed_image_id(name)
+    return {"type": "ManagedImage", "runOutputName": "image", "imageId": image_id, "location": "westeurope"}
+
+
 def all_three(cli: Any, name: str) -> list[dict[str, Any]]:
     """The three distributions (a VHD, a managed image and a gallery version, its gallery
     made first), named after `name`."""
     definition = make_gallery(cli, name)  # the store's records only: no engine involved
     return [
         {"type": "VHD", "runOutputName": "vhd"},
-        {"type": "ManagedImage", "runOutputName": "image", "imageId": managed_image_id(name), "location": "westeurope"},
+        managed_image(name),
         {
             "type": "SharedImage",
             "runOutputName": "version",

@@ -39,6 +39,7 @@ from engine.images import (
     close_socket,
     commit,
     connect,
+    container_defaults,
     engine_about,
     labels,
     reason,
@@ -192,6 +193,7 @@ class DockerTarget(Target):
             "nano_cpus": int(cpus * 1e9),
             "mem_limit": mem,
             "hostname": "aib-build" if network not in ("host",) else None,
+            **container_defaults(self.client),
         }
         try:
             if self.init != "none" and self.os_type == "Linux":

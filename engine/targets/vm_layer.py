@@ -17,7 +17,7 @@ import docker
 import docker.errors
 import requests
 
-from engine.images import commit, reason
+from engine.images import commit, container_defaults, reason
 
 REPOSITORY = "aib-local/vm-layer"
 LABEL_OF = "io.aib-local.vm-layer-of"
@@ -81,6 +81,7 @@ def ensure(
         network_mode=network,
         user="root",
         labels=labels,  # the build's: a crash leaves nothing that the sweep cannot find
+        **container_defaults(client),
     )
     try:
         tail: list[str] = []

@@ -17,7 +17,16 @@ from typing import Any
 import pytest
 
 from engine.images import engine_about, engine_is_local
-from tests.support import Running, base_url, build_ids, http_server, managed_image_id, store_problems, template
+from tests.support import (
+    Running,
+    base_url,
+    build_ids,
+    http_server,
+    managed_image,
+    managed_image_id,
+    store_problems,
+    template,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -53,7 +62,7 @@ def every_text(store: Path) -> Iterator[tuple[Path, str]]:
 def test_secrets_and_sas_signatures_appear_nowhere(
     output: str, cli: Any, write_template: Any, store: Path, sas_url: str, base_image: str
 ) -> None:
-    steps = [
+    steps: list[dict[str, Any]] = [
         {
             "type": "Shell",
             "name": "downloaded",
@@ -99,37 +108,31 @@ def test_secrets_and_sas_signatures_appear_nowhere(
         assert SAS_SIG not in text, file
 
 
-def test_containers_run_unprivileged_with_only_the_mounts_they_need(
+def _unprivileged(container: Any) -> None:
+    host = container.attrs["HostConfig"]
+    assert host["Privileged"] is False
+    assert not host.get("CapAdd")
+    assert not host.get("Devices")
+    assert host["NetworkMode"] == "none"
+
+
+def test_build_containers_run_unprivileged_with_only_the_mounts_they_need(
     store: Path, write_template: Any, docker_client: Any, base_image: str
 ) -> None:
     # From inside, as root: no cgroup outside the container's own can be made (on v1 the
     # controllers; on v2 the namespace's root is the container's own subtree).
     probe = "for c in memory pids cpu; do [ ! -d /sys/fs/cgroup/$c ] || ! mkdir /sys/fs/cgroup/$c/aib-probe; done"
     step = {"type": "Shell", "name": "step", "inline": ["echo step", f"sudo sh -c '{probe}' 2>/dev/null"]}
-    path = write_template(template("sec", [step], distribute=[{"type": "VHD", "runOutputName": "disk"}]))
-    running = Running(
-        ["build", str(path), "--network", "none"],
-        store,
-        {"AIB_LOCAL_FAILPOINTS": "phase:customize=wait:3,vhd:unpacked=wait:3"},
-    )
+    path = write_template(template("sec", [step], distribute=[managed_image("sec")]))
+    wait = {"AIB_LOCAL_FAILPOINTS": "phase:customize=wait:3"}
+    running = Running(["build", str(path), "--network", "none"], store, wait)
     running.wait_for("failpoint phase:customize reached")
     (build_id,) = build_ids(store)
     target = docker_client.containers.get(f"aib-local-{build_id}")
-    running.wait_for("failpoint vhd:unpacked reached")
-    (helper,) = [
-        c
-        for c in docker_client.containers.list(filters={"label": f"io.aib-local.build-id={build_id}"})
-        if c.labels.get("io.aib-local.template") == "vhd-helper"
-    ]
     code, output = running.finish()
     assert code == 0, output
 
-    for container in (target, helper):
-        host = container.attrs["HostConfig"]
-        assert host["Privileged"] is False
-        assert not host.get("CapAdd")
-        assert not host.get("Devices")
-        assert host["NetworkMode"] == "none"
+    _unprivileged(target)
     # systemd as PID 1: on cgroup v1 the host's hierarchy read-only; on v2 no mount at all,
     # but a private cgroup namespace whose own subtree is writable (writable-cgroups).
     mounts = [(m["Destination"], m["RW"]) for m in target.attrs["Mounts"]]
@@ -145,6 +148,25 @@ def test_containers_run_unprivileged_with_only_the_mounts_they_need(
         assert mounts in ([], [("/sys/fs/cgroup", False)])
         assert not target.attrs["HostConfig"].get("SecurityOpt")
     assert set(target.attrs["HostConfig"].get("Tmpfs") or {}) <= {"/run", "/run/lock"}
+
+
+def test_the_vhd_helper_runs_unprivileged_with_only_the_output_folder(
+    store: Path, write_template: Any, docker_client: Any, base_image: str
+) -> None:
+    step = {"type": "Shell", "name": "step", "inline": ["echo step"]}
+    path = write_template(template("sec-vhd", [step], distribute=[{"type": "VHD", "runOutputName": "disk"}]))
+    running = Running(["build", str(path), "--network", "none"], store, {"AIB_LOCAL_FAILPOINTS": "vhd:unpacked=wait:3"})
+    running.wait_for("failpoint vhd:unpacked reached")
+    (build_id,) = build_ids(store)
+    (helper,) = [
+        c
+        for c in docker_client.containers.list(filters={"label": f"io.aib-local.build-id={build_id}"})
+        if c.labels.get("io.aib-local.template") == "vhd-helper"
+    ]
+    code, output = running.finish()
+    assert code == 0, output
+
+    _unprivileged(helper)
     if not engine_is_local(docker_client):  # a remote engine sees none of this machine's folders
         assert helper.attrs["Mounts"] == []  # the VHD's file system comes back over the exec's stream
         return
