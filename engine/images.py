@@ -122,6 +122,14 @@ def _check_socket(path: str) -> None:
             raise docker.errors.DockerException(f"nothing listens at {path} ({exc.strerror or exc})") from None
 
 
+# Podman's Docker API (4.x) gives a container oom_score_adj 0 when the request names none,
+# and an unprivileged engine may not lower its own: systemd's user manager runs its services
+# (podman.socket's too) at 200, so every container fails ("can't get final child's PID from
+# pipe: EOF", containers/podman#19829). Rootless Podman's containers are asked for 200, a
+# value it may always set there.
+ROOTLESS_PODMAN_OOM_SCORE_ADJ = 200
+
+
 @dataclass(frozen=True)
 class EngineAbout:
     kind: str  # Docker | Podman
@@ -138,6 +146,12 @@ class EngineAbout:
         """Whether its containers get cgroups: a rootless engine on cgroup v1 gives them none,
         so no limits apply and nothing can freeze (pause) them."""
         return not (self.rootless and self.cgroup_version == 1)
+
+    @property
+    def container_defaults(self) -> dict[str, Any]:
+        """docker-py `create` keywords every container aib-local starts on this engine needs:
+        on rootless Podman, an oom_score_adj it may set (ROOTLESS_PODMAN_OOM_SCORE_ADJ)."""
+        return {"oom_score_adj": ROOTLESS_PODMAN_OOM_SCORE_ADJ} if self.kind == "Podman" and self.rootless else {}
 
     def describe(self) -> str:
         mode = ", rootless" if self.rootless else ""
@@ -177,18 +191,9 @@ def engine_about(client: docker.DockerClient) -> EngineAbout:
     return about
 
 
-# Podman's Docker API (4.x) gives a container oom_score_adj 0 when the request names none,
-# and an unprivileged engine may not lower its own: systemd's user manager runs its services
-# (podman.socket's too) at 200, so every container fails ("can't get final child's PID from
-# pipe: EOF", containers/podman#19829). Rootless Podman's containers are asked for 200, a
-# value it may always set there.
-ROOTLESS_PODMAN_OOM_SCORE_ADJ = 200
-
-
 def container_defaults(client: docker.DockerClient) -> dict[str, Any]:
-    """docker-py `create` keywords every container aib-local starts on this engine needs."""
-    about = engine_about(client)
-    return {"oom_score_adj": ROOTLESS_PODMAN_OOM_SCORE_ADJ} if about.kind == "Podman" and about.rootless else {}
+    """EngineAbout.container_defaults of the engine `client` talks to."""
+    return engine_about(client).container_defaults
 
 
 def _rootless(client: docker.DockerClient, kind: str, info: dict[str, Any]) -> bool:
