@@ -527,6 +527,31 @@ def assert_each_reboot_ended_its_own_step(result: Result) -> None:
         assert f"NEW-BOOT-{name}" in lines and f"WHOLE-{name}" in lines, (name, lines)
 
 
+def unasked_reboot_steps(reboot_later: str) -> list[dict[str, Any]]:
+    """Three steps: one whose line `reboot_later` makes the machine reboot a few seconds after
+    the step has ended, one that the reboot cuts off (it never asked for one), and one that
+    may then never run."""
+    return [
+        {"type": "Shell", "name": "arm", "inline": [reboot_later]},
+        {"type": "Shell", "name": "cut", "inline": ["echo STARTED", "sleep 60", "echo FINISHED"]},
+        {"type": "Shell", "name": "last", "inline": ["echo LAST-STEP"]},
+    ]
+
+
+def assert_cut_off_by_an_unasked_reboot(result: Result) -> None:
+    """The build of unasked_reboot_steps (--output json) failed at the step the reboot cut
+    off, and said so; that step did not finish, and the step after it never ran."""
+    assert result.code != 0, result.output
+    seen = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    finished = {e["step"]: e["status"] for e in seen if e["event"] == "step-finished"}
+    lines = [e["line"] for e in seen if e["event"] == "output"]
+    assert finished["customize[0] arm"] == "succeeded", finished
+    assert finished["customize[1] cut"] == "failed", finished
+    assert "customize[2] last" not in finished, finished
+    assert "STARTED" in lines and "FINISHED" not in lines and "LAST-STEP" not in lines, lines
+    assert "customize[1] cut was cut off by a reboot it did not ask for" in result.output
+
+
 # The container suites as they run against this machine's engine, for a second engine
 # (the cgroup v2 engine in a VM, Podman): the sshd and VM parts need more than an engine.
 SUITES_PYTEST = [

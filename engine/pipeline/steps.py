@@ -18,8 +18,15 @@ from engine.errors import BuildFailed, BuildTimeout
 from engine.fetch import redact_uri
 from engine.pipeline.context import BuildContext
 from engine.targets.base import Command, CommandTimeout, Rebooted, TargetError
+from engine.targets.reboot import may_reboot
 
 PROBE_TIMEOUT = 60.0
+UNASKED_REBOOT = (
+    "{name} was cut off by a reboot it did not ask for ({cause}), so it did not finish: some of its "
+    "commands may never have run. A reboot started earlier (by a previous step, a timer or a service) "
+    "reached the machine late; if this step's own commands reboot it through a script they run, "
+    "add a line `# reboot` to the step so that its end is taken as the reboot it asked for"
+)
 
 
 class StepRunner:
@@ -102,8 +109,12 @@ class StepRunner:
             ) from None
         except Rebooted as exc:
             # A Shell step that reboots ends with the machine going down, as on the build VM:
-            # not a failure; the next step runs on the machine booted again.
+            # not a failure; the next step runs on the machine booted again. A step whose
+            # commands name no reboot was cut off by someone else's: it did not finish.
             status, code = "rebooted", None
+            if step.script is None or not may_reboot(step.script[1]):
+                status = "failed"
+                raise BuildFailed(UNASKED_REBOOT.format(name=name, cause=exc), step=name) from None
             ctx.events.info(f"{name}: {exc}", step=name)
             if exc.warning:
                 ctx.events.warning(f"{name}: {exc.warning}")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import ROOT, managed_image_id, template
+from tests.support import ROOT, assert_cut_off_by_an_unasked_reboot, managed_image_id, template, unasked_reboot_steps
 
 pytestmark = [pytest.mark.ssh, pytest.mark.docker]
 
@@ -35,10 +35,15 @@ def test_a_shell_step_that_reboots_the_host_ends_there_and_the_build_goes_on(
     cli: Any, sshd: Any, write_template: Any
 ) -> None:
     # The sshd host restarts when its PID 1 dies: a reboot, as far as the build can tell (a
-    # new boot identity once it is back).
+    # new boot identity once it is back). The step names its reboot in a comment, as a step
+    # must whose commands reboot the machine without a reboot command of their own.
     steps = [
         {"type": "Shell", "name": "mark", "inline": ["cut -d' ' -f22 /proc/1/stat > /tmp/pid1"]},
-        {"type": "Shell", "name": "reboot", "inline": ["echo going down", "sudo kill 1", "sleep 60", "echo NEVER"]},
+        {
+            "type": "Shell",
+            "name": "reboot",
+            "inline": ["# reboot: PID 1 dies", "echo going down", "sudo kill 1", "sleep 60", "echo NEVER"],
+        },
         {"type": "Shell", "name": "after", "inline": ['test "$(cut -d\' \' -f22 /proc/1/stat)" != "$(cat /tmp/pid1)"']},
     ]
     result = cli("build", str(write_template(template("ssh-reboot", steps))), *sshd.cli_args(), "--output", "json")
@@ -49,6 +54,17 @@ def test_a_shell_step_that_reboots_the_host_ends_there_and_the_build_goes_on(
     assert finished["customize[2] after"] == "succeeded"
     lines = [e["line"] for e in seen if e["event"] == "output"]
     assert "going down" in lines and "NEVER" not in lines
+
+
+def test_a_step_cut_off_by_a_reboot_it_did_not_ask_for_fails_on_an_ssh_host(
+    cli: Any, sshd: Any, write_template: Any
+) -> None:
+    # The host's PID 1 dies 4 s after the first step has ended, during the next step, whose
+    # commands name no reboot.
+    later = "sudo sh -c \"setsid sh -c 'sleep 4; kill 1' </dev/null >/dev/null 2>&1 &\""
+    path = write_template(template("ssh-unasked", unasked_reboot_steps(later)))
+    result = cli("build", str(path), *sshd.cli_args(), "--output", "json")
+    assert_cut_off_by_an_unasked_reboot(result)
 
 
 def test_restart_continues_the_build(cli: Any, sshd: Any, write_template: Any) -> None:

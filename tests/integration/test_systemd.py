@@ -14,11 +14,13 @@ import pytest
 from engine.images import commit_changes
 from tests.support import (
     PID1_STARTED,
+    assert_cut_off_by_an_unasked_reboot,
     assert_each_reboot_ended_its_own_step,
     managed_image_id,
     reboot_steps,
     run_image,
     template,
+    unasked_reboot_steps,
     unavailable,
 )
 
@@ -311,4 +313,17 @@ def test_every_way_to_reboot_ends_its_own_step_and_the_next_runs_whole_in_the_ne
     path = write_template(template("reboots", reboot_steps(PID1_STARTED)))
     result = cli("build", str(path), "--network", "none", "--output", "json")
     assert_each_reboot_ended_its_own_step(result)
+    assert leftovers() == []
+
+
+def test_a_step_cut_off_by_a_reboot_it_did_not_ask_for_fails_and_says_so(
+    cli: Any, write_template: Any, base_image: str, leftovers: Any
+) -> None:
+    """A reboot that reaches the machine after its own step has ended and passed the reboot
+    watch (here a timer's, 12 s on) cuts off the next step, whose commands name none: that
+    step fails, and the build stops; it is never reported as passed."""
+    later = "sudo systemd-run --on-active=12 --timer-property=AccuracySec=100ms systemctl reboot"
+    path = write_template(template("unasked", unasked_reboot_steps(later)))
+    result = cli("build", str(path), "--network", "none", "--output", "json")
+    assert_cut_off_by_an_unasked_reboot(result)
     assert leftovers() == []

@@ -37,6 +37,32 @@ def test_a_step_after_a_reboot_that_fails_still_fails_the_build(builds: Builds) 
     assert finished["customize[0] reboot"] == "rebooted" and finished["customize[1] after"] == "failed"
 
 
+def test_a_step_cut_off_by_a_reboot_it_did_not_ask_for_fails_and_the_build_stops(builds: Builds) -> None:
+    # A reboot that reaches the machine late (an earlier step's, a timer's) ends a step
+    # whose commands name none: its commands did not all run, so it may not pass.
+    builds.rule("echo STARTED", REBOOT, times=1)
+    steps = [{"type": "Shell", "name": "cut", "inline": ["echo STARTED", "echo FINISHED"]}, AFTER]
+    result = builds.make(steps).run()
+    assert result.status == "Failed"
+    assert "customize[0] cut was cut off by a reboot it did not ask for" in str(result.error)
+    assert "add a line `# reboot` to the step" in str(result.error)
+    finished = {e["step"]: (e["status"], e["exitCode"]) for e in builds.named("step-finished")}
+    assert finished["customize[0] cut"] == ("failed", None)
+    assert "customize[1] after" not in builds.started_steps()
+
+
+def test_a_step_that_names_its_reboot_in_a_comment_ends_rebooted(builds: Builds) -> None:
+    # The way out for a step that reboots through a script it runs.
+    builds.rule("bash /tmp/setup.sh", REBOOT, times=1)
+    steps = [{"type": "Shell", "name": "setup", "inline": ["# reboot: setup.sh restarts", "bash /tmp/setup.sh"]}, AFTER]
+    result = builds.make(steps).run()
+    assert result.status == "Succeeded", result.error
+    finished = {e["step"]: e["status"] for e in builds.named("step-finished")}
+    assert finished == {"customize[0] setup": "rebooted", "customize[1] after": "succeeded"} | {
+        k: v for k, v in finished.items() if not k.startswith("customize")
+    }
+
+
 def test_a_kept_target_is_let_go_of_not_removed(builds: Builds) -> None:
     builds.rule("after-the-reboot", 4)
     run = builds.make([REBOOTS, AFTER], on_error="abort")
