@@ -130,12 +130,15 @@ class StepCache:
     # --- finding and keeping -------------------------------------------------------------
 
     def longest(self, keys: list[str]) -> tuple[int, Entry | None]:
-        """The index of the last key (in order) with a kept state, and its entry; (-1, None)."""
+        """The index of the last key (in order) with a kept state, and its entry; (-1, None).
+        The engine is asked which states it holds only when some key has an entry: that
+        listing searches every image the engine has (60 ms on an engine of 800 images),
+        which a build with nothing kept should not pay."""
+        entries = [(index, entry) for index in range(len(keys)) if (entry := self.entry(keys[index])) is not None]
+        if not entries:
+            return -1, None
         present = self.states.present()
-        for index in range(len(keys) - 1, -1, -1):
-            entry = self.entry(keys[index])
-            if entry is None:
-                continue
+        for index, entry in reversed(entries):
             if keys[index] in present:
                 return index, entry
             self._file(keys[index]).unlink(missing_ok=True)  # its state was removed by hand

@@ -1,6 +1,7 @@
 """The command line: `main` (the console script) and its command groups.
 
-- `main`: the group, validate/show/list/export, and the one error boundary
+- `main`: the group, validate/show/list/export, and the one error boundary; `run`, the
+  console script, calls it with the collector set for a short-lived process (`collector`)
 - `build`: build, rerun, shell, logs, clean
 - `gallery`: the `az sig`-style gallery commands
 - `options`: the click options several commands share
@@ -8,6 +9,6 @@
 
 from __future__ import annotations
 
-from engine.cli.main import cli, main
+from engine.cli.main import cli, main, run
 
-__all__ = ["cli", "main"]
+__all__ = ["cli", "main", "run"]

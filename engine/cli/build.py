@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from engine import signals
+from engine.cli.collector import settled
 from engine.cli.options import (
     any_destination_option,
     junit_option,
@@ -304,6 +305,7 @@ def build(
     from engine.targets.registry import for_spec
     from engine.template.loading import load_templates
 
+    settled()  # what the imports made lives until exit
     if for_spec(target).source_kind != "disk" and boot_test:  # a malformed target is refused first
         raise UsageError("--boot-test boots a disk: it needs --target vm")
     if not templates and not resume_id:

@@ -20,6 +20,7 @@ from engine import signals
 from engine.cli.boot import boot
 from engine.cli.build import build_commands
 from engine.cli.cache import cache
+from engine.cli.collector import short_lived
 from engine.cli.gallery import sig
 from engine.cli.options import (
     any_destination_option,
@@ -415,8 +416,16 @@ for command in build_commands:
     cli.add_command(command)
 
 
+def run() -> NoReturn:
+    """The console script: `main`, with the collector set for a process that lives for
+    one command (engine.cli.collector)."""
+    short_lived()
+    main()
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
-    """The console script: one boundary that turns errors into messages and exit codes."""
+    """The command line: one boundary that turns errors into messages and exit codes
+    (the console script is `run`, which calls it)."""
     signals.install()
     os.umask(os.umask(0o022) | 0o002)  # the user's umask, but nothing aib-local makes is world-writable
     show_traceback = "--debug" in (argv if argv is not None else sys.argv[1:])[:1]

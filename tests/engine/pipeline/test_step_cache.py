@@ -16,8 +16,9 @@ from engine.errors import UsageError
 from engine.events import steps_of
 from engine.junit import JunitReport
 from engine.step_cache import Entry, StepCache, all_entries, chain, parse_size
+from engine.targets.base import TargetError
 from tests.engine.pipeline.conftest import Builds
-from tests.fake_target import FakeStates
+from tests.fake_target import FakeStates, FakeTarget
 
 STEPS = [
     {"type": "Shell", "name": "install", "inline": ["echo install"]},
@@ -191,22 +192,31 @@ def test_a_keep_cut_short_leaves_no_entry_and_is_replaced_then_swept(builds: Bui
     assert len(removed) == 1 and "f" * 64 not in FakeStates.kept and "e" * 64 in FakeStates.kept
 
 
-def test_a_keep_that_fails_is_a_warning_and_the_build_goes_on(builds: Builds) -> None:
-    run = builds.make(STEPS, checkpoint=True)
-    run.ctx.cache_keys = []  # filled at look-up; make every key refuse to be kept
-    original = FakeStates.present
+def test_a_keep_that_fails_is_a_warning_and_the_build_goes_on(builds: Builds, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refusing(self: FakeTarget, states: FakeStates, key: str, base_image: str) -> int:
+        raise TargetError("cannot keep")
 
-    def refusing(self: FakeStates) -> dict[str, float]:
-        run.ctx.cache_keys[:] = [f"refuse-{i}" for i in range(len(run.ctx.cache_keys))]
-        return original(self)
-
-    FakeStates.present = refusing  # type: ignore[method-assign]
-    try:
-        assert run.run().status == "Succeeded"
-    finally:
-        FakeStates.present = original  # type: ignore[method-assign]
+    monkeypatch.setattr(FakeTarget, "keep_state", refusing)
+    assert builds.make(STEPS, checkpoint=True).run().status == "Succeeded"
     warnings = [e["message"] for e in builds.named("warning")]
     assert any("could not be kept for the next builds: cannot keep" in w for w in warnings)
+
+
+def test_a_build_with_nothing_kept_does_not_ask_the_engine_what_it_keeps(
+    builds: Builds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Listing kept states searches every image the engine holds: a build whose steps have
+    # no entry in the store skips it; one whose steps do, asks once.
+    asked: list[int] = []
+    original = FakeStates.present
+    monkeypatch.setattr(FakeStates, "present", lambda self: asked.append(1) or original(self))
+    assert builds.make(STEPS).run().status == "Succeeded"
+    assert asked == []
+    assert builds.make(STEPS, checkpoint=True).run().status == "Succeeded"
+    since = len(builds.events)
+    asked.clear()
+    assert builds.make(STEPS).run().status == "Succeeded"
+    assert cached_steps(builds, since) and len(asked) == 1
 
 
 def test_prune_removes_the_least_recently_used_beyond_the_limit_but_not_states_in_use(builds: Builds) -> None:

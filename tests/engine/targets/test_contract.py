@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,15 +27,18 @@ from tests.support import start_sshd
 def target(request: Any, docker_client: Any, base_image: str, tmp_path: Path) -> Iterator[Target]:
     created: Target
     server = None
+    # A build id of its own (the container is named after it): one that a broken run left
+    # behind cannot block the next run.
+    build_id = f"contract-test-{uuid.uuid4().hex[:8]}"
     if request.param.startswith("docker"):
         init = "none" if request.param == "docker-init-none" else "auto"
-        opening = OpenRequest("docker", "contract-test", template="t", image=base_image, network="none", init=init)
+        opening = OpenRequest("docker", build_id, template="t", image=base_image, network="none", init=init)
         created = for_spec("docker").open(opening)
     else:
         image = request.getfixturevalue("sshd_image")
         server = start_sshd(docker_client, image, tmp_path / "sshd")
         options = SshOptions(key_file=server.key_file, known_hosts=server.known_hosts)
-        created = for_spec(server.target).open(OpenRequest(server.target, "contract-test", ssh=options))
+        created = for_spec(server.target).open(OpenRequest(server.target, build_id, ssh=options))
     created.start()
     yield created
     created.remove()
@@ -134,7 +138,7 @@ def test_restart_and_reconnect(target: Target) -> None:
 
 def test_a_kept_target_is_attached_again_from_its_info(target: Target) -> None:
     assert run(target, "echo kept > /tmp/kept-marker")[0] == 0
-    again = attach(target.info(), "contract-test", within=10)
+    again = attach(target.info(), target.build_id, within=10)
     try:
         assert again.kind == target.kind and again.os_type == target.os_type
         assert again.build_user == target.build_user
