@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from engine.targets.base import TargetError
+from engine.targets.qemu import ACCEL_ENV
 from engine.targets.snapshots import FILES, Snapshots
 from engine.targets.vm import VmTarget
 
@@ -103,7 +104,12 @@ def test_a_good_save_is_kept_whole_and_the_vm_goes_on(tmp_path: Path) -> None:
     assert {p.name for p in found.folder.iterdir()} >= {*FILES, "state", "meta.json"}
 
 
-def test_a_restore_that_qemu_refuses_boots_instead_and_drops_the_snapshot(tmp_path: Path) -> None:
+def test_a_restore_that_qemu_refuses_boots_instead_and_drops_the_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The restore looks for the snapshot of the accelerator it would boot with: the one the
+    # save used (TCG), whether or not /dev/kvm opens on this machine.
+    monkeypatch.setenv(ACCEL_ENV, "tcg")
     saving, _qemu, _link = booted(tmp_path / "first", set())
     snapshots = Snapshots(tmp_path / "snapshots")
     saving._save(snapshots)
