@@ -18,6 +18,14 @@ Workloads (each run alternates the tools, so they see the same machine state):
       state after the 10 s step); Packer's rebuild runs every step again. W2 is also timed
       with --no-cache: the cache's own cost on a template it keeps nothing of
   W7VM  W7 on --target vm (the fixture disk); run only when asked (--only W7VM)
+W1 and W2 build as a user's default build does: systemd as PID 1 and waagent's deprovision.
+
+    python bench/run.py --profile W1|W2
+
+prints where one build spends its time: each phase and the time outside the build's clock,
+the imports that cost most (-X importtime), aib-local's functions by cumulative time and
+all functions by their own time (cProfile).
+
 Packer (apt-get install packer: 1.6.6, docker builder, commit; qemu builder for W6) runs
 when it is installed. Needs the Docker engine and the debian:12 image
 (fixtures/images/build-image.sh debian:12); VMBOOT and W6 need the fixture disk
@@ -27,9 +35,11 @@ when it is installed. Needs the Docker engine and the debian:12 image
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
+import pstats
 import shutil
 import statistics
 import subprocess
@@ -43,6 +53,10 @@ ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "debian:12"
 PYTHON = sys.executable
 BASELINE = "baseline: export + mke2fs -d + copy"
+
+
+# workload: (Shell steps, with the 5 MB File)
+BUILD_WORKLOADS = {"W1": (20, True), "W2": (100, False)}
 
 
 def template(name: str, customize: list[dict[str, object]], distribute: list[dict[str, object]]) -> dict[str, object]:
@@ -195,23 +209,27 @@ class Bench:
             for tool, run in tools.items():
                 self.record(workload, tool, run())
 
-    def build_workload(self, workload: str, step_count: int, with_file: bool) -> None:
+    def workload_template(self, workload: str) -> Path:
+        """W1's or W2's template, written to the work folder."""
+        step_count, with_file = BUILD_WORKLOADS[workload]
         customize = steps(step_count)
         if with_file:
             customize.append(
                 {"type": "File", "name": "payload", "sourceUri": str(self.payload), "destination": "/tmp/payload.bin"}
             )
-        path = self.write(f"{workload}.json", template(workload.lower(), customize, managed(workload.lower())))
+        return self.write(f"{workload}.json", template(workload.lower(), customize, managed(workload.lower())))
+
+    def build_argv(self, path: Path, *extra: str) -> list[str]:
+        """A default build of PATH (systemd as PID 1, waagent's deprovision), no network."""
+        return self.aib("build", str(path), "--network", "none", *extra)
+
+    def build_workload(self, workload: str) -> None:
+        step_count, with_file = BUILD_WORKLOADS[workload]
+        path = self.workload_template(workload)
         tools: dict[str, Callable[[], float]] = {
-            "aib-local": lambda: timed(
-                self.aib("build", str(path), "--network", "none", "--deprovision", "skip"), self.env
-            ),
-            "aib-local --init none": lambda: timed(
-                self.aib("build", str(path), "--network", "none", "--deprovision", "skip", "--init", "none"), self.env
-            ),
-            "aib-local --no-cache": lambda: timed(
-                self.aib("build", str(path), "--network", "none", "--deprovision", "skip", "--no-cache"), self.env
-            ),
+            "aib-local": lambda: timed(self.build_argv(path), self.env),
+            "aib-local --init none": lambda: timed(self.build_argv(path, "--init", "none"), self.env),
+            "aib-local --no-cache": lambda: timed(self.build_argv(path, "--no-cache"), self.env),
             "docker SDK floor": lambda: timed(
                 [PYTHON, str(ROOT / "bench" / "sdk_floor.py"), IMAGE, str(step_count), "5" if with_file else "0"]
             ),
@@ -228,33 +246,71 @@ class Bench:
         build-finished event), and the time outside that clock (interpreter start, imports,
         reading the template, what runs after the build's end), from the process's wall time."""
         columns: dict[str, dict[str, list[float]]] = {}
-        for workload, step_count, with_file in (("W1", 20, True), ("W2", 100, False)):
-            customize = steps(step_count)
-            if with_file:
-                customize.append(
-                    {"type": "File", "name": "payload", "sourceUri": str(self.payload), "destination": "/tmp/p.bin"}
-                )
-            path = self.write(
-                f"{workload}-phases.json", template(workload.lower(), customize, managed(workload.lower()))
-            )
-            argv = self.aib("build", str(path), "--network", "none", "--deprovision", "skip", "--output", "json")
+        for workload in BUILD_WORKLOADS:
+            path = self.workload_template(workload)
             for _ in range(self.runs):
-                started = time.monotonic()
-                done = subprocess.run(argv, env=self.env, capture_output=True, text=True, check=True)
-                wall = time.monotonic() - started
-                finished = next(json.loads(line) for line in done.stdout.splitlines() if '"build-finished"' in line)
                 column = columns.setdefault(workload, {})
-                for name, seconds in finished["phases"].items():
+                for name, seconds in self.clocked(path).items():
                     column.setdefault(name, []).append(seconds)
-                column.setdefault("the build's own clock", []).append(finished["duration"])
-                column.setdefault("outside the build's clock", []).append(wall - finished["duration"])
-                column.setdefault("process wall time", []).append(wall)
         names = list(dict.fromkeys(name for column in columns.values() for name in column))
         self.notes += ["", "Where the time goes (medians, seconds; W1 and W2 as above, --output json):", ""]
         self.notes += ["| phase | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
         for name in names:
             cells = [f"{statistics.median(c[name]):.3f}" if name in c else "-" for c in columns.values()]
             self.notes.append(f"| {name} | " + " | ".join(cells) + " |")
+
+    def clocked(self, path: Path) -> dict[str, float]:
+        """One default build of PATH: the seconds of each phase (from its build-finished
+        event), of the build's own clock, outside it, and of the whole process."""
+        started = time.monotonic()
+        done = subprocess.run(
+            self.build_argv(path, "--output", "json"), env=self.env, capture_output=True, text=True, check=True
+        )
+        wall = time.monotonic() - started
+        finished = next(json.loads(line) for line in done.stdout.splitlines() if '"build-finished"' in line)
+        return {
+            **finished["phases"],
+            "the build's own clock": finished["duration"],
+            "outside the build's clock": wall - finished["duration"],
+            "process wall time": wall,
+        }
+
+    def profile(self, workload: str) -> str:
+        """Where one build of WORKLOAD spends its time: phases, imports, functions."""
+        path = self.workload_template(workload)
+        timed(self.build_argv(path), self.env)  # warm: the systemd verdict, the page cache
+        lines = [f"# {workload}: one default build, profiled", "", "## Phases (seconds; a plain run)", ""]
+        lines += [f"{seconds:8.3f}  {name}" for name, seconds in self.clocked(path).items()]
+        imports = subprocess.run(
+            [PYTHON, "-X", "importtime", *self.build_argv(path)[1:]],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stderr
+        costs: list[tuple[int, str]] = []
+        for line in imports.splitlines():
+            if line.startswith("import time:") and "|" in line and "cumulative" not in line:
+                _, cumulative, name = line.split("|", 2)
+                if not name.startswith("   "):  # the top-level imports (each counts what it imports)
+                    costs.append((int(cumulative), name.strip()))
+        lines += ["", "## Top-level imports by cumulative time (ms; -X importtime)", ""]
+        lines += [f"{micros / 1000:8.1f}  {name}" for micros, name in sorted(costs, reverse=True)[:15]]
+        stats_file = self.work / f"{workload}.prof"
+        subprocess.run(
+            [PYTHON, "-m", "cProfile", "-o", str(stats_file), *self.build_argv(path)[1:]],
+            env=self.env,
+            capture_output=True,
+            check=True,
+        )
+        out = io.StringIO()
+        stats = pstats.Stats(str(stats_file), stream=out)
+        stats.sort_stats("cumulative").print_stats(f"^{ROOT}/(engine|customizers|distributors)/", 25)
+        stats.sort_stats("tottime").print_stats(20)
+        lines += ["", "## Functions (cProfile): aib-local's by cumulative time, then all by own time", ""]
+        noise = ("   Ordered", "   List reduced", str(stats_file))
+        lines += [line for line in out.getvalue().splitlines() if line.strip() and not any(n in line for n in noise)]
+        return "\n".join(lines)
 
     def w7(self, vm: bool = False) -> None:
         """The edit loop; on a container, or on --target vm (W7VM: its first build restores the
@@ -463,18 +519,23 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--only", nargs="*", default=["BOOT", "W1", "W2", "W3", "W4", "W5"])
     parser.add_argument("--write", type=Path, help="also write the report to this file")
+    parser.add_argument(
+        "--profile", choices=sorted(BUILD_WORKLOADS), help="print where one build of this workload spends its time"
+    )
     args = parser.parse_args()
     bench = Bench(args.runs)
     try:
-        for workload in args.only:
-            print(f"running {workload} ...", file=sys.stderr, flush=True)
-            if workload == "W1":
-                bench.build_workload("W1", 20, with_file=True)
-            elif workload == "W2":
-                bench.build_workload("W2", 100, with_file=False)
-            else:
-                getattr(bench, workload.lower())()
-        report = bench.report()
+        if args.profile:
+            report = bench.profile(args.profile)
+            args.write = None
+        else:
+            for workload in args.only:
+                print(f"running {workload} ...", file=sys.stderr, flush=True)
+                if workload in BUILD_WORKLOADS:
+                    bench.build_workload(workload)
+                else:
+                    getattr(bench, workload.lower())()
+            report = bench.report()
     finally:
         subprocess.run(bench.aib("cache", "prune", "--all"), env=bench.env, capture_output=True, check=False)
         shutil.rmtree(bench.work, ignore_errors=True)
