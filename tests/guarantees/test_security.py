@@ -121,8 +121,14 @@ def test_build_containers_run_unprivileged_with_only_the_mounts_they_need(
 ) -> None:
     # From inside, as root: no cgroup outside the container's own can be made (on v1 the
     # controllers; on v2 the namespace's root is the container's own subtree).
-    probe = "for c in memory pids cpu; do [ ! -d /sys/fs/cgroup/$c ] || ! mkdir /sys/fs/cgroup/$c/aib-probe; done"
-    step = {"type": "Shell", "name": "step", "inline": ["echo step", f"sudo sh -c '{probe}' 2>/dev/null"]}
+    # Each controller whose cgroup could be made is named (and the step fails); sudo's own
+    # errors show in the output.
+    probe = (
+        "made=; for c in memory pids cpu; do [ -d /sys/fs/cgroup/$c ] || continue; "
+        'mkdir /sys/fs/cgroup/$c/aib-probe 2>/dev/null && made="$made $c"; done; '
+        '[ -z "$made" ] || { echo "MADE A CGROUP:$made"; exit 1; }'
+    )
+    step = {"type": "Shell", "name": "step", "inline": ["echo step", f"sudo sh -c '{probe}'", "echo PROBED"]}
     path = write_template(template("sec", [step], distribute=[managed_image("sec")]))
     wait = {"AIB_LOCAL_FAILPOINTS": "phase:customize=wait:3"}
     running = Running(["build", str(path), "--network", "none"], store, wait)
@@ -131,6 +137,7 @@ def test_build_containers_run_unprivileged_with_only_the_mounts_they_need(
     target = docker_client.containers.get(f"aib-local-{build_id}")
     code, output = running.finish()
     assert code == 0, output
+    assert "PROBED" in output and "MADE A CGROUP" not in output, output
 
     _unprivileged(target)
     # systemd as PID 1: on cgroup v1 the host's hierarchy read-only; on v2 no mount at all,
