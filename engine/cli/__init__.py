@@ -1,4 +1,4 @@
-"""The command line: `main` (the console script) and its command groups.
+"""The command line: `run` (the console script), `main` and its command groups.
 
 - `main`: the group, validate/show/list/export, and the one error boundary; `run`, the
   console script, calls it with the collector set for a short-lived process (`collector`)
