@@ -527,11 +527,12 @@ def main() -> None:
         "--profile", choices=sorted(BUILD_WORKLOADS), help="print where one build of this workload spends its time"
     )
     args = parser.parse_args()
+    if args.profile and args.write:
+        parser.error("--profile prints one build's profile; --write is for the results table")
     bench = Bench(args.runs)
     try:
         if args.profile:
             report = bench.profile(args.profile)
-            args.write = None
         else:
             for workload in args.only:
                 print(f"running {workload} ...", file=sys.stderr, flush=True)

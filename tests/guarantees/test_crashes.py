@@ -215,7 +215,9 @@ def test_a_defect_mid_build_still_leaves_nothing_behind(
     assert result.code == 1, result.output
     assert "internal error" in result.stderr and "rerun with --debug" in result.stderr
     assert "Traceback" not in result.output
-    crash_log = Path(re.search(r"traceback in (\S+);", result.stderr).group(1))  # type: ignore[union-attr]
+    named = re.search(r"traceback in (\S+);", result.stderr)
+    assert named, result.stderr
+    crash_log = Path(named.group(1))
     assert "Traceback" in crash_log.read_text()
     crash_log.unlink()  # this test's own: each run would leave one
     (build_id,) = build_ids(store)
