@@ -31,6 +31,21 @@ from tests.support import (
 ENGINE_MARKERS = ("docker", "ssh", "vm", "cgroupv2", "podman", "browser")
 
 
+# The two modules that boot QEMU under TCG take most of a full run. Run first, with
+# `-n 2` and the module-by-module distribution of pyproject.toml (`--dist loadscope
+# --no-loadscope-reorder`), each gets a worker of its own from the start, and the other
+# tests fill in behind the shorter one. Alone in one process, the order changes nothing.
+LONG_MODULES = ("tests/integration/test_vm.py", "tests/integration/test_cgroup_v2.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        module = item.nodeid.split("::", 1)[0]
+        return LONG_MODULES.index(module) if module in LONG_MODULES else len(LONG_MODULES)
+
+    items.sort(key=rank)  # stable: the order within each module is kept
+
+
 @pytest.fixture(autouse=True)
 def _collect_garbage(request: pytest.FixtureRequest) -> Iterator[None]:
     """After a test that used an engine, sshd, VM or browser, what it left unreachable is
