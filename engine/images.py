@@ -386,9 +386,12 @@ def commit(
     tag: str,
     base_image: str,
     labels: dict[str, str] | None = None,
+    *,
+    running: bool = True,
 ) -> str:
     """Commit `container` as `repository:tag` with `base_image`'s own entrypoint, command,
-    environment, working directory and user, not the container's; its image id.
+    environment, working directory and user, not the container's; its image id. A
+    `running` container is paused for the commit where the engine can pause it.
 
     Docker takes the config in the request's body. Podman's Docker API ignores that body
     and takes Dockerfile instructions (`changes`) instead, which can set but not drop an
@@ -396,7 +399,8 @@ def commit(
     conf = commit_config(client, base_image, labels)
     about = engine_about(client)
     changes = commit_changes(conf) if about.kind == "Podman" else None
-    image = container.commit(repository=repository, tag=tag, conf=conf, changes=changes, pause=about.has_cgroups)
+    pause = running and about.has_cgroups
+    image = container.commit(repository=repository, tag=tag, conf=conf, changes=changes, pause=pause)
     return str(image.id)
 
 

@@ -83,7 +83,7 @@ class FakeTarget(Target):
         self.commits: list[str] = []
         self.kept: list[str] = []  # step cache keys it kept
         self.restored_from = ""  # the key it started from
-        self.started = self.stopped = self.removed = self.prepared = self.detached = False
+        self.started = self.stopped = self.halted = self.removed = self.prepared = self.detached = False
         self.boots = 1
 
     @classmethod
@@ -170,6 +170,9 @@ class FakeTarget(Target):
 
     def stop(self) -> None:
         self.stopped = True
+
+    def halt(self) -> None:
+        self.halted = True
 
     def prepare_capture(self) -> None:
         self.prepared = True

@@ -383,13 +383,14 @@ def run_builds(
 ) -> list[Any]:
     """Run the builds; then the JUnit report (interrupted builds too) and the HTML reports."""
     from engine.events import read_events
-    from engine.junit import JunitReport
     from engine.pipeline import run_all
 
     try:
         results = run_all(builds, parallel)
     finally:  # interrupted builds too: their events say so
         if junit is not None:
+            from engine.junit import JunitReport  # only when asked: XML is not needed otherwise
+
             tests = JunitReport()
             for build_run in builds:
                 ctx = build_run.ctx

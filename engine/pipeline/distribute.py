@@ -24,8 +24,8 @@ def capture(ctx: BuildContext, steps: StepRunner) -> None:
     elif target.captures_disk or any(d.needs_export for d in ctx.distributors):
         steps.action("capture", target.stop, detail=f"stop {target.describe()} so its disk is quiescent")
     else:
-        paused = "paused, where the engine can pause it"
-        ctx.events.info(f"capture: {target.describe()} is committed as it runs ({paused})", step="capture")
+        detail = f"stop {target.describe()} at once: its filesystem is committed as it stands (as a paused commit)"
+        steps.action("capture", target.halt, detail=detail)
 
 
 def distribute(ctx: BuildContext, steps: StepRunner) -> None:

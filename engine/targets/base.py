@@ -186,6 +186,11 @@ class Target(ABC):
     def stop(self) -> None:
         """Stop the machine, keeping its disk (it is captured after this)."""
 
+    def halt(self) -> None:  # noqa: B027 - a target committed as it runs has nothing to stop
+        """Stop the machine at once, for a commit of its filesystem as it stands: nothing runs
+        on to change it, and the commit needs no pause (a power cut, not a shutdown). For a
+        capture that needs no clean stop; the default leaves the machine as it is."""
+
     @abstractmethod
     def remove(self) -> None:
         """Remove the machine and everything started for it; safe to call twice."""

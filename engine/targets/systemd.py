@@ -14,7 +14,9 @@ and is taken out again before capture.
 
 from __future__ import annotations
 
+import math
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -144,15 +146,29 @@ def container_settings(init: str, setup: CgroupSetup) -> dict[str, object]:
     return settings | setup.options
 
 
+# One exec for the whole wait: systemd answers the moment the boot is over, where a poll
+# would find out up to a poll later. Bounded by coreutils' timeout; an older systemd
+# (before 240) answers at once, and one without --wait, or an image without timeout, is
+# asked the plain question, so the poll around it still ends the wait.
+WAIT_FOR_BOOT = (
+    "timeout {seconds} systemctl is-system-running --wait 2>&1 || {{ echo; systemctl is-system-running 2>&1; }}"
+)
+WAIT_SLICE = 20  # seconds one ask may block: a quiet exec longer than that looks like a hung engine
+STATES = (*STARTING, *UP, "maintenance", "stopping", "unknown")
+
+
 def wait_until_up(ask: Callable[[list[str]], tuple[int, str]], within: float) -> tuple[str, list[str]]:
-    """Poll `systemctl is-system-running` until the boot is over; the state and, when it
-    is degraded, the failed units. TimeoutError after `within` seconds."""
+    """Wait until systemd says the boot is over (WAIT_FOR_BOOT, asked again while its bus
+    does not answer yet); the state and, when it is degraded, the failed units.
+    TimeoutError after `within` seconds."""
     last = [""]
+    deadline = time.monotonic() + within
 
     def settled() -> str | None:
-        _code, out = ask(["systemctl", "is-system-running"])
-        words = out.split()
-        last[0] = words[-1] if words and "bus" not in out else ""
+        seconds = min(WAIT_SLICE, max(1, math.ceil(deadline - time.monotonic())))
+        _code, out = ask(["/bin/sh", "-c", WAIT_FOR_BOOT.format(seconds=seconds)])
+        answers = [line.strip() for line in out.splitlines() if line.strip() in STATES]
+        last[0] = answers[-1] if answers and "bus" not in out else ""
         return None if last[0] in STARTING and last[0] not in UP else last[0]  # maintenance, stopping...: said
 
     state = poll(settled, within=within, every=0.05)
