@@ -231,7 +231,10 @@ class SshLink:
             for output in outputs.values():
                 output.flush()
         status = channel.recv_exit_status()
-        channel.close()
+        # The command has ended and said how: a host going down right after it (a reboot
+        # command) may break the connection before the channel's close is sent.
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            channel.close()
         if status == -1:
             raise ConnectionLost(f"the command on {self.endpoint} ended without an exit status")
         if kill_pidfile:
